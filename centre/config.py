@@ -1,0 +1,167 @@
+"""Centre configuration, read from a TOML file.
+
+Example (`onekey centre init` writes one)::
+
+    [centre]
+    db = "centre.db"                 # SQLite file; relative paths are relative to this file
+    key = "centre.key"               # Ed25519 private key (0600) that signs acks
+    client_id = "centre"             # MQTT client id of the persistent session
+    gateway_timeout_s = 90           # a gateway silent this long is shown as offline
+
+    [http]
+    host = "127.0.0.1"
+    port = 8080
+
+    [broker]
+    host = "127.0.0.1"
+    port = 8883
+    ca = "ca.pem"                    # CA that signed the broker's certificate
+    cert = "centre-cert.pem"         # client certificate, common name "centre"
+    key = "centre-key.pem"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from centre.frames import valid_id
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, malformed or inconsistent; the message names both."""
+
+
+@dataclass(frozen=True)
+class CentreConfig:
+    db_path: Path
+    key_path: Path
+    http_host: str
+    http_port: int
+    broker_host: str
+    broker_port: int
+    broker_ca: Path
+    broker_cert: Path
+    broker_key: Path
+    client_id: str = "centre"
+    gateway_timeout_s: float = 90.0
+    # Reconnect backoff towards the centre broker: doubles from min to max.
+    reconnect_min_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    source: Path | None = None
+
+
+def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    sec = data.get(name)
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{path}: missing section [{name}]")
+    return sec
+
+
+def _str(sec: dict[str, Any], name: str, where: str, default: str | None = None) -> str:
+    if name not in sec:
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: missing field {name!r}")
+    value = sec[name]
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{where}: field {name!r} must be a non-empty string")
+    return value
+
+
+def _port(sec: dict[str, Any], name: str, where: str) -> int:
+    if name not in sec:
+        raise ConfigError(f"{where}: missing field {name!r}")
+    value = sec[name]
+    if type(value) is not int or not 0 <= value <= 65535:
+        raise ConfigError(f"{where}: field {name!r} must be an integer 0..65535")
+    return value
+
+
+def _seconds(sec: dict[str, Any], name: str, where: str, default: float) -> float:
+    value = sec.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{where}: field {name!r} must be a positive number of seconds")
+    return float(value)
+
+
+def load_config(path: Path) -> CentreConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read centre config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    base = path.parent.resolve()
+
+    def rel(p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else base / q
+
+    centre = _section(data, "centre", path)
+    where = f"{path} [centre]"
+    client_id = _str(centre, "client_id", where, "centre")
+    if not valid_id(client_id):
+        raise ConfigError(f"{where}: field 'client_id' must be 1-32 of a-z, 0-9, '-'")
+    http = _section(data, "http", path)
+    where_h = f"{path} [http]"
+    broker = _section(data, "broker", path)
+    where_b = f"{path} [broker]"
+    return CentreConfig(
+        db_path=rel(_str(centre, "db", where)),
+        key_path=rel(_str(centre, "key", where)),
+        client_id=client_id,
+        gateway_timeout_s=_seconds(centre, "gateway_timeout_s", where, 90.0),
+        reconnect_min_s=_seconds(broker, "reconnect_min_s", where_b, 0.5),
+        reconnect_max_s=_seconds(broker, "reconnect_max_s", where_b, 30.0),
+        http_host=_str(http, "host", where_h),
+        http_port=_port(http, "port", where_h),
+        broker_host=_str(broker, "host", where_b),
+        broker_port=_port(broker, "port", where_b),
+        broker_ca=rel(_str(broker, "ca", where_b)),
+        broker_cert=rel(_str(broker, "cert", where_b)),
+        broker_key=rel(_str(broker, "key", where_b)),
+        source=path,
+    )
+
+
+def _q(text: str | Path) -> str:
+    """A TOML basic string."""
+    s = str(text).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{s}"'
+
+
+def render_config(
+    *,
+    db: str | Path = "centre.db",
+    key: str | Path = "centre.key",
+    http_host: str = "127.0.0.1",
+    http_port: int = 8080,
+    broker_host: str = "127.0.0.1",
+    broker_port: int = 8883,
+    ca: str | Path = "ca.pem",
+    cert: str | Path = "centre-cert.pem",
+    tls_key: str | Path = "centre-key.pem",
+    client_id: str = "centre",
+    gateway_timeout_s: float = 90.0,
+) -> str:
+    return f"""# onekey township centre; paths are relative to this file
+[centre]
+db = {_q(db)}
+key = {_q(key)}
+client_id = {_q(client_id)}
+gateway_timeout_s = {float(gateway_timeout_s)}
+
+[http]
+host = {_q(http_host)}
+port = {int(http_port)}
+
+[broker]
+host = {_q(broker_host)}
+port = {int(broker_port)}
+ca = {_q(ca)}
+cert = {_q(cert)}
+key = {_q(tls_key)}
+"""

@@ -1,0 +1,322 @@
+"""The centre's side of the centre broker: one task that owns the MQTT connection.
+
+It subscribes to every gateway's events and heartbeats (QoS 1, persistent session under a fixed
+client id, so the broker keeps what arrives while the centre restarts), checks each message
+(frames.open_uplink), commits good events to SQLite and only then publishes the signed
+`received` ack (§6.4). A duplicate is answered with the event's current state. Acks that staff
+gave are taken from the store's pending downlinks, published, and deleted on PUBACK; whatever is
+still pending when the link drops is published again after the next connect.
+
+Bad input never stops the task: a message is either handled or rejected with one reason, which
+is logged as a key=value line and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import re
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from centre import frames
+from centre.config import CentreConfig
+from centre.store import Event, Store, StoreError, now_ms
+from onekey.mqtt import MqttClient, MqttError, TlsFiles
+from onekey.signing import KeyFileError, load_public_hex
+
+log = logging.getLogger("onekey.centre.ingest")
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.:/+@-]{1,200}")
+
+
+def kv(**fields: object) -> str:
+    """`key=value` pairs; values that are not plain tokens are JSON-quoted (no log injection)."""
+    out = []
+    for k, v in fields.items():
+        s = str(v)
+        out.append(f"{k}={s if _PLAIN.fullmatch(s) else json.dumps(s[:200])}")
+    return " ".join(out)
+
+
+class IncomingMessage(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def payload(self) -> bytes: ...
+
+
+class MqttLike(Protocol):
+    """What the ingest task needs of an MQTT client (onekey.mqtt.MqttClient, or a test fake)."""
+
+    async def connect(self) -> None: ...
+    async def subscribe(self, topic: str, qos: int = ...) -> None: ...
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = ...) -> asyncio.Future[None]: ...
+    def messages(self) -> AsyncIterator[Any]: ...
+    async def disconnect(self) -> None: ...
+
+
+ClientFactory = Callable[[CentreConfig], MqttLike]
+
+
+def broker_client(config: CentreConfig) -> MqttLike:
+    """The real client: TLS with the centre's certificate (common name = MQTT user)."""
+    return MqttClient(
+        config.client_id,
+        config.broker_host,
+        config.broker_port,
+        tls=TlsFiles(ca=config.broker_ca, cert=config.broker_cert, key=config.broker_key),
+        clean_session=False,  # events that arrive while the centre is away wait at the broker
+        keepalive=30,
+    )
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.rejected: Counter[str] = Counter()
+        self.connected = False
+        self.gateways_offline = 0
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] += 1
+        self.counts["rejected"] += 1
+
+
+class Ingest:
+    """`run()` until cancelled. Constructing it does no I/O."""
+
+    def __init__(
+        self,
+        config: CentreConfig,
+        store: Store,
+        key: Ed25519PrivateKey,
+        metrics: Metrics | None = None,
+        client_factory: ClientFactory = broker_client,
+        clock: Callable[[], int] = now_ms,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.key = key
+        self.metrics = metrics or Metrics()
+        self.client_factory = client_factory
+        self.clock = clock
+        self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def kick(self) -> None:
+        """New pending downlinks are in the store: publish them now if connected."""
+        self._wake.set()
+
+    # -- one message
+
+    async def _key_for(self, gw: str) -> Ed25519PublicKey | None:
+        gateway = await self.store.get_gateway(gw)
+        if gateway is None:
+            return None
+        cached = self._keys.get(gw)
+        if cached is not None and cached[0] == gateway.public_key:
+            return cached[1]
+        try:
+            pub = load_public_hex(gateway.public_key)
+        except KeyFileError:
+            log.error(kv(event="bad_enrolled_key", gw=gw))
+            return None
+        self._keys[gw] = (gateway.public_key, pub)
+        return pub
+
+    async def handle(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
+        """Check and apply one message; returns the acks to publish (topic, payload).
+
+        Raises StoreError only (nothing is acked then: the gateway sends the event again).
+        """
+        try:
+            gw, _ = frames.parse_topic(topic)
+            pub = await self._key_for(gw)
+            gw, kind, body = frames.open_uplink(topic, payload, lambda _gw: pub)
+            if kind == "hb":
+                await self._heartbeat(frames.parse_heartbeat(body, gw))
+                return []
+            new = frames.parse_event(body, gw)
+        except frames.Rejected as exc:
+            self.metrics.reject(exc.reason)
+            log.warning(
+                kv(event="rejected", reason=exc.reason, topic=topic, detail=exc.detail or "-")
+            )
+            return []
+        result = await self.store.insert_event(new, self.clock())
+        ev = result.event
+        if result.created:
+            self.metrics.inc("events")
+            self.metrics.inc(f"events_{ev.kind}")
+            log.info(
+                kv(
+                    event="stored", id=ev.id, kind=ev.kind, state=ev.state,
+                    village=ev.village, household=ev.household or "-",
+                )
+            )
+        else:
+            self.metrics.inc("duplicates")
+            log.info(kv(event="duplicate", id=ev.id, state=ev.state))
+        return [self._ack(ev)]
+
+    def _ack(self, ev: Event) -> tuple[str, bytes]:
+        return frames.signed_ack(self.key, ev.gw, frames.ack_body(ev))
+
+    async def _heartbeat(self, hb: frames.Heartbeat) -> None:
+        if not await self.store.record_heartbeat(hb.gw, hb.ts, hb.outbox, hb.devices, self.clock()):
+            raise frames.Rejected(frames.REPLAY, f"heartbeat ts {hb.ts} is not newer")
+        self.metrics.inc("heartbeats")
+
+    # -- the connection
+
+    async def run(self) -> None:
+        delay = self.config.reconnect_min_s
+        while True:
+            client = self.client_factory(self.config)
+            pump: asyncio.Task[None] | None = None
+            try:
+                await client.connect()
+                await client.subscribe(frames.SUB_EVENTS, qos=1)
+                await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
+                self.metrics.connected = True
+                self.metrics.inc("connects")
+                log.info(
+                    kv(
+                        event="broker_up",
+                        broker=f"{self.config.broker_host}:{self.config.broker_port}",
+                    )
+                )
+                delay = self.config.reconnect_min_s
+                pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
+                async for msg in client.messages():
+                    await self._on_message(client, msg.topic, msg.payload)
+                raise MqttError("message stream ended")
+            except MqttError as exc:
+                log.warning(kv(event="broker_down", error=str(exc), retry_s=f"{delay:.1f}"))
+            except Exception:  # supervisor: log, reconnect
+                log.exception(kv(event="ingest_failed", retry_s=f"{delay:.1f}"))
+            finally:
+                self.metrics.connected = False
+                await self._stop_tasks(pump)
+                with contextlib.suppress(MqttError):
+                    await client.disconnect()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, self.config.reconnect_max_s)
+
+    async def _stop_tasks(self, pump: asyncio.Task[None] | None) -> None:
+        tasks = [*self._tasks, *([pump] if pump is not None else [])]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    async def _on_message(self, client: MqttLike, topic: str, payload: bytes) -> None:
+        try:
+            acks = await self.handle(topic, payload)
+        except StoreError as exc:
+            self.metrics.inc("store_errors")
+            log.error(kv(event="store_failed", topic=topic, error=str(exc)))
+            return
+        for ack_topic, ack_payload in acks:
+            fut = client.publish_nowait(ack_topic, ack_payload, qos=1)
+            fut.add_done_callback(self._sent)
+
+    def _sent(self, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            self.metrics.inc("acks_sent")
+        else:
+            log.warning(kv(event="ack_not_sent", error=str(exc)))
+
+    async def _pump(self, client: MqttLike) -> None:
+        """Publish pending staff acks; each is deleted from the store on its PUBACK."""
+        inflight: set[int] = set()
+        while True:
+            self._wake.clear()
+            try:
+                pending = await self.store.pending_downlinks()
+            except StoreError as exc:
+                log.error(kv(event="store_failed", on="pending_downlinks", error=str(exc)))
+                await asyncio.sleep(1.0)
+                continue
+            for dl in pending:
+                if dl.id in inflight:
+                    continue
+                try:
+                    fut = client.publish_nowait(dl.topic, dl.payload, qos=1)
+                except MqttError as exc:  # the link is going down; all is sent after reconnect
+                    log.warning(kv(event="downlink_not_sent", id=dl.event_id, error=str(exc)))
+                    return
+                inflight.add(dl.id)
+                task = asyncio.create_task(self._confirm(dl.id, dl.event_id, fut, inflight))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            await self._wake.wait()
+
+    async def _confirm(
+        self, dl_id: int, event_id: str, fut: asyncio.Future[None], inflight: set[int]
+    ) -> None:
+        try:
+            await fut
+        except MqttError as exc:
+            log.warning(kv(event="downlink_not_sent", id=event_id, error=str(exc)))
+            inflight.discard(dl_id)  # sent again after the next connect (or kick)
+            return
+        try:
+            await self.store.delete_downlink(dl_id)
+        except StoreError as exc:
+            # Left pending: published again later, which the gateway ignores as a repeat.
+            log.error(kv(event="store_failed", on="delete_downlink", error=str(exc)))
+        inflight.discard(dl_id)
+        self.metrics.inc("downlinks_sent")
+        log.info(kv(event="downlink_sent", id=event_id))
+
+    # -- supervision
+
+    async def watch_gateways(self, period_s: float = 5.0) -> None:
+        """Log (once per change) a gateway that has been silent longer than
+        `gateway_timeout_s`, and when it is heard again; keeps `metrics.gateways_offline`."""
+        silent: set[str] = set()
+        while True:
+            try:
+                gateways = await self.store.list_gateways()
+            except StoreError as exc:
+                log.error(kv(event="store_failed", on="watch_gateways", error=str(exc)))
+            else:
+                now = self.clock()
+                limit = int(self.config.gateway_timeout_s * 1000)
+                for g in gateways:
+                    quiet = g.last_seen is None or now - g.last_seen > limit
+                    if quiet and g.id not in silent:
+                        silent.add(g.id)
+                        self.metrics.inc("gateway_silent")
+                        log.warning(
+                            kv(
+                                event="gateway_silent",
+                                gw=g.id,
+                                last_seen=g.last_seen if g.last_seen is not None else "never",
+                                timeout_s=self.config.gateway_timeout_s,
+                            )
+                        )
+                    elif not quiet and g.id in silent:
+                        silent.discard(g.id)
+                        log.info(kv(event="gateway_heard", gw=g.id))
+                silent &= {g.id for g in gateways}
+                self.metrics.gateways_offline = len(silent)
+            await asyncio.sleep(period_s)

@@ -1,0 +1,1 @@
+"""The staff web page (index.html), shipped as package data."""

@@ -1,0 +1,456 @@
+"""The centre's SQLite store: enrolled gateways, events, and acks still owed to gateways.
+
+One connection, WAL, synchronous=FULL: a write has reached the disk when its method returns.
+All statements go through one lock, so each method is one transaction and concurrent callers
+(the ingest task and API requests) never see each other's half-done work.
+
+Events are keyed by their system-wide id `{gw}:{device}:{counter}` (docs/protocol.md §1.2);
+inserting an id that is already stored changes nothing and returns the stored row. A cancel is
+stored as its own row (kind `cancel`, state `cancel`, `ref` = the alarm's id) and marks that
+alarm `cancelled`; if the cancel arrives before the alarm, the alarm is stored cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+KINDS = ("alarm", "cancel", "test")
+# States: an alarm is open, acked or cancelled; a test is `test`; a cancel event is `cancel`.
+STATES = ("open", "acked", "cancelled", "test", "cancel")
+MAX_LIMIT = 1000
+
+
+def now_ms() -> int:
+    """The centre's clock: Unix milliseconds."""
+    return time.time_ns() // 1_000_000
+
+_MIGRATIONS: tuple[str, ...] = (
+    # version 1
+    """
+    CREATE TABLE gateways (
+        id          TEXT PRIMARY KEY,
+        public_key  TEXT NOT NULL,
+        name        TEXT NOT NULL DEFAULT '',
+        enrolled_at INTEGER NOT NULL,
+        last_seen   INTEGER,
+        hb_ts       INTEGER,
+        outbox      INTEGER,
+        devices     INTEGER
+    );
+    CREATE TABLE alarms (
+        id           TEXT PRIMARY KEY,
+        gw           TEXT NOT NULL,
+        seq          INTEGER NOT NULL,
+        kind         TEXT NOT NULL CHECK (kind IN ('alarm', 'cancel', 'test')),
+        device       TEXT NOT NULL,
+        counter      INTEGER NOT NULL,
+        ref          TEXT,
+        village      TEXT NOT NULL,
+        household    TEXT NOT NULL,
+        gw_ts        INTEGER NOT NULL,
+        dev_ts       INTEGER,
+        dev_up       INTEGER,
+        received_at  INTEGER NOT NULL,
+        state        TEXT NOT NULL
+                     CHECK (state IN ('open', 'acked', 'cancelled', 'test', 'cancel')),
+        acked_by     TEXT,
+        acked_note   TEXT,
+        acked_at     INTEGER,
+        cancelled_at INTEGER
+    );
+    CREATE INDEX alarms_received ON alarms (received_at);
+    CREATE INDEX alarms_state ON alarms (state, received_at);
+    CREATE INDEX alarms_ref ON alarms (ref) WHERE ref IS NOT NULL;
+    CREATE TABLE downlinks (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        gw         TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        topic      TEXT NOT NULL,
+        payload    BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+class StoreError(Exception):
+    """SQLite refused an operation (disk full, read-only file, corruption, newer schema)."""
+
+
+class NotFound(StoreError):
+    """No event has that id."""
+
+
+class NotOpen(StoreError):
+    """The event is not an alarm that can be acknowledged (a test, a cancel, a cancelled alarm)."""
+
+    def __init__(self, event: Event) -> None:
+        super().__init__(f"{event.id} is {event.state}, not an open alarm")
+        self.event = event
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """A validated event as the gateway sent it (docs/protocol.md §6.2)."""
+
+    id: str
+    gw: str
+    seq: int
+    kind: str
+    device: str
+    counter: int
+    village: str
+    household: str
+    gw_ts: int
+    ref: str | None = None
+    dev_ts: int | None = None
+    dev_up: int | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    gw: str
+    seq: int
+    kind: str
+    device: str
+    counter: int
+    ref: str | None
+    village: str
+    household: str
+    gw_ts: int
+    dev_ts: int | None
+    dev_up: int | None
+    received_at: int
+    state: str
+    acked_by: str | None
+    acked_note: str | None
+    acked_at: int | None
+    cancelled_at: int | None
+
+
+@dataclass(frozen=True)
+class Gateway:
+    id: str
+    public_key: str
+    name: str
+    enrolled_at: int
+    last_seen: int | None
+    hb_ts: int | None
+    outbox: int | None
+    devices: int | None
+
+
+@dataclass(frozen=True)
+class Downlink:
+    id: int
+    gw: str
+    event_id: str
+    state: str
+    topic: str
+    payload: bytes
+    created_at: int
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    event: Event
+    created: bool  # False: a duplicate, nothing was written
+
+
+@dataclass(frozen=True)
+class AckResult:
+    event: Event
+    changed: bool  # False: it was already acked, nothing was written
+    downlink: Downlink | None
+
+
+_EVENT_COLS = (
+    "id, gw, seq, kind, device, counter, ref, village, household, gw_ts, dev_ts, dev_up, "
+    "received_at, state, acked_by, acked_note, acked_at, cancelled_at"
+)
+_GATEWAY_COLS = "id, public_key, name, enrolled_at, last_seen, hb_ts, outbox, devices"
+_DOWNLINK_COLS = "id, gw, event_id, state, topic, payload, created_at"
+
+
+def _event(row: Any) -> Event:
+    return Event(*row)
+
+
+def _gateway(row: Any) -> Gateway:
+    return Gateway(*row)
+
+
+def _downlink(row: Any) -> Downlink:
+    return Downlink(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), row[6])
+
+
+class Store:
+    """`async with Store(path) as store:` opens (creating or migrating the schema) and closes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(self.path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        self._db = db
+        try:
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=FULL")
+            await db.execute("PRAGMA foreign_keys=ON")
+            await db.execute("PRAGMA busy_timeout=5000")
+            await self._migrate(db)
+        except BaseException:
+            self._db = None
+            await db.close()
+            raise
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await db.close()
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        try:
+            async with db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            version = int(row[0]) if row else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this program's "
+                    f"{SCHEMA_VERSION}; upgrade onekey"
+                )
+            for n in range(version, SCHEMA_VERSION):
+                await db.executescript(
+                    f"BEGIN IMMEDIATE;\n{_MIGRATIONS[n]}\nPRAGMA user_version = {n + 1};\nCOMMIT;"
+                )
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                await db.execute("ROLLBACK")
+            raise StoreError(f"cannot create or migrate the schema of {self.path}: {exc}") from None
+
+    @asynccontextmanager
+    async def _tx(self, write: bool = True) -> AsyncIterator[aiosqlite.Connection]:
+        db = self._db
+        if db is None:
+            raise StoreError("the store is not open")
+        async with self._lock:
+            try:
+                if not write:
+                    yield db
+                    return
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from None
+
+    @staticmethod
+    async def _one(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> Any:
+        async with db.execute(sql, args) as cur:
+            return await cur.fetchone()
+
+    @staticmethod
+    async def _all(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        async with db.execute(sql, args) as cur:
+            return list(await cur.fetchall())
+
+    # -- gateways
+
+    async def upsert_gateway(
+        self, gw: str, public_key: str, now_ms: int, name: str | None = None
+    ) -> Gateway:
+        """Enrol a gateway, or replace its public key (and name, when given)."""
+        async with self._tx() as db:
+            await db.execute(
+                "INSERT INTO gateways (id, public_key, name, enrolled_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key, "
+                "enrolled_at = excluded.enrolled_at, "
+                "name = CASE WHEN ? IS NULL THEN gateways.name ELSE excluded.name END",
+                (gw, public_key, name or "", now_ms, name),
+            )
+            row = await self._one(db, f"SELECT {_GATEWAY_COLS} FROM gateways WHERE id = ?", (gw,))
+        return _gateway(row)
+
+    async def get_gateway(self, gw: str) -> Gateway | None:
+        async with self._tx(write=False) as db:
+            row = await self._one(db, f"SELECT {_GATEWAY_COLS} FROM gateways WHERE id = ?", (gw,))
+        return None if row is None else _gateway(row)
+
+    async def list_gateways(self) -> list[Gateway]:
+        async with self._tx(write=False) as db:
+            rows = await self._all(db, f"SELECT {_GATEWAY_COLS} FROM gateways ORDER BY id", ())
+        return [_gateway(r) for r in rows]
+
+    async def record_heartbeat(
+        self, gw: str, ts: int, outbox: int, devices: int, now_ms: int
+    ) -> bool:
+        """Record a gateway heartbeat; False (and nothing written) if `ts` is not newer."""
+        async with self._tx() as db:
+            cur = await db.execute(
+                "UPDATE gateways SET last_seen = ?, hb_ts = ?, outbox = ?, devices = ? "
+                "WHERE id = ? AND (hb_ts IS NULL OR hb_ts < ?)",
+                (now_ms, ts, outbox, devices, gw, ts),
+            )
+            return cur.rowcount == 1
+
+    # -- events
+
+    async def insert_event(self, ev: NewEvent, now_ms: int) -> InsertResult:
+        if ev.kind not in KINDS:
+            raise ValueError(f"unknown kind {ev.kind!r}")
+        async with self._tx() as db:
+            row = await self._one(db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (ev.id,))
+            if row is not None:
+                return InsertResult(_event(row), created=False)
+            state = {"alarm": "open", "test": "test", "cancel": "cancel"}[ev.kind]
+            cancelled_at: int | None = None
+            if ev.kind == "alarm":
+                earlier = await self._one(
+                    db,
+                    "SELECT MIN(received_at) FROM alarms WHERE ref = ? AND kind = 'cancel'",
+                    (ev.id,),
+                )
+                if earlier is not None and earlier[0] is not None:
+                    state, cancelled_at = "cancelled", int(earlier[0])
+            await db.execute(
+                f"INSERT INTO alarms ({_EVENT_COLS}) VALUES "
+                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)",
+                (
+                    ev.id, ev.gw, ev.seq, ev.kind, ev.device, ev.counter, ev.ref, ev.village,
+                    ev.household, ev.gw_ts, ev.dev_ts, ev.dev_up, now_ms, state, cancelled_at,
+                ),
+            )
+            if ev.kind == "cancel" and ev.ref is not None:
+                await db.execute(
+                    "UPDATE alarms SET state = 'cancelled', cancelled_at = ? "
+                    "WHERE id = ? AND kind = 'alarm' AND state IN ('open', 'acked')",
+                    (now_ms, ev.ref),
+                )
+            row = await self._one(db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (ev.id,))
+        return InsertResult(_event(row), created=True)
+
+    async def get_event(self, event_id: str) -> Event | None:
+        async with self._tx(write=False) as db:
+            row = await self._one(
+                db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (event_id,)
+            )
+        return None if row is None else _event(row)
+
+    async def list_events(
+        self,
+        *,
+        state: str | None = None,
+        village: str | None = None,
+        kind: str | None = None,
+        gw: str | None = None,
+        since: int | None = None,
+        limit: int = 100,
+    ) -> list[Event]:
+        """Newest first (by the centre's receive time)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for col, value in (("state", state), ("village", village), ("kind", kind), ("gw", gw)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("received_at >= ?")
+            args.append(since)
+        sql = f"SELECT {_EVENT_COLS} FROM alarms"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_at DESC, id DESC LIMIT ?"
+        args.append(max(1, min(limit, MAX_LIMIT)))
+        async with self._tx(write=False) as db:
+            rows = await self._all(db, sql, tuple(args))
+        return [_event(r) for r in rows]
+
+    async def ack_event(
+        self,
+        event_id: str,
+        by: str,
+        note: str,
+        at: int,
+        make_downlink: Callable[[Event], tuple[str, bytes]],
+    ) -> AckResult:
+        """Staff acknowledge an open alarm; the ack owed to its gateway is stored in the same
+        transaction (`make_downlink(acked_event) -> (topic, payload)`).
+
+        An alarm already acked (even if cancelled since) is returned unchanged. Raises
+        NotFound, or NotOpen for a test, a cancel or a cancelled alarm.
+        """
+        async with self._tx() as db:
+            row = await self._one(
+                db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (event_id,)
+            )
+            if row is None:
+                raise NotFound(f"no event {event_id!r}")
+            ev = _event(row)
+            if ev.acked_at is not None:  # acked (and perhaps cancelled since)
+                return AckResult(ev, changed=False, downlink=None)
+            if ev.state != "open":
+                raise NotOpen(ev)
+            await db.execute(
+                "UPDATE alarms SET state = 'acked', acked_by = ?, acked_note = ?, acked_at = ? "
+                "WHERE id = ?",
+                (by, note, at, event_id),
+            )
+            row = await self._one(
+                db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (event_id,)
+            )
+            ev = _event(row)
+            topic, payload = make_downlink(ev)
+            cur = await db.execute(
+                "INSERT INTO downlinks (gw, event_id, state, topic, payload, created_at) "
+                "VALUES (?, ?, 'acked', ?, ?, ?)",
+                (ev.gw, ev.id, topic, payload, at),
+            )
+            dl_id = cur.lastrowid
+            assert dl_id is not None
+        downlink = Downlink(dl_id, ev.gw, ev.id, "acked", topic, payload, at)
+        return AckResult(ev, changed=True, downlink=downlink)
+
+    # -- acks still owed to gateways
+
+    async def pending_downlinks(self) -> list[Downlink]:
+        async with self._tx(write=False) as db:
+            rows = await self._all(db, f"SELECT {_DOWNLINK_COLS} FROM downlinks ORDER BY id", ())
+        return [_downlink(r) for r in rows]
+
+    async def delete_downlink(self, downlink_id: int) -> None:
+        async with self._tx() as db:
+            await db.execute("DELETE FROM downlinks WHERE id = ?", (downlink_id,))
+
+    async def count_downlinks(self) -> int:
+        async with self._tx(write=False) as db:
+            row = await self._one(db, "SELECT COUNT(*) FROM downlinks", ())
+        return int(row[0])

@@ -1,0 +1,135 @@
+"""Signed gateway-to-centre messages (§6), for tests and simulations that play a gateway."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from centre import frames
+from centre.config import CentreConfig
+from onekey.mqtt import Message, MqttConnectError, MqttError
+from onekey.signing import encode_json, sign_frame
+
+
+def event_body(
+    gw: str,
+    device: str,
+    counter: int,
+    kind: str = "alarm",
+    *,
+    seq: int | None = None,
+    ref: int | None = None,
+    village: str = "v-demo",
+    household: str = "h-1",
+    gw_ts: int = 1_700_000_000_000,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": f"{gw}:{device}:{counter}",
+        "gw": gw,
+        "seq": counter if seq is None else seq,
+        "kind": kind,
+        "device": device,
+        "counter": counter,
+        "village": village,
+        "household": household,
+        "gw_ts": gw_ts,
+    }
+    if ref is not None:
+        body["ref"] = f"{gw}:{device}:{ref}"
+    body.update(extra)
+    return body
+
+
+def signed_event(key: Ed25519PrivateKey, body: dict[str, Any], gw: str | None = None) -> tuple[str, bytes]:
+    """(topic, payload) for `body` published by gateway `gw` (default: body's gw)."""
+    topic = frames.event_topic(gw or str(body["gw"]))
+    return topic, sign_frame(key, topic, encode_json(body))
+
+
+def signed_heartbeat(
+    key: Ed25519PrivateKey, gw: str, ts: int, outbox: int = 0, devices: int = 1
+) -> tuple[str, bytes]:
+    topic = frames.heartbeat_topic(gw)
+    body = {"gw": gw, "ts": ts, "outbox": outbox, "devices": devices}
+    return topic, sign_frame(key, topic, encode_json(body))
+
+
+@dataclass
+class FakeBroker:
+    """An in-memory stand-in for the centre broker and the centre's MQTT client: pass
+    `factory` as `client_factory`. Successive clients (one per reconnect) share it."""
+
+    fail_connects: int = 0
+    hold_pubacks: bool = False
+    clients: list[FakeClient] = field(default_factory=list)
+    published: list[tuple[str, bytes]] = field(default_factory=list)
+    on_publish: Callable[[str, bytes], None] | None = None
+
+    def factory(self, _cfg: CentreConfig) -> FakeClient:
+        c = FakeClient(self)
+        self.clients.append(c)
+        return c
+
+
+class FakeClient:
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.inbox: asyncio.Queue[Message | MqttError] = asyncio.Queue()
+        self.subscriptions: list[str] = []
+        self.held: list[asyncio.Future[None]] = []
+        self.connected = False
+
+    async def connect(self) -> None:
+        if self.broker.fail_connects > 0:
+            self.broker.fail_connects -= 1
+            raise MqttConnectError("refused")
+        self.connected = True
+
+    async def subscribe(self, topic: str, qos: int = 1) -> None:
+        self.subscriptions.append(topic)
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 1) -> asyncio.Future[None]:
+        if not self.connected:
+            raise MqttError("not connected")
+        if self.broker.on_publish is not None:
+            self.broker.on_publish(topic, payload)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.broker.hold_pubacks:
+            self.held.append(fut)
+        else:
+            self.broker.published.append((topic, payload))
+            fut.set_result(None)
+        return fut
+
+    async def messages(self) -> AsyncIterator[Message]:
+        while True:
+            item = await self.inbox.get()
+            if isinstance(item, MqttError):
+                raise item
+            yield item
+
+    def drop(self) -> None:
+        self.connected = False
+        for f in self.held:
+            if not f.done():
+                f.set_exception(MqttError("connection ended before PUBACK"))
+        self.inbox.put_nowait(MqttError("connection lost"))
+
+    def deliver(self, topic: str, payload: bytes) -> None:
+        self.inbox.put_nowait(Message(topic, payload, 1, False))
+
+    async def disconnect(self) -> None:
+        self.connected = False
+
+
+async def wait_until(cond: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll `cond` (state spread over tasks and processes) until true; TimeoutError after
+    `within` seconds."""
+    async with asyncio.timeout(within):
+        while not cond():  # noqa: ASYNC110 - the condition has no event to wait on
+            await asyncio.sleep(0.005)

@@ -1,0 +1,88 @@
+# The device's config.json (written at provisioning), with defaults for everything optional.
+import json
+
+import okproto
+
+DEFAULTS = {
+    "role": "button",
+    "hal": "esp32",
+    "sim_port": 0,
+    "wifi": {"ssid": "", "psk": ""},
+    "mqtt": {"host": "192.168.4.1", "port": 1883, "user": None, "password": None},
+    "pins": {
+        "button": 0,
+        "test": 4,
+        "red": 25,
+        "green": 26,
+        "buzzer": 27,
+        "battery": 34,
+        "battery_div": 2,
+    },
+    "wdt_s": 30,
+    "alarm_hold_ms": 100,
+    "cancel_hold_ms": 2000,
+    "cancel_window_s": 120,
+    "debounce_ms": 20,
+    "ack_timeout_s": 20,
+    "hb_interval_s": 60,
+    "keepalive_s": 30,
+    "resend_s": 5,
+    "fw": "btn-1.0.0",
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = {}
+    for k in base:
+        out[k] = base[k]
+    for k in over:
+        v = over[k]
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            v = _merge(base[k], v)
+        out[k] = v
+    return out
+
+
+def load(path: str = "config.json") -> dict:
+    try:
+        with open(path) as f:
+            raw = json.load(f)
+    except OSError:
+        raise ConfigError("no " + path + " in the working directory: provision the device") from None
+    except ValueError:
+        raise ConfigError(path + " is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path + " must hold a JSON object")
+    cfg = _merge(DEFAULTS, raw)
+    if not okproto.valid_id(cfg.get("id")):
+        raise ConfigError("id must be 1-32 of a-z, 0-9, '-'")
+    try:
+        cfg["key_bytes"] = okproto.key_from_hex(cfg.get("key") or "")
+    except ValueError:
+        raise ConfigError("key must be 64 hex digits") from None
+    for name in (
+        "alarm_hold_ms",
+        "cancel_hold_ms",
+        "cancel_window_s",
+        "debounce_ms",
+        "ack_timeout_s",
+        "hb_interval_s",
+        "keepalive_s",
+        "resend_s",
+        "sim_port",
+        "wdt_s",
+    ):
+        v = cfg[name]
+        if type(v) is not int or v < 0:
+            raise ConfigError(name + " must be a non-negative integer")
+    if cfg["hal"] not in ("sim", "esp32"):
+        raise ConfigError("hal must be 'sim' or 'esp32'")
+    if cfg["hal"] == "sim" and not cfg["sim_port"]:
+        raise ConfigError("a simulated device needs sim_port")
+    if cfg["keepalive_s"] < 2:
+        raise ConfigError("keepalive_s must be at least 2")
+    return cfg

@@ -1,0 +1,106 @@
+# ESP32 hardware: alarm button and recessed test switch to ground (internal pull-ups), a
+# red/green LED (both lit = amber), an active buzzer, battery voltage through a divider on an
+# ADC pin, Wi-Fi station, and the hardware watchdog fed by main.py's loop.
+import asyncio
+from binascii import hexlify
+
+import machine
+import network
+from micropython import const
+
+_WIFI_WAIT_MS = const(20000)
+_BAT_EMPTY_MV = const(3300)
+_BAT_FULL_MV = const(4200)
+
+
+class Esp32Hal:
+    def __init__(self, cfg: dict) -> None:
+        pins = cfg["pins"]
+        self.wifi = cfg["wifi"]
+        self.wdt_ms = cfg["wdt_s"] * 1000
+        self._btn = machine.Pin(pins["button"], machine.Pin.IN, machine.Pin.PULL_UP)
+        self._tst = machine.Pin(pins["test"], machine.Pin.IN, machine.Pin.PULL_UP)
+        self._red = machine.Pin(pins["red"], machine.Pin.OUT, value=0)
+        self._green = machine.Pin(pins["green"], machine.Pin.OUT, value=0)
+        self._buzz = machine.Pin(pins["buzzer"], machine.Pin.OUT, value=0)
+        self._adc = None
+        self._div = pins.get("battery_div", 2)
+        if pins.get("battery") is not None:
+            self._adc = machine.ADC(machine.Pin(pins["battery"]), atten=machine.ADC.ATTN_11DB)
+        self._wlan = network.WLAN(network.STA_IF)
+        self._wdt: machine.WDT | None = None
+
+    # -- inputs and outputs
+
+    def button(self) -> bool:
+        return self._btn.value() == 0
+
+    def test_switch(self) -> bool:
+        return self._tst.value() == 0
+
+    def led(self, colour: str | None) -> None:
+        self._red.value(1 if colour == "red" or colour == "amber" else 0)
+        self._green.value(1 if colour == "green" or colour == "amber" else 0)
+
+    def buzzer(self, on: bool) -> None:
+        self._buzz.value(1 if on else 0)
+
+    def battery(self) -> tuple[int | None, int | None]:
+        # (percent, millivolts) of a single Li-ion cell; (None, None) on mains.
+        if self._adc is None:
+            return None, None
+        mv = self._adc.read_uv() * self._div // 1000
+        pct = (mv - _BAT_EMPTY_MV) * 100 // (_BAT_FULL_MV - _BAT_EMPTY_MV)
+        return max(0, min(100, pct)), mv
+
+    def hw_id(self) -> str:
+        return hexlify(machine.unique_id()).decode()
+
+    # -- network
+
+    async def net_up(self) -> bool:
+        w = self._wlan
+        if w.isconnected():
+            return True
+        if not self.wifi.get("ssid"):
+            return False
+        w.active(True)
+        try:
+            w.connect(self.wifi["ssid"], self.wifi.get("psk") or "")
+        except OSError as ex:
+            print("wifi: connect failed:", ex)
+        waited = 0
+        while waited < _WIFI_WAIT_MS:
+            if w.isconnected():
+                print("wifi: up", w.ifconfig()[0])
+                return True
+            await asyncio.sleep_ms(200)
+            waited += 200
+        print("wifi: no connection after", _WIFI_WAIT_MS, "ms")
+        try:
+            w.disconnect()
+        except OSError:
+            pass
+        return False
+
+    def net_ok(self) -> bool:
+        return self._wlan.isconnected()
+
+    def rssi(self) -> int | None:
+        try:
+            return self._wlan.status("rssi")
+        except (OSError, ValueError):
+            return None
+
+    # -- system
+
+    def feed(self) -> None:
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    def reset(self) -> None:
+        machine.reset()
+
+    async def start(self, app) -> None:
+        # The watchdog starts last: from here on main.py's loop must feed it.
+        self._wdt = machine.WDT(timeout=self.wdt_ms)

@@ -1,0 +1,348 @@
+# A minimal MQTT 3.1.1 client on MicroPython's asyncio streams, for one device link.
+#
+# What the firmware needs and no more: CONNECT (user, password, persistent session, last
+# will), PUBLISH QoS 0/1 with PUBACK, SUBSCRIBE, incoming QoS 0/1 PUBLISH, PINGREQ. No tasks
+# are started before connect(). Buffers are allocated once; packets are built in place.
+#
+# Incoming messages go to a bounded inbox (the oldest is dropped and counted when full). A
+# QoS 1 message is PUBACKed only when the application calls done(pid) after it has acted on
+# it, so a message that was never acted on is delivered again after a reconnect.
+import asyncio
+from time import ticks_diff, ticks_ms
+
+from micropython import const
+
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBSCRIBE = const(0x82)
+_SUBACK = const(0x90)
+_PINGRESP = const(0xD0)
+_RX_SIZE = const(640)  # a downlink frame (513) plus its topic and header
+_TX_SIZE = const(640)
+_INBOX = const(8)
+_PINGREQ = b"\xc0\x00"
+_DISCONNECT = b"\xe0\x00"
+
+
+class MQTTError(Exception):
+    # The broker refused us, or broke the protocol. `code` is the CONNACK return code, if any.
+    def __init__(self, msg: str, code: int = 0) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+class Client:
+    def __init__(
+        self,
+        client_id: str,
+        host: str,
+        port: int,
+        user: str | None = None,
+        password: str | None = None,
+        keepalive_s: int = 30,
+        will_topic: str | None = None,
+        will_msg: bytes = b"",
+    ) -> None:
+        self.client_id = client_id.encode()
+        self.host = host
+        self.port = port
+        self.user = user.encode() if user else None
+        self.password = password.encode() if password else None
+        self.keepalive_s = keepalive_s
+        self.will_topic = will_topic.encode() if will_topic else None
+        self.will_msg = will_msg
+        self._rx = bytearray(_RX_SIZE)
+        self._rxv = memoryview(self._rx)
+        self._tx = bytearray(_TX_SIZE)
+        self._txv = memoryview(self._tx)
+        self._small = bytearray(4)
+        self._lock = asyncio.Lock()
+        self._evt = asyncio.Event()  # PUBACK or SUBACK arrived, or the link died
+        self._r: asyncio.StreamReader | None = None
+        self._w: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task | None = None
+        self._pid = 0
+        self._puback = 0
+        self._suback = 0
+        self._suback_rc = 0
+        self.inbox: list[tuple[int, bytes, bytes]] = []  # (pid or 0, topic, payload)
+        self.inbox_drops = 0
+        self.oversized = 0
+        self.wake = asyncio.Event()  # set when a message arrives or the link dies
+        self.up = False
+        self.last_rx = ticks_ms()
+        self.last_tx = ticks_ms()
+
+    # -- packet building
+
+    def _varlen(self, i: int, n: int) -> int:
+        while True:
+            b = n & 0x7F
+            n >>= 7
+            self._tx[i] = b | 0x80 if n else b
+            i += 1
+            if not n:
+                return i
+
+    def _put(self, i: int, data: bytes | memoryview) -> int:
+        n = len(data)
+        self._txv[i : i + n] = data
+        return i + n
+
+    def _put_str(self, i: int, data: bytes | memoryview) -> int:
+        n = len(data)
+        self._tx[i] = n >> 8
+        self._tx[i + 1] = n & 0xFF
+        return self._put(i + 2, data)
+
+    def _next_pid(self) -> int:
+        self._pid = self._pid % 65535 + 1
+        return self._pid
+
+    async def _send(self, data: bytes | bytearray | memoryview) -> None:
+        w = self._w
+        if w is None:
+            raise OSError("not connected")
+        async with self._lock:
+            w.write(data)
+            await w.drain()
+        self.last_tx = ticks_ms()
+
+    # -- reading
+
+    async def _readn(self, n: int) -> None:
+        # Reads exactly n bytes into the start of the receive buffer.
+        r = self._r
+        if r is None:
+            raise OSError("not connected")
+        got = 0
+        while got < n:
+            k = await r.readinto(self._rxv[got:n])
+            if k is None:
+                continue
+            if k == 0:
+                raise EOFError("broker closed the connection")
+            got += k
+
+    async def _read_packet(self) -> tuple[int, int]:
+        # Returns (first byte, body length); the body is in the receive buffer, or was
+        # discarded (length -1) when it does not fit.
+        await self._readn(1)
+        b0 = self._rx[0]
+        n = 0
+        shift = 0
+        while True:
+            await self._readn(1)
+            b = self._rx[0]
+            n |= (b & 0x7F) << shift
+            if not b & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise MQTTError("bad remaining length")
+        if n <= _RX_SIZE:
+            await self._readn(n)
+            return b0, n
+        while n > 0:
+            k = min(n, _RX_SIZE)
+            await self._readn(k)
+            n -= k
+        self.oversized += 1
+        return b0, -1
+
+    # -- connection
+
+    async def connect(self, timeout_ms: int = 10000) -> bool:
+        # Opens the link; returns the broker's session-present flag. Raises OSError,
+        # MQTTError or asyncio.TimeoutError.
+        await self.close()
+        self._r, self._w = await asyncio.wait_for_ms(
+            asyncio.open_connection(self.host, self.port), timeout_ms
+        )
+        n = 10 + 2 + len(self.client_id)
+        flags = 0  # clean session off (§2.2)
+        if self.will_topic:
+            n += 2 + len(self.will_topic) + 2 + len(self.will_msg)
+            flags |= 0x04 | 0x08  # will, QoS 1, not retained
+        if self.user:
+            n += 2 + len(self.user)
+            flags |= 0x80
+        if self.password:
+            n += 2 + len(self.password)
+            flags |= 0x40
+        if n + 5 > _TX_SIZE:
+            raise MQTTError("CONNECT does not fit the buffer")
+        self._tx[0] = _CONNECT
+        i = self._varlen(1, n)
+        i = self._put_str(i, b"MQTT")
+        self._tx[i] = 4  # protocol level 3.1.1
+        self._tx[i + 1] = flags
+        self._tx[i + 2] = self.keepalive_s >> 8
+        self._tx[i + 3] = self.keepalive_s & 0xFF
+        i = self._put_str(i + 4, self.client_id)
+        if self.will_topic:
+            i = self._put_str(i, self.will_topic)
+            i = self._put_str(i, self.will_msg)
+        if self.user:
+            i = self._put_str(i, self.user)
+        if self.password:
+            i = self._put_str(i, self.password)
+        await self._send(self._txv[:i])
+        b0: int
+        blen: int
+        b0, blen = await asyncio.wait_for_ms(self._read_packet(), timeout_ms)
+        if b0 != _CONNACK or blen != 2:
+            raise MQTTError("expected CONNACK")
+        if self._rx[1]:
+            raise MQTTError("broker refused the connection, code %d" % self._rx[1], self._rx[1])
+        session = bool(self._rx[0] & 1)
+        self.up = True
+        self.last_rx = ticks_ms()
+        self.inbox = []
+        self._evt = asyncio.Event()
+        self._task = asyncio.create_task(self._reader())
+        return session
+
+    async def close(self) -> None:
+        # Drops the link without DISCONNECT, so the broker publishes the last will.
+        self.up = False
+        t, self._task = self._task, None
+        if t is not None:
+            t.cancel()
+        w, self._w, self._r = self._w, None, None
+        if w is not None:
+            try:
+                w.close()
+                await w.wait_closed()
+            except OSError:
+                pass
+
+    async def disconnect(self) -> None:
+        # A clean goodbye: the broker discards the last will.
+        if self.up:
+            try:
+                await self._send(_DISCONNECT)
+            except OSError:
+                pass
+        await self.close()
+
+    # -- operations
+
+    async def _wait_ack(self, kind: int, pid: int, timeout_ms: int) -> None:
+        t0 = ticks_ms()
+        while True:
+            if (self._puback if kind == _PUBACK else self._suback) == pid:
+                return
+            if not self.up:
+                raise OSError("link lost")
+            left = timeout_ms - ticks_diff(ticks_ms(), t0)
+            if left <= 0:
+                raise MQTTError("no acknowledgement from the broker")
+            self._evt.clear()
+            try:
+                await asyncio.wait_for_ms(self._evt.wait(), left)
+            except asyncio.TimeoutError:
+                pass
+
+    async def publish(
+        self,
+        topic: bytes | memoryview,
+        payload: bytes | memoryview,
+        qos: int = 0,
+        timeout_ms: int = 5000,
+    ) -> None:
+        # QoS 1 returns once the broker has the message (PUBACK), else raises.
+        n = 2 + len(topic) + len(payload) + (2 if qos else 0)
+        if n + 5 > _TX_SIZE:
+            raise MQTTError("message does not fit the buffer")
+        self._tx[0] = _PUBLISH | (qos << 1)
+        i = self._varlen(1, n)
+        i = self._put_str(i, topic)
+        pid = 0
+        if qos:
+            pid = self._next_pid()
+            self._tx[i] = pid >> 8
+            self._tx[i + 1] = pid & 0xFF
+            i += 2
+        i = self._put(i, payload)
+        await self._send(self._txv[:i])
+        if qos:
+            await self._wait_ack(_PUBACK, pid, timeout_ms)
+
+    async def subscribe(self, topic: bytes, qos: int = 1, timeout_ms: int = 5000) -> None:
+        pid = self._next_pid()
+        self._tx[0] = _SUBSCRIBE
+        i = self._varlen(1, 2 + 2 + len(topic) + 1)
+        self._tx[i] = pid >> 8
+        self._tx[i + 1] = pid & 0xFF
+        i = self._put_str(i + 2, topic)
+        self._tx[i] = qos
+        await self._send(self._txv[: i + 1])
+        await self._wait_ack(_SUBACK, pid, timeout_ms)
+        if self._suback_rc & 0x80:
+            raise MQTTError("subscription refused")
+
+    async def ping(self) -> None:
+        await self._send(_PINGREQ)
+
+    async def done(self, pid: int) -> None:
+        # PUBACK for an incoming QoS 1 message the application has acted on.
+        if pid and self.up:
+            s = self._small
+            s[0] = _PUBACK
+            s[1] = 2
+            s[2] = pid >> 8
+            s[3] = pid & 0xFF
+            await self._send(s)
+
+    def idle_ms(self) -> int:
+        # Milliseconds since the broker last sent anything.
+        return ticks_diff(ticks_ms(), self.last_rx)
+
+    async def _reader(self) -> None:
+        try:
+            while True:
+                b0, n = await self._read_packet()
+                self.last_rx = ticks_ms()
+                kind = b0 & 0xF0
+                rx = self._rx
+                if n < 0:
+                    continue
+                if kind == _PUBLISH:
+                    self._on_publish(b0, n)
+                elif kind == _PUBACK and n >= 2:
+                    self._puback = rx[0] << 8 | rx[1]
+                    self._evt.set()
+                elif kind == _SUBACK and n >= 3:
+                    self._suback_rc = rx[2]
+                    self._suback = rx[0] << 8 | rx[1]
+                    self._evt.set()
+                elif kind != _PINGRESP:
+                    pass  # nothing else is expected by a QoS 0/1 client
+        except (OSError, EOFError, MQTTError):
+            pass
+        finally:
+            self.up = False
+            self._evt.set()
+            self.wake.set()
+
+    def _on_publish(self, b0: int, n: int) -> None:
+        rx = self._rx
+        qos = (b0 >> 1) & 3
+        tlen = rx[0] << 8 | rx[1]
+        i = 2 + tlen
+        pid = 0
+        if qos:
+            if i + 2 > n:
+                return
+            pid = rx[i] << 8 | rx[i + 1]
+            i += 2
+        if i > n or qos > 1:
+            return
+        if len(self.inbox) >= _INBOX:
+            self.inbox.pop(0)
+            self.inbox_drops += 1
+        self.inbox.append((pid, bytes(self._rxv[2 : 2 + tlen]), bytes(self._rxv[i:n])))
+        self.wake.set()

@@ -1,0 +1,185 @@
+"""Gateway configuration, read from a TOML file.
+
+Example (`onekey gateway init` writes one)::
+
+    [gateway]
+    id = "gw-demo"
+    village = "v-demo"
+    state_dir = "/var/lib/onekey/gateway"      # SQLite, keys, metrics
+    centre_public_key = "<64 hex digits>"      # pinned at enrolment
+
+    [village_broker]
+    host = "127.0.0.1"
+    port = 1883
+    user = "gateway"
+    password_file = "village-broker.pass"       # relative to state_dir
+
+    [centre_broker]
+    host = "centre.example.org"
+    port = 8883
+    ca = "centre-ca.pem"
+    cert = "gateway-cert.pem"
+    key = "gateway-key.pem"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from device_fw import okproto
+from gateway.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class VillageBrokerConfig:
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+@dataclass(frozen=True)
+class CentreBrokerConfig:
+    host: str
+    port: int
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    gateway_id: str
+    village: str
+    state_dir: Path
+    centre_public_key: str
+    village_broker: VillageBrokerConfig
+    centre_broker: CentreBrokerConfig
+    # How many events may be in flight to the centre before the first is confirmed.
+    forward_window: int = 256
+    # Re-send an event the centre has not confirmed after this many seconds.
+    resend_after_s: float = 10.0
+    heartbeat_s: float = 30.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.state_dir / "gateway.db"
+
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "gateway.key"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.state_dir / "metrics.json"
+
+
+def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    sec = data.get(name)
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{path}: missing section [{name}]")
+    return sec
+
+
+def _field(sec: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    if name not in sec:
+        raise ConfigError(f"{where}: missing field {name!r}")
+    value = sec[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(f"{where}: field {name!r} must be {kind.__name__}")
+    return value
+
+
+def load_config(path: Path) -> GatewayConfig:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read gateway config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    gw = _section(data, "gateway", path)
+    where = f"{path} [gateway]"
+    gateway_id = _field(gw, "id", str, where)
+    if not okproto.valid_id(gateway_id):
+        raise ConfigError(f"{where}: id {gateway_id!r} must be 1-32 of a-z, 0-9, '-'")
+    state_dir = Path(_field(gw, "state_dir", str, where))
+    if not state_dir.is_absolute():
+        state_dir = (path.parent / state_dir).resolve()
+
+    def rel(p: str) -> Path:
+        q = Path(p)
+        return q if q.is_absolute() else state_dir / q
+
+    vb = _section(data, "village_broker", path)
+    where_v = f"{path} [village_broker]"
+    pw_file = rel(_field(vb, "password_file", str, where_v))
+    try:
+        password = pw_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{where_v}: cannot read password_file {pw_file}: {exc.strerror}") from None
+    cb = _section(data, "centre_broker", path)
+    where_c = f"{path} [centre_broker]"
+    fwd = data.get("forward", {})
+    return GatewayConfig(
+        gateway_id=gateway_id,
+        village=_field(gw, "village", str, where),
+        state_dir=state_dir,
+        centre_public_key=_field(gw, "centre_public_key", str, where),
+        village_broker=VillageBrokerConfig(
+            host=_field(vb, "host", str, where_v),
+            port=_field(vb, "port", int, where_v),
+            user=_field(vb, "user", str, where_v),
+            password=password,
+        ),
+        centre_broker=CentreBrokerConfig(
+            host=_field(cb, "host", str, where_c),
+            port=_field(cb, "port", int, where_c),
+            ca=rel(_field(cb, "ca", str, where_c)),
+            cert=rel(_field(cb, "cert", str, where_c)),
+            key=rel(_field(cb, "key", str, where_c)),
+        ),
+        forward_window=int(fwd.get("window", 256)),
+        resend_after_s=float(fwd.get("resend_after_s", 10.0)),
+        heartbeat_s=float(fwd.get("heartbeat_s", 30.0)),
+    )
+
+
+def render_config(
+    *,
+    gateway_id: str,
+    village: str,
+    state_dir: Path,
+    centre_public_key: str,
+    village_host: str,
+    village_port: int,
+    centre_host: str,
+    centre_port: int,
+    user: str = "gateway",
+) -> str:
+    return f"""[gateway]
+id = "{gateway_id}"
+village = "{village}"
+state_dir = "{state_dir}"
+centre_public_key = "{centre_public_key}"
+
+[village_broker]
+host = "{village_host}"
+port = {village_port}
+user = "{user}"
+password_file = "village-broker.pass"
+
+[centre_broker]
+host = "{centre_host}"
+port = {centre_port}
+ca = "centre-ca.pem"
+cert = "gateway-cert.pem"
+key = "gateway-key.pem"
+
+[forward]
+window = 256
+resend_after_s = 10.0
+heartbeat_s = 30.0
+"""

@@ -1,0 +1,93 @@
+"""The gateway process: opens the store, loads keys, runs the village and centre sides."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigError
+from gateway.forwarder import CentreSide
+from gateway.metrics import Metrics
+from gateway.registry import Registry
+from gateway.store import Store
+from gateway.village import VillageSide
+from onekey.signing import KeyFileError, load_private_key, load_public_hex
+
+log = logging.getLogger("onekey.gateway")
+
+REGISTRY_POLL_S = 2.0
+
+
+class Gateway:
+    """Constructing does nothing; `run()` starts everything and runs until cancelled."""
+
+    def __init__(self, cfg: GatewayConfig) -> None:
+        self.cfg = cfg
+        self.metrics = Metrics()
+        self.store = Store(cfg.db_path)
+        self.registry = Registry()
+
+    async def run(self) -> None:
+        try:
+            key = load_private_key(self.cfg.key_path)
+            centre_key = load_public_hex(self.cfg.centre_public_key)
+        except KeyFileError as exc:
+            # Fail closed: without our key or the centre's pinned key nothing may be sent.
+            raise ConfigError(f"gateway keys: {exc}") from None
+        for f in (self.cfg.centre_broker.ca, self.cfg.centre_broker.cert, self.cfg.centre_broker.key):
+            if not f.is_file():
+                raise ConfigError(f"centre broker TLS file {f} is missing; run `onekey enrol`")
+        await self.store.start()
+        try:
+            await self.registry.reload(self.store)
+            village = VillageSide(self.cfg, self.store, self.registry, self.metrics)
+            centre = CentreSide(
+                self.cfg, self.store, self.registry, self.metrics, key, centre_key, village
+            )
+            self.metrics.gauge("outbox", await self.store.outbox_depth())
+            log.info(
+                "event=gateway_start id=%s village=%s devices=%d outbox=%s",
+                self.cfg.gateway_id, self.cfg.village, len(self.registry.devices),
+                self.metrics.gauges["outbox"],
+            )
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(supervise("village", village.run))
+                tg.create_task(supervise("centre", centre.run))
+                tg.create_task(supervise("heartbeat", centre.heartbeat))
+                tg.create_task(supervise("registry", self._watch_registry))
+                tg.create_task(supervise("metrics", self._write_metrics))
+        finally:
+            self.metrics.write(self.cfg.metrics_path)
+            await self.store.close()
+
+    async def _write_metrics(self) -> None:
+        while True:
+            # Group commit made visible: transactions against the events they carried.
+            self.metrics.gauge("store_commits", self.store.commits)
+            self.metrics.gauge("store_ops", self.store.committed_ops)
+            self.metrics.write(self.cfg.metrics_path)
+            await asyncio.sleep(0.5)
+
+    async def _watch_registry(self) -> None:
+        while True:
+            await asyncio.sleep(REGISTRY_POLL_S)
+            if await self.registry.reload(self.store):
+                log.info("event=registry_reloaded devices=%d", len(self.registry.devices))
+            self.metrics.gauge("devices", len(self.registry.devices))
+
+
+async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
+    """The one place that catches everything: log, wait, restart."""
+    delay = 1.0
+    while True:
+        try:
+            await run()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event=task_crashed task=%s restart_in=%.0fs", name, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60.0)

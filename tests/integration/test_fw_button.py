@@ -1,0 +1,277 @@
+"""The alarm button firmware, end to end: the real firmware on the MicroPython unix port (96K
+heap), a real Mosquitto on loopback, and a gateway stand-in that checks every message with the
+shared codec and answers with acks when told to."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from device_fw import okproto
+from onekey.simdevice import SimButton
+
+try:
+    from tests import fw_support as fw
+except ImportError:  # run as `pytest` without the repository root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests import fw_support as fw
+
+pytestmark = pytest.mark.integration
+
+DEV = "btn-0001"
+KEYS = {DEV: fw.KEY}
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[fw.Mosquitto]:
+    with fw.mosquitto(tmp_path / "broker") as b:
+        yield b
+
+
+@pytest.fixture
+def gw(broker: fw.Mosquitto) -> Iterator[fw.Responder]:
+    with fw.responder(broker.port, KEYS) as r:
+        yield r
+
+
+def last_is(state: str) -> Any:
+    return lambda st: st["last"] == state
+
+
+def alarm_of(st: dict[str, Any]) -> dict[str, Any]:
+    msg = fw.newest(st, "alarm")
+    assert msg is not None, st
+    return msg
+
+
+def flash_outbox(button: SimButton) -> dict[str, bytes]:
+    d = button.flash_dir / "ob"
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_press_shows_sending_stored_received_acked_in_turn(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    with fw.sim_button(tmp_path / "dev", broker.port, hb_interval_s=1) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press(150)
+        st = button.wait_for(last_is("sending"), 2)
+        assert st["led"] == "sending" and st["outbox"] == 1
+        gw.wait(lambda s: any(m.kind == "alarm" for m in s), 5)
+        alarm = gw.events("alarm")[0]
+        c = alarm.body["c"]
+        assert alarm_of(st)["c"] == c and alarm.body["d"] == DEV and "up" in alarm.body
+        expected = {"stored": "stored", "received": "received", "acked": "acked"}
+        for state, pattern in expected.items():
+            gw.ack(DEV, c, state)
+            st = button.wait_for(last_is(state), 5)
+            assert st["led"] == pattern, st
+        assert st["outbox"] == 0
+        button.wait_for(lambda st: st["led_on"] == "green", 1)  # steady green
+        assert not (button.flash_dir / "ob" / f"{c}.0").exists()
+        # Heartbeats: QoS 0, every hb_interval_s, with the status fields the centre watches.
+        hbs = gw.wait(lambda s: sum(m.kind == "hb" for m in s) >= 2, 5)
+        hb = [m for m in hbs if m.kind == "hb"][-1].body
+        assert {"bat", "mv", "rssi", "fw", "ob", "up"} <= set(hb)
+        button.set_battery(12)
+        gw.wait(lambda s: s[-1].kind == "hb" and s[-1].body["bat"] == 12, 5)
+    assert gw.rejected == []
+
+
+def test_without_stored_ack_the_button_shows_failed_keeps_resending_and_recovers(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    with fw.sim_button(tmp_path / "dev", broker.port, ack_timeout_s=1, resend_s=1) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press()
+        st = button.wait_for(last_is("failed"), 4)
+        assert st["led"] == "failed" and st["led_on"] in ("red", None)
+        copies = gw.wait(lambda s: sum(m.kind == "alarm" for m in s) >= 3, 5)
+        alarms = [m for m in copies if m.kind == "alarm"]
+        assert len({m.payload for m in alarms}) == 1, "a re-send is the same bytes"
+        gw.ack(DEV, alarms[0].body["c"], "stored")
+        st = button.wait_for(last_is("stored"), 5)
+        assert st["led"] == "stored"
+        # Stored entries are no longer re-sent (resend_s is 1).
+        n = len(gw.events("alarm"))
+        time.sleep(1.5)
+        assert len(gw.events("alarm")) == n
+
+
+def test_counter_is_never_reused_across_a_power_cut(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    gw.auto = ("stored", "received")
+    with fw.sim_button(tmp_path / "dev", broker.port, hb_interval_s=1) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.test_press()
+        button.wait_for(lambda st: st["led"] == "test_ok", 5)
+        gw.wait(lambda s: sum(m.kind == "hb" for m in s) >= 2, 5)
+        before = {m.body["c"] for m in gw.seen}
+        button.kill()
+        button.start()
+        button.wait_for(lambda st: st["connected"], 5)
+        button.test_press()
+        button.wait_for(lambda st: st["led"] == "test_ok", 5)
+        after = {m.body["c"] for m in gw.seen} - before
+        assert after and min(after) > max(before)
+        # No counter was ever used for two different messages.
+        by_counter: dict[int, set[bytes]] = {}
+        for m in gw.seen:
+            by_counter.setdefault(m.body["c"], set()).add(m.payload)
+        assert all(len(p) == 1 for p in by_counter.values())
+    # The power cut left the broker to publish the last will.
+    assert "offline" in gw.wills
+
+
+def test_unsent_messages_survive_a_power_cut_and_are_resent_with_the_same_bytes(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    with fw.sim_button(tmp_path / "dev", broker.port) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press()
+        gw.wait(lambda s: any(m.kind == "alarm" for m in s), 5)
+        alarm = gw.events("alarm")[0]
+        # The Wi-Fi drops; a test press is written to flash but cannot be sent.
+        button.set_network(False)
+        button.wait_for(lambda st: not st["connected"], 5)
+        button.test_press()
+        st = button.wait_for(lambda st: fw.newest(st, "test") is not None, 2)
+        test_c = fw.newest(st, "test")["c"]  # type: ignore[index]
+        assert not gw.events("test")
+        on_flash = flash_outbox(button)
+        assert set(on_flash) == {f"{alarm.body['c']}.0", f"{test_c}.0"}
+        assert on_flash[f"{alarm.body['c']}.0"] == alarm.topic.encode() + b"\n" + alarm.payload
+        button.kill()  # power cut
+        mark = len(gw.seen)
+        button.start()
+        st = button.wait_for(lambda st: st["connected"], 5)
+        assert st["outbox"] == 2 and st["last"] == "sending"
+        gw.wait(lambda s: len([m for m in s[mark:] if m.kind != "hb"]) >= 2, 5)
+        resent, test_msg = [m for m in gw.seen[mark:] if m.kind != "hb"][:2]
+        # After a reconnect the outbox goes out in counter order, the very same bytes.
+        assert (resent.kind, test_msg.kind) == ("alarm", "test")
+        assert resent.payload == alarm.payload  # same counter, same MAC
+        assert on_flash[f"{test_c}.0"] == test_msg.topic.encode() + b"\n" + test_msg.payload
+        for m in (resent, test_msg):
+            gw.ack(DEV, m.body["c"], "stored")
+        st = button.wait_for(lambda st: st["outbox"] == 2 and st["last"] == "stored", 5)
+        assert sorted(flash_outbox(button)) == sorted([f"{alarm.body['c']}.1", f"{test_c}.1"])
+        gw.ack(DEV, alarm.body["c"], "acked")
+        gw.ack(DEV, test_c, "received")
+        button.wait_for(lambda st: st["outbox"] == 0, 5)
+        assert flash_outbox(button) == {}
+
+
+def test_acks_sent_while_the_button_is_away_arrive_when_it_returns(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    # Clean session off (§2.2): the broker keeps the subscription and queues QoS 1 acks.
+    with fw.sim_button(tmp_path / "dev", broker.port) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press()
+        gw.wait(lambda s: any(m.kind == "alarm" for m in s), 5)
+        c = gw.events("alarm")[0].body["c"]
+        gw.ack(DEV, c, "stored")
+        button.wait_for(last_is("stored"), 5)
+        button.set_network(False)
+        button.wait_for(lambda st: not st["connected"], 5)
+        gw.ack(DEV, c, "received")
+        gw.ack(DEV, c, "acked")
+        assert button.status()["last"] == "stored"
+        button.set_network(True)
+        st = button.wait_for(last_is("acked"), 5)
+        assert st["outbox"] == 0
+
+
+def test_long_press_cancels_and_test_press_reaches_test_ok(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    gw.auto = ("stored", "received")
+    with fw.sim_button(tmp_path / "dev", broker.port) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press(150)
+        st = button.wait_for(last_is("received"), 5)
+        alarm_c = alarm_of(st)["c"]
+        button.press(150)  # a second short press only replays the feedback
+        st = button.status()
+        assert [m["kind"] for m in st["recent"]] == ["alarm"] and st["led"] == "received"
+        button.press(2100)  # a long press inside the window cancels
+        gw.wait(lambda s: any(m.kind == "cancel" for m in s), 5)
+        cancel = gw.events("cancel")[0]
+        assert cancel.body["ref"] == alarm_c and cancel.body["c"] > alarm_c
+        st = button.wait_for(lambda st: fw.newest(st, "cancel") is not None, 2)
+        assert st["led"] == "cancelled"
+        assert st["last"] == "received"  # the cancel does not erase the alarm
+        button.test_press()
+        gw.wait(lambda s: any(m.kind == "test" for m in s), 5)
+        st = button.wait_for(lambda st: st["led"] == "test_ok", 5)
+        assert fw.newest(st, "test")["state"] == "received"  # type: ignore[index]
+        button.wait_for(lambda st: st["outbox"] == 1, 5)  # only the alarm waits for staff
+
+
+def test_bad_forged_and_replayed_acks_change_nothing(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    with fw.sim_button(tmp_path / "dev", broker.port) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press()
+        gw.wait(lambda s: any(m.kind == "alarm" for m in s), 5)
+        c = gw.events("alarm")[0].body["c"]
+        stored = gw.ack(DEV, c, "stored")
+        gw.ack(DEV, c, "received")
+        button.wait_for(last_is("received"), 5)
+        topic = okproto.topic_down(DEV)
+        gw.publish(topic, stored)  # a replay: would move the state back
+        gw.publish(topic, b"garbage")  # malformed
+        _, forged = okproto.encode_ack(b"\x01" * 32, DEV, 1, c, "acked")
+        gw.publish(topic, forged)  # wrong key
+        gw.ack(DEV, c + 1000, "acked")  # a ref the device never sent
+        st = button.wait_for(lambda st: st["bad_acks"] == 2 and st["stale_acks"] == 2, 5)
+        assert st["last"] == "received" and st["led"] == "received"
+
+
+def test_dead_broker_is_detected_and_the_link_comes_back(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    assert broker.proc is not None
+    with fw.sim_button(tmp_path / "dev", broker.port, keepalive_s=2) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        os.killpg(broker.proc.pid, signal.SIGSTOP)  # the broker hangs: TCP stays open
+        try:
+            button.wait_for(lambda st: not st["connected"], 6)
+        finally:
+            os.killpg(broker.proc.pid, signal.SIGCONT)
+        st = button.wait_for(lambda st: st["connected"] and st["connects"] >= 2, 10)
+        # Wi-Fi loss and return: the link task notices and reconnects.
+        button.set_network(False)
+        button.wait_for(lambda st: not st["connected"], 5)
+        button.set_network(True)
+        st = button.wait_for(lambda st: st["connected"], 5)
+        assert st["connects"] >= 3 and st["errors"] == 0
+
+
+def test_press_reaches_stored_within_a_96k_heap(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    gw.auto = ("stored", "received", "acked")
+    with fw.sim_button(tmp_path / "dev", broker.port, heapsize="96K", hb_interval_s=1) as button:
+        assert "heapsize=96K" in button.command()
+        button.wait_for(lambda st: st["connected"], 5)
+        for _ in range(3):
+            button.press(150)
+            button.wait_for(last_is("acked"), 5)
+            button.test_press()
+            button.wait_for(lambda st: st["led"] == "test_ok", 5)
+            button.press(2100)
+            button.wait_for(lambda st: st["led"] == "cancelled", 5)
+        st = button.wait_for(lambda st: st["outbox"] == 0, 5)
+        assert st["errors"] == 0 and st["heap_free"] > 0
+    assert "MemoryError" not in button.log_path.read_text()

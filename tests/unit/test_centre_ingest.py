@@ -1,0 +1,254 @@
+"""The centre's ingest on a real SQLite file, with an in-memory stand-in for the MQTT client:
+signature checks, dedupe, commit-before-ack, heartbeats, pending staff acks across reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from centre import frames
+from centre.config import CentreConfig
+from centre.ingest import Ingest, Metrics, kv
+from centre.store import Event, Store
+from centre.testing import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
+from onekey.signing import public_hex, verify_frame
+
+CENTRE_KEY = Ed25519PrivateKey.generate()
+GW_KEY = Ed25519PrivateKey.generate()
+
+
+def config(tmp_path: Path) -> CentreConfig:
+    return CentreConfig(
+        db_path=tmp_path / "centre.db",
+        key_path=tmp_path / "centre.key",
+        http_host="127.0.0.1",
+        http_port=0,
+        broker_host="127.0.0.1",
+        broker_port=1,
+        broker_ca=tmp_path / "ca.pem",
+        broker_cert=tmp_path / "c.pem",
+        broker_key=tmp_path / "k.pem",
+        reconnect_min_s=0.01,
+        reconnect_max_s=0.05,
+    )
+
+
+def ack_of(topic: str, payload: bytes) -> dict[str, Any]:
+    return verify_frame(CENTRE_KEY.public_key(), topic, payload)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with Store(tmp_path / "centre.db") as s:
+        await s.upsert_gateway("gw-1", public_hex(GW_KEY), 1)
+        yield s
+
+
+@pytest.fixture
+def ingest(tmp_path: Path, store: Store) -> Ingest:
+    return Ingest(config(tmp_path), store, CENTRE_KEY, Metrics(), clock=lambda: 42_000)
+
+
+async def test_a_signed_event_is_stored_then_answered_received(ingest: Ingest, store: Store) -> None:
+    acks = await ingest.handle(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
+    ev = await store.get_event("gw-1:btn-1:7")
+    assert ev is not None and ev.state == "open" and ev.received_at == 42_000
+    assert len(acks) == 1
+    topic, payload = acks[0]
+    assert topic == "ok/v1/gw/gw-1/down/ack"
+    assert ack_of(topic, payload) == {"id": "gw-1:btn-1:7", "s": "received", "at": 42_000}
+    assert ingest.metrics.counts["events"] == 1
+
+
+async def test_forged_unknown_and_mismatched_events_are_refused_and_counted(
+    ingest: Ingest, store: Store
+) -> None:
+    body = event_body("gw-1", "btn-1", 7)
+    topic, _ = signed_event(GW_KEY, body)
+    _, forged = signed_event(Ed25519PrivateKey.generate(), body)
+    assert await ingest.handle(topic, forged) == []
+    assert await ingest.handle(*signed_event(GW_KEY, event_body("gw-9", "btn-1", 7))) == []
+    assert await ingest.handle(*signed_event(GW_KEY, event_body("gw-2", "btn-1", 7), "gw-1")) == []
+    assert await ingest.handle(*signed_event(GW_KEY, {**body, "counter": -1})) == []
+    assert await ingest.handle("ok/v1/gw/gw-1/up/nonsense", b"x") == []
+    assert await store.list_events() == []
+    assert dict(ingest.metrics.rejected) == {
+        "bad_signature": 1, "unknown_gateway": 1, "topic_mismatch": 1, "bad_field": 1,
+        "bad_topic": 1,
+    }
+    assert ingest.metrics.counts["rejected"] == 5
+
+
+async def test_rejections_are_logged_as_key_value_lines(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, forged = signed_event(Ed25519PrivateKey.generate(), event_body("gw-1", "btn-1", 7))
+    with caplog.at_level("WARNING", logger="onekey.centre.ingest"):
+        await ingest.handle("ok/v1/gw/gw-1/up/event", forged)
+    line = caplog.records[-1].getMessage()
+    assert line.startswith("event=rejected reason=bad_signature topic=ok/v1/gw/gw-1/up/event")
+    assert kv(a="x y\nz", b="plain") == 'a="x y\\nz" b=plain'
+
+
+async def test_a_replayed_event_is_stored_once_and_answered_with_its_current_state(
+    ingest: Ingest, store: Store
+) -> None:
+    msg = signed_event(GW_KEY, event_body("gw-1", "btn-1", 7))
+    first = await ingest.handle(*msg)
+    second = await ingest.handle(*msg)
+    assert first == second  # Ed25519 is deterministic: the very same ack
+    assert len(await store.list_events()) == 1
+    assert ingest.metrics.counts["duplicates"] == 1
+
+    def make(ev: Event) -> tuple[str, bytes]:
+        return frames.signed_ack(CENTRE_KEY, ev.gw, frames.ack_body(ev))
+
+    await store.ack_event("gw-1:btn-1:7", "Li", "doctor coming", 50_000, make)
+    (topic, payload), = await ingest.handle(*msg)
+    assert ack_of(topic, payload) == {
+        "id": "gw-1:btn-1:7", "s": "acked", "at": 50_000, "by": "Li", "note": "doctor coming"
+    }
+
+
+async def test_a_new_key_applies_at_once_after_re_enrolment(ingest: Ingest, store: Store) -> None:
+    new_key = Ed25519PrivateKey.generate()
+    msg_old = signed_event(GW_KEY, event_body("gw-1", "btn-1", 1))
+    msg_new = signed_event(new_key, event_body("gw-1", "btn-1", 2))
+    assert await ingest.handle(*msg_old)
+    await store.upsert_gateway("gw-1", public_hex(new_key), 2)
+    assert await ingest.handle(*msg_new)
+    assert await ingest.handle(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 3))) == []
+    assert ingest.metrics.rejected["bad_signature"] == 1
+
+
+async def test_heartbeats_update_the_gateway_and_replays_are_refused(
+    ingest: Ingest, store: Store
+) -> None:
+    assert await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=1000, outbox=4, devices=9)) == []
+    gw = await store.get_gateway("gw-1")
+    assert gw is not None and (gw.last_seen, gw.outbox, gw.devices) == (42_000, 4, 9)
+    await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=1000, outbox=0, devices=9))
+    assert ingest.metrics.rejected["replay"] == 1
+    assert ingest.metrics.counts["heartbeats"] == 1
+
+
+# -- the connection loop, with a stand-in client
+
+
+@contextlib.asynccontextmanager
+async def running(ingest: Ingest) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(ingest.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_run_subscribes_retries_and_answers_only_after_commit(
+    tmp_path: Path, store: Store
+) -> None:
+    broker = FakeBroker(fail_connects=2)
+    seen_in_db: list[int] = []
+
+    def check_committed(topic: str, payload: bytes) -> None:
+        # Another connection sees the row when the ack is handed to MQTT: it is committed.
+        db = sqlite3.connect(tmp_path / "centre.db")
+        try:
+            seen_in_db.append(db.execute("SELECT COUNT(*) FROM alarms").fetchone()[0])
+        finally:
+            db.close()
+
+    broker.on_publish = check_committed
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        assert len(broker.clients) == 3
+        assert client.subscriptions == ["ok/v1/gw/+/up/event", "ok/v1/gw/+/up/hb"]
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
+        client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 8, "test")))
+        await wait_until(lambda: len(broker.published) == 2)
+    assert seen_in_db == [1, 2]
+    assert [ack_of(t, p)["id"] for t, p in broker.published] == ["gw-1:btn-1:7", "gw-1:btn-1:8"]
+    assert ingest.metrics.rejected["malformed"] == 1
+    assert not ingest.metrics.connected
+
+
+async def test_staff_acks_are_resent_after_a_reconnect_until_the_broker_confirms(
+    tmp_path: Path, store: Store
+) -> None:
+    def make(ev: Event) -> tuple[str, bytes]:
+        return frames.signed_ack(CENTRE_KEY, ev.gw, frames.ack_body(ev))
+
+    broker = FakeBroker(hold_pubacks=True)
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        await ingest.handle(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
+        await store.ack_event("gw-1:btn-1:7", "Li", "on the way", 60_000, make)
+        ingest.kick()
+        first = broker.clients[-1]
+        await wait_until(lambda: len(first.held) == 1)
+        assert await store.count_downlinks() == 1
+        broker.hold_pubacks = False
+        first.drop()  # no PUBACK: the ack stays pending, and goes out again on the next link
+        await wait_until(lambda: len(broker.published) == 1)
+        assert len(broker.clients) == 2
+        await wait_until(lambda: ingest.metrics.counts["downlinks_sent"] == 1)
+    assert await store.count_downlinks() == 0
+    topic, payload = broker.published[0]
+    assert ack_of(topic, payload) == {
+        "id": "gw-1:btn-1:7", "s": "acked", "at": 60_000, "by": "Li", "note": "on the way"
+    }
+
+
+async def test_pending_acks_from_before_a_restart_are_sent_on_connect(
+    tmp_path: Path, store: Store
+) -> None:
+    def make(ev: Event) -> tuple[str, bytes]:
+        return frames.signed_ack(CENTRE_KEY, ev.gw, frames.ack_body(ev))
+
+    await store.insert_event(frames.parse_event(event_body("gw-1", "btn-1", 3), "gw-1"), 1)
+    await store.ack_event("gw-1:btn-1:3", "Li", "", 2, make)
+    broker = FakeBroker()
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: len(broker.published) == 1)
+        await wait_until(lambda: ingest.metrics.counts["downlinks_sent"] == 1)
+    assert await store.count_downlinks() == 0
+
+
+async def test_a_silent_gateway_is_reported_once_and_again_when_heard(
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = [10_000_000]
+    cfg = config(tmp_path)
+    ingest = Ingest(cfg, store, CENTRE_KEY, clock=lambda: now[0])
+    await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=1))
+    task = asyncio.create_task(ingest.watch_gateways(period_s=0.01))
+    try:
+        with caplog.at_level("INFO", logger="onekey.centre.ingest"):
+            await asyncio.sleep(0.05)
+            assert ingest.metrics.gateways_offline == 0
+            now[0] += int(cfg.gateway_timeout_s * 1000) + 1
+            await wait_until(lambda: ingest.metrics.gateways_offline == 1)
+            await asyncio.sleep(0.05)
+            await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=2))
+            await wait_until(lambda: ingest.metrics.gateways_offline == 0)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    events = [r.getMessage().split()[0] for r in caplog.records if "gateway_" in r.getMessage()]
+    assert events == ["event=gateway_silent", "event=gateway_heard"]
+    assert ingest.metrics.counts["gateway_silent"] == 1

@@ -1,0 +1,91 @@
+"""The gateway store on a real SQLite file: group commit, deduplication, state order."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway import registry
+from gateway.store import EventRecord, Store
+
+
+def rec(device: str, counter: int, kind: str = "alarm") -> EventRecord:
+    return EventRecord(device, counter, kind, None, "v1", "h1", 1000 + counter, None, None)
+
+
+async def test_burst_is_committed_in_few_transactions(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    try:
+        futs = [store.insert_event(rec(f"btn-{i % 50}", i)) for i in range(1, 501)]
+        results = await asyncio.gather(*futs)
+        assert all(r.new for r in results)
+        assert [r.seq for r in results] == sorted(r.seq for r in results)
+        assert store.committed_ops == 500
+        assert store.commits < 50, store.commits
+        assert await store.outbox_depth() == 500
+    finally:
+        await store.close()
+
+
+async def test_duplicate_returns_current_state_and_stores_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    try:
+        first = await store.insert_event(rec("btn-1", 5))
+        assert await store.advance_state("btn-1", 5, "received")
+        again = await store.insert_event(rec("btn-1", 5))
+        assert not again.new and again.seq == first.seq and again.state == "received"
+        assert await store.outbox_depth() == 0
+    finally:
+        await store.close()
+
+
+async def test_state_only_moves_forward(tmp_path: Path) -> None:
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    try:
+        await store.insert_event(rec("btn-1", 1))
+        assert await store.advance_state("btn-1", 1, "acked", acked_by="Li")
+        assert not await store.advance_state("btn-1", 1, "received")
+        ev = await store.get_event("btn-1", 1)
+        assert ev is not None and ev.state == "acked" and ev.acked_by == "Li"
+    finally:
+        await store.close()
+
+
+async def test_events_survive_reopen_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    store = Store(path)
+    await store.start()
+    for i in range(1, 11):
+        await store.insert_event(rec("btn-1", i))
+    await store.close()
+    store = Store(path)
+    await store.start()
+    try:
+        out = await store.outbox(0, 100)
+        assert [e.record.counter for e in out] == list(range(1, 11))
+        assert [e.record.counter for e in await store.outbox(out[4].seq, 3)] == [6, 7, 8]
+    finally:
+        await store.close()
+
+
+async def test_registry_changes_reach_a_running_view(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    store = Store(path)
+    await store.start()
+    try:
+        view = registry.Registry()
+        await view.reload(store)
+        assert view.key_for("btn-9") is None
+        conn = registry.open_admin(path)
+        dev = registry.add_device(conn, "btn-9", role="button", village="v1", household="h9")
+        assert await view.reload(store)
+        assert view.key_for("btn-9") == dev.key
+        registry.revoke_device(conn, "btn-9")
+        conn.close()
+        assert await view.reload(store)
+        assert view.key_for("btn-9") is None
+    finally:
+        await store.close()
