@@ -36,8 +36,8 @@ KINDS_DOWN = ("ack", "bc")
 EVENT_KINDS = ("alarm", "cancel", "test")
 ACK_STATES = ("stored", "received", "acked", "rejected")
 # §8: broadcasts to speakers and what speakers report.
-MAX_BC_BODY = const(3072)
-MAX_BC_PAYLOAD = const(3137)  # MAC_HEX_LEN + 1 + MAX_BC_BODY
+MAX_BC_BODY = const(3328)
+MAX_BC_PAYLOAD = const(3393)  # MAC_HEX_LEN + 1 + MAX_BC_BODY
 BC_TYPES = ("Alert", "Update", "Cancel")
 BC_STATUS = ("Actual", "Exercise", "Test")
 BC_STATES = ("received", "playing", "played", "failed", "expired", "cancelled", "preempted")
