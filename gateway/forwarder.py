@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -85,6 +86,8 @@ class CentreSide:
         self.up_topic = f"ok/v1/gw/{gw}/up/event"
         self.hb_topic = f"ok/v1/gw/{gw}/up/hb"
         self.down_topic = f"ok/v1/gw/{gw}/down/ack"
+        self.bc_topic = f"ok/v1/gw/{gw}/down/bc"
+        self.on_broadcast: Callable[[str, bytes], Awaitable[None]] | None = None
         store.stored_listeners.append(self._wake.set)
 
     async def run(self) -> None:
@@ -104,6 +107,7 @@ class CentreSide:
             try:
                 await client.connect()
                 await client.subscribe(self.down_topic, qos=1)
+                await client.subscribe(self.bc_topic, qos=1)
                 self.client = client
                 self.metrics.gauge("centre_link", "up")
                 log.info("event=centre_link_up broker=%s:%d", cb.host, cb.port)
@@ -112,7 +116,11 @@ class CentreSide:
                 self._last_sent = 0
                 pump = asyncio.create_task(self._pump(client), name="gateway-forward-pump")
                 async for msg in client.messages():
-                    await self._on_ack(msg)
+                    if msg.topic == self.bc_topic:
+                        if self.on_broadcast is not None:
+                            await self.on_broadcast(msg.topic, msg.payload)
+                    else:
+                        await self._on_ack(msg)
             except MqttError as exc:
                 log.warning(
                     "event=centre_link_down broker=%s:%d error=%r outbox=%d",
@@ -222,6 +230,10 @@ class CentreSide:
                     "ts": now_ms(),
                     "outbox": depth,
                     "devices": len(self.registry.devices),
+                    # The villages this gateway serves, so the centre can route broadcasts.
+                    "villages": sorted(
+                        {self.cfg.village} | {d.village for d in self.registry.devices.values()}
+                    ),
                 }
                 payload = sign_frame(self.key, self.hb_topic, encode_json(body))
                 try:

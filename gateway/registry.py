@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from device_fw import okproto
 from gateway.errors import RegistryError
-from gateway.store import SCHEMA, Store
+from gateway.store import COLUMN_MIGRATIONS, SCHEMA, Store
 
 ROLES = ("button", "speaker")
 
@@ -29,6 +31,7 @@ class Device:
     village: str
     household: str
     enabled: bool
+    groups: tuple[str, ...] = ()
 
 
 class Registry:
@@ -61,6 +64,7 @@ class Registry:
                 village=r["village"],
                 household=r["household"],
                 enabled=bool(r["enabled"]),
+                groups=tuple(g for g in str(r["groups"]).split(",") if g),
             )
             # Never move a replay watermark backwards on reload.
             self.hb_counter[r["id"]] = max(self.hb_counter.get(r["id"], 0), int(r["hb_counter"]))
@@ -72,6 +76,11 @@ class Registry:
 
 # -- administration (synchronous; safe while the gateway runs: WAL + busy timeout)
 
+# Columns only administration reads and writes (the hot path never needs them), so they are
+# added here, once, to older databases. hw_id: the board's machine.unique_id() in hex, which
+# tells a re-provisioned board from a different board that was given the same device id.
+ADMIN_COLUMNS = ("ALTER TABLE devices ADD COLUMN hw_id TEXT NOT NULL DEFAULT ''",)
+
 
 def open_admin(db_path: Path) -> sqlite3.Connection:
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -79,6 +88,12 @@ def open_admin(db_path: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.executescript(SCHEMA)
+    for sql in (*COLUMN_MIGRATIONS, *ADMIN_COLUMNS):
+        try:
+            conn.execute(sql)
+        except sqlite3.OperationalError as exc:
+            if "duplicate column" not in str(exc):
+                raise
     return conn
 
 
@@ -102,11 +117,15 @@ def add_device(
     village: str,
     household: str,
     key: bytes | None = None,
+    groups: Sequence[str] = (),
 ) -> Device:
     if not okproto.valid_id(device_id):
         raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
     if role not in ROLES:
         raise RegistryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    for g in groups:
+        if not okproto.valid_id(g):
+            raise RegistryError(f"group {g!r} must be 1-32 characters of a-z, 0-9, '-'")
     key = key if key is not None else new_device_key()
     if len(key) != 32:
         raise RegistryError("a device key is 32 bytes")
@@ -118,16 +137,19 @@ def add_device(
                 f"device {device_id} is already registered; revoke it first or choose another id"
             )
         conn.execute(
-            "INSERT INTO devices(id, key_hex, role, village, household, enabled, created_at)"
-            " VALUES (?,?,?,?,?,1,?)",
-            (device_id, key.hex(), role, village, household, time.time_ns() // 1_000_000),
+            "INSERT INTO devices(id, key_hex, role, village, household, enabled, created_at, groups)"
+            " VALUES (?,?,?,?,?,1,?,?)",
+            (
+                device_id, key.hex(), role, village, household, time.time_ns() // 1_000_000,
+                ",".join(groups),
+            ),
         )
         _bump(conn)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return Device(device_id, key, role, village, household, True)
+    return Device(device_id, key, role, village, household, True, tuple(groups))
 
 
 def revoke_device(conn: sqlite3.Connection, device_id: str) -> None:
@@ -148,3 +170,185 @@ def list_devices(conn: sqlite3.Connection) -> list[tuple[str, str, str, str, boo
         "SELECT id, role, village, household, enabled, last_seen FROM devices ORDER BY id"
     ).fetchall()
     return [(r[0], r[1], r[2], r[3], bool(r[4]), r[5]) for r in rows]
+
+
+# -- provisioning (the gateway's admin API): register a board, re-issue, look up
+
+
+class DeviceConflict(RegistryError):
+    """The device id is taken in a way only an explicit --force may override. `code` names
+    the case: other_board, other_household, other_role, revoked."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Registration:
+    device: Device
+    hw_id: str
+    # True: a new registry entry; False: an existing one got a new key (re-provisioning).
+    created: bool
+    # One above the highest counter this gateway has seen from the id: a board that takes
+    # over the id must count from here, or its first messages would look like replays.
+    counter_floor: int
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    """A registry row as administration shows it (no key)."""
+
+    id: str
+    role: str
+    village: str
+    household: str
+    groups: tuple[str, ...]
+    enabled: bool
+    hw_id: str
+    created_at: int
+    last_seen: int | None
+    status_json: str | None
+    counter_floor: int
+    # The newest test event from the device: (counter, gateway receive time ms, state).
+    last_test: tuple[int, int, str] | None
+
+
+def _groups(text: str | None) -> tuple[str, ...]:
+    return tuple(g for g in str(text or "").split(",") if g)
+
+
+def _counter_floor(conn: sqlite3.Connection, device_id: str) -> int:
+    row = conn.execute(
+        "SELECT MAX(COALESCE((SELECT MAX(counter) FROM events WHERE device=?), 0),"
+        " hb_counter, event_floor) FROM devices WHERE id=?",
+        (device_id, device_id),
+    ).fetchone()
+    top = row[0] if row and row[0] is not None else 0
+    return int(top) + 1
+
+
+def register_device(
+    conn: sqlite3.Connection,
+    device_id: str,
+    *,
+    role: str,
+    village: str,
+    household: str,
+    groups: Sequence[str] = (),
+    hw_id: str = "",
+    force: bool = False,
+) -> Registration:
+    """Register `device_id` for the board `hw_id`, or give it a new key if it is registered
+    already (re-provisioning the same board is safe to repeat). Taking an id from another
+    board, another household or role, or bringing back a revoked id needs `force`."""
+    if not okproto.valid_id(device_id):
+        raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
+    if role not in ROLES:
+        raise RegistryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    for g in groups:
+        if not okproto.valid_id(g):
+            raise RegistryError(f"group {g!r} must be 1-32 characters of a-z, 0-9, '-'")
+    hw_id = hw_id.lower()
+    key = new_device_key()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute(
+            "SELECT role, household, enabled, hw_id FROM devices WHERE id=?", (device_id,)
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO devices(id, key_hex, role, village, household, enabled, created_at,"
+                " groups, hw_id) VALUES (?,?,?,?,?,1,?,?,?)",
+                (device_id, key.hex(), role, village, household, time.time_ns() // 1_000_000,
+                 ",".join(groups), hw_id),
+            )
+            created = True
+        else:
+            if not force:
+                _check_takeover(device_id, row, role=role, household=household, hw_id=hw_id)
+            conn.execute(
+                "UPDATE devices SET key_hex=?, role=?, village=?, household=?, groups=?,"
+                " hw_id=?, enabled=1 WHERE id=?",
+                (key.hex(), role, village, household, ",".join(groups), hw_id or row[3],
+                 device_id),
+            )
+            created = False
+        floor = _counter_floor(conn, device_id)
+        _bump(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    dev = Device(device_id, key, role, village, household, True, tuple(groups))
+    return Registration(dev, hw_id, created, floor)
+
+
+def _check_takeover(
+    device_id: str, row: tuple[str, str, int, str], *, role: str, household: str, hw_id: str
+) -> None:
+    old_role, old_household, enabled, old_hw = row
+    if old_hw and hw_id and old_hw != hw_id:
+        raise DeviceConflict(
+            "other_board",
+            f"device id {device_id} belongs to another board (hardware id {old_hw}); choose "
+            f"another --device-id, or move the id to this board with `onekey provision replace "
+            f"--old {device_id}` or --force",
+        )
+    if not enabled:
+        raise DeviceConflict(
+            "revoked",
+            f"device {device_id} was revoked at this gateway; use --force to bring it back, "
+            f"or give this board a new --device-id",
+        )
+    if old_household != household:
+        raise DeviceConflict(
+            "other_household",
+            f"device {device_id} is bound to household {old_household}, not {household}; "
+            f"use --force to move it",
+        )
+    if old_role != role:
+        raise DeviceConflict(
+            "other_role",
+            f"device {device_id} is registered as a {old_role}, not a {role}; use --force "
+            f"to change it",
+        )
+
+
+_RECORD_SQL = (
+    "SELECT id, role, village, household, groups, enabled, hw_id, created_at, last_seen,"
+    " status_json FROM devices"
+)
+
+
+def _record(conn: sqlite3.Connection, r: Any) -> DeviceRecord:
+    dev_id = str(r[0])
+    test = conn.execute(
+        "SELECT counter, gw_ts, state FROM events WHERE device=? AND kind='test'"
+        " ORDER BY seq DESC LIMIT 1",
+        (dev_id,),
+    ).fetchone()
+    return DeviceRecord(
+        id=dev_id,
+        role=str(r[1]),
+        village=str(r[2]),
+        household=str(r[3]),
+        groups=_groups(r[4]),
+        enabled=bool(r[5]),
+        hw_id=str(r[6] or ""),
+        created_at=int(r[7]),
+        last_seen=int(r[8]) if r[8] is not None else None,
+        status_json=str(r[9]) if r[9] is not None else None,
+        counter_floor=_counter_floor(conn, dev_id),
+        last_test=(int(test[0]), int(test[1]), str(test[2])) if test else None,
+    )
+
+
+def get_device(conn: sqlite3.Connection, device_id: str) -> DeviceRecord | None:
+    row = conn.execute(_RECORD_SQL + " WHERE id=?", (device_id,)).fetchone()
+    return _record(conn, row) if row else None
+
+
+def device_records(conn: sqlite3.Connection) -> list[DeviceRecord]:
+    rows = conn.execute(_RECORD_SQL + " ORDER BY id").fetchall()
+    return [_record(conn, r) for r in rows]

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from gateway.broadcasts import BroadcastSide
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError
 from gateway.forwarder import CentreSide
@@ -46,6 +47,15 @@ class Gateway:
             centre = CentreSide(
                 self.cfg, self.store, self.registry, self.metrics, key, centre_key, village
             )
+            broadcasts = BroadcastSide(
+                self.cfg, self.store, self.registry, self.metrics, village, key, centre_key
+            )
+            await broadcasts.init()
+            village.on_device_seen = broadcasts.device_seen
+            village.on_device_offline = broadcasts.device_offline
+            village.on_report = broadcasts.on_report
+            centre.on_broadcast = broadcasts.on_centre_message
+            broadcasts.centre_client = lambda: centre.client
             self.metrics.gauge("outbox", await self.store.outbox_depth())
             log.info(
                 "event=gateway_start id=%s village=%s devices=%d outbox=%s",
@@ -56,6 +66,7 @@ class Gateway:
                 tg.create_task(supervise("village", village.run))
                 tg.create_task(supervise("centre", centre.run))
                 tg.create_task(supervise("heartbeat", centre.heartbeat))
+                tg.create_task(supervise("broadcasts", broadcasts.run))
                 tg.create_task(supervise("registry", self._watch_registry))
                 tg.create_task(supervise("metrics", self._write_metrics))
         finally:

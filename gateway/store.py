@@ -39,7 +39,8 @@ CREATE TABLE IF NOT EXISTS devices (
     hb_counter INTEGER NOT NULL DEFAULT 0,
     event_floor INTEGER NOT NULL DEFAULT 0,
     last_seen INTEGER,
-    status_json TEXT
+    status_json TEXT,
+    groups TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -59,6 +60,18 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_outbox ON events(seq) WHERE state = 'stored';
 """
+
+# Columns added after the first release; each is applied once to older databases.
+COLUMN_MIGRATIONS = ("ALTER TABLE devices ADD COLUMN groups TEXT NOT NULL DEFAULT ''",)
+
+
+async def add_column(db: aiosqlite.Connection, sql: str) -> None:
+    try:
+        await db.execute(sql)
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
+
 
 # Event states at the gateway, in the only order they may move.
 STATES = ("stored", "received", "acked")
@@ -128,6 +141,8 @@ class Store:
             await self._db.execute("PRAGMA synchronous=FULL")
             await self._db.execute("PRAGMA busy_timeout=5000")
             await self._db.executescript(SCHEMA)
+            for sql in COLUMN_MIGRATIONS:
+                await add_column(self._db, sql)
             await self._db.execute(
                 "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
@@ -149,6 +164,10 @@ class Store:
             self._db = None
 
     # -- group commit
+
+    def submit(self, op: _Op) -> asyncio.Future[Any]:
+        """Queue a write; it commits with whatever else is waiting (group commit)."""
+        return self._submit(op)
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -245,6 +264,17 @@ class Store:
 
         return self._submit(op)
 
+    def record_seen(self, device: str, counter: int, at: int) -> asyncio.Future[None]:
+        """A broadcast report: advances the shared status watermark (§8.3) and last_seen."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE devices SET hb_counter=MAX(hb_counter, ?), last_seen=? WHERE id=?",
+                (counter, at, device),
+            )
+
+        return self._submit(op)
+
     async def outbox(self, after_seq: int, limit: int) -> list[StoredEvent]:
         """Events not yet received by the centre, in order, with seq > after_seq."""
         cur = await self.db.execute(
@@ -276,8 +306,8 @@ class Store:
         self.db.row_factory = sqlite3.Row
         try:
             cur = await self.db.execute(
-                "SELECT id, key_hex, role, village, household, enabled, hb_counter, event_floor"
-                " FROM devices"
+                "SELECT id, key_hex, role, village, household, enabled, hb_counter, event_floor,"
+                " groups FROM devices"
             )
             rows = list(await cur.fetchall())
             await cur.close()

@@ -7,7 +7,8 @@ import json
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from device_fw import okproto
 from gateway import intake
@@ -53,6 +54,10 @@ class VillageSide:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_unknown_reload = 0.0
         self.on_new_event: Callable[[], None] = lambda: None
+        # Broadcast hooks (gateway/broadcasts.py): presence and speaker reports.
+        self.on_device_seen: Callable[[str], None] = lambda device: None
+        self.on_device_offline: Callable[[str], None] = lambda device: None
+        self.on_report: Callable[[intake.Accepted], Coroutine[Any, Any, None]] | None = None
 
     # -- connection supervision
 
@@ -96,6 +101,8 @@ class VillageSide:
             dev = msg.topic.split("/")[3] if msg.topic.count("/") == 5 else "?"
             log.info("event=device_offline device=%s", dev)
             self.metrics.inc("device_offline")
+            if dev in self.registry.devices:
+                self.on_device_offline(dev)
             return
         result = intake.check(self.registry, msg.topic, msg.payload)
         if (
@@ -114,10 +121,21 @@ class VillageSide:
                 result.reason, result.device_id, msg.topic[:100], result.detail, len(msg.payload),
             )
             return
+        self.on_device_seen(result.device.id)
         if result.kind == "hb":
             self._heartbeat(result)
             return
-        task = asyncio.create_task(self._store_event(result, now_ms()))
+        if result.kind == "bcr":
+            self.store.record_seen(result.device.id, result.counter, now_ms()).add_done_callback(
+                _log_failure
+            )
+            if self.on_report is not None:
+                self._spawn(self.on_report(result))
+            return
+        self._spawn(self._store_event(result, now_ms()))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -161,7 +179,11 @@ class VillageSide:
             log.info("event=duplicate device=%s counter=%d state=%s", rec.device, rec.counter, res.state)
         self.send_ack(rec.device, rec.counter, res.state, by=res.acked_by)
 
-    # -- acks to devices
+    # -- acks and broadcasts to devices
+
+    def next_counter(self) -> int:
+        """The gateway's downlink counter (§4.2, §8.2), shared by acks and broadcasts."""
+        return self._acks.next()
 
     def send_ack(self, device_id: str, ref: int, state: str, by: str | None = None) -> None:
         key = self.registry.key_for(device_id)

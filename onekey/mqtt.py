@@ -318,6 +318,16 @@ class MqttClient:
         self._lost(None, client)
         self._close_socket(client)
 
+    async def abort(self) -> None:
+        """Drop the connection without DISCONNECT, as a power cut would: the broker then
+        publishes the will. For tests and simulations."""
+        client, closed = self._paho, self._closed
+        if client is None or closed is None or closed.done():
+            return
+        self._disconnecting = True
+        self._lost(None, client)
+        self._close_socket(client)
+
     async def __aenter__(self) -> Self:
         await self.connect()
         return self

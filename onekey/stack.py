@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -68,6 +69,8 @@ class LocalStack:
         self.centre_proc: ManagedProcess | None = None
         self.gateway_proc: ManagedProcess | None = None
         self.buttons: dict[str, SimButton] = {}
+        self.speakers: dict[str, Any] = {}
+        self.centre_tls: pki.CertFiles | None = None
 
     # -- set-up
 
@@ -77,6 +80,7 @@ class LocalStack:
         ca = pki.create_ca(self.pki_dir, name="onekey demo CA")
         server = pki.issue_server(ca, self.pki_dir, "centre-broker")
         centre_tls = pki.issue_client(ca, self.pki_dir, "centre")
+        self.centre_tls = centre_tls
         gw_tls = pki.issue_client(ca, self.pki_dir, self.gateway_id)
 
         self.village_broker = VillageBroker(self.root / "village-broker", free_port())
@@ -179,6 +183,8 @@ class LocalStack:
     def stop(self) -> None:
         for button in self.buttons.values():
             button.stop()
+        for speaker in self.speakers.values():
+            speaker.stop()
         for proc in (self.gateway_proc, self.centre_proc):
             if proc is not None:
                 proc.stop()
@@ -200,7 +206,14 @@ class LocalStack:
     # -- devices
 
     def register_device(
-        self, device_id: str, household: str, role: str = "button", *, reload: bool = True
+        self,
+        device_id: str,
+        household: str,
+        role: str = "button",
+        *,
+        reload: bool = True,
+        groups: Sequence[str] = (),
+        village: str | None = None,
     ) -> tuple[bytes, str]:
         """Registry entry at the gateway and broker credentials; returns (key, password).
         With reload=False the caller reloads the village broker once after a batch."""
@@ -208,7 +221,12 @@ class LocalStack:
         conn = registry.open_admin(self.gateway_dir / "gateway.db")
         try:
             dev = registry.add_device(
-                conn, device_id, role=role, village=self.village, household=household
+                conn,
+                device_id,
+                role=role,
+                village=village or self.village,
+                household=household,
+                groups=groups,
             )
         finally:
             conn.close()
