@@ -1,7 +1,8 @@
 """The centre's HTTP API and staff web page (FastAPI).
 
 `create_app(config)` builds the app; its lifespan opens the store, loads the centre's signing
-key and runs the ingest task, and stops both on shutdown. Nothing happens at construction.
+key and runs the ingest task, the gateway watch and the broadcast scheduler, and stops them on
+shutdown. Nothing happens at construction. The broadcast routes are in `centre.bcapi`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
 from centre import frames
+from centre.bcapi import broadcast_router
+from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
+from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
 from onekey.signing import load_private_key, public_hex
 
@@ -76,6 +80,10 @@ class GatewayOut(BaseModel):
     outbox: int | None = Field(description="events the gateway has not yet had received (-1: unknown)")
     devices: int | None
     online: bool = Field(description="a heartbeat arrived within gateway_timeout_s")
+    villages: list[str] = Field(description="villages given at enrolment")
+    reported_villages: list[str] | None = Field(
+        description="villages its last heartbeat listed (null: its heartbeats list none)"
+    )
 
 
 class MetricsOut(BaseModel):
@@ -98,8 +106,10 @@ class ErrorOut(BaseModel):
 @dataclass
 class _Runtime:
     store: Store
+    broadcasts: BroadcastStore
     key: Ed25519PrivateKey
     ingest: Ingest
+    scheduler: Scheduler
 
 
 def _event_out(ev: Event) -> EventOut:
@@ -115,6 +125,7 @@ def create_app(
     *,
     client_factory: ClientFactory = broker_client,
     clock: Callable[[], int] = now_ms,
+    scheduler_period_s: float = 1.0,
 ) -> FastAPI:
     metrics = Metrics()
     rt: _Runtime | None = None
@@ -127,11 +138,15 @@ def create_app(
         store = Store(config.db_path)
         await store.open()
         ingest = Ingest(config, store, key, metrics, client_factory=client_factory, clock=clock)
+        scheduler = Scheduler(
+            ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
+        )
         tasks = [
             asyncio.create_task(ingest.run(), name="centre-ingest"),
             asyncio.create_task(ingest.watch_gateways(), name="centre-watch-gateways"),
+            asyncio.create_task(scheduler.run(), name="centre-broadcast-scheduler"),
         ]
-        rt = _Runtime(store, key, ingest)
+        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))
         try:
             yield
@@ -153,7 +168,10 @@ def create_app(
     app = FastAPI(
         title="onekey township centre",
         version="1",
-        description="Alarms from village gateways, staff acknowledgement, gateway supervision.",
+        description=(
+            "Alarms from village gateways, staff acknowledgement, gateway supervision, "
+            "village broadcasts (JSON and CAP 1.2)."
+        ),
         lifespan=lifespan,
     )
     app.state.metrics = metrics
@@ -232,6 +250,8 @@ def create_app(
             r.ingest.kick()
         return _event_out(result.event)
 
+    app.include_router(broadcast_router(runtime, config.client_id, clock))
+
     @app.get("/api/gateways", response_model=list[GatewayOut])
     async def list_gateways() -> list[GatewayOut]:
         now = clock()
@@ -263,4 +283,6 @@ def _gateway_out(g: Gateway, now: int, timeout_ms: int) -> GatewayOut:
         outbox=g.outbox,
         devices=g.devices,
         online=online,
+        villages=list(g.villages),
+        reported_villages=None if g.reported_villages is None else list(g.reported_villages),
     )

@@ -45,6 +45,14 @@ def add_commands(sub: Any) -> None:
     enrol.add_argument("--id", required=True, help="gateway id, e.g. gw-demo")
     enrol.add_argument("--public-key", required=True, help="gateway's Ed25519 public key (hex)")
     enrol.add_argument("--name", default=None, help="a readable name, e.g. the village's")
+    enrol.add_argument(
+        "--village",
+        action="append",
+        default=None,
+        metavar="VILLAGE",
+        help="a village id it serves (repeat for each; broadcasts to it go through this "
+        "gateway); without --village, the villages enrolled before are kept",
+    )
     enrol.set_defaults(func=_enrol)
 
     show = csub.add_parser("show-key", help="print the centre's public key (gateways pin it)")
@@ -92,8 +100,9 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _enrol(args: argparse.Namespace) -> int:
-    gw = enrol_gateway(args.config, args.id, args.public_key, args.name)
-    print(f"enrolled gateway {gw.id} key {gw.public_key}")
+    gw = enrol_gateway(args.config, args.id, args.public_key, args.name, args.village)
+    villages = ", ".join(gw.villages) or "none yet (its heartbeat may list them)"
+    print(f"enrolled gateway {gw.id} key {gw.public_key} villages {villages}")
     return 0
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from centre.config import CentreConfig, load_config, render_config
-from centre.frames import valid_id
+from centre.frames import MAX_VILLAGES, valid_id
 from centre.store import Gateway, Store, now_ms
 from onekey.signing import generate_private_key, load_private_key, load_public_hex, public_hex
 
@@ -86,19 +87,44 @@ def check_gateway(gateway_id: str, public_key_hex: str) -> str:
     return text
 
 
+def check_villages(villages: Sequence[str] | None) -> list[str] | None:
+    if villages is None:
+        return None
+    if isinstance(villages, str):  # a lone id would otherwise be read letter by letter
+        villages = [villages]
+    for v in villages:
+        if not valid_id(v):
+            raise EnrolError(f"village id {v!r} must be 1-32 of a-z, 0-9, '-'")
+    if len(set(villages)) > MAX_VILLAGES:
+        raise EnrolError(f"a gateway serves at most {MAX_VILLAGES} villages")
+    return sorted(set(villages))
+
+
 async def enrol_gateway_async(
-    config: CentreConfig | Path, gateway_id: str, public_key_hex: str, name: str | None = None
+    config: CentreConfig | Path,
+    gateway_id: str,
+    public_key_hex: str,
+    name: str | None = None,
+    villages: Sequence[str] | None = None,
 ) -> Gateway:
     """Enrol a gateway, or replace its public key (key rotation). Safe while the centre runs:
-    the next message from that gateway is checked against the new key."""
+    the next message from that gateway is checked against the new key.
+
+    `villages`: the village ids it serves (broadcasts to them go through it); None keeps the
+    villages enrolled before, a list replaces them."""
     cfg = _config(config)
     key_hex = check_gateway(gateway_id, public_key_hex)
+    vs = check_villages(villages)
     async with Store(cfg.db_path) as store:
-        return await store.upsert_gateway(gateway_id, key_hex, now_ms(), name=name)
+        return await store.upsert_gateway(gateway_id, key_hex, now_ms(), name=name, villages=vs)
 
 
 def enrol_gateway(
-    config: CentreConfig | Path, gateway_id: str, public_key_hex: str, name: str | None = None
+    config: CentreConfig | Path,
+    gateway_id: str,
+    public_key_hex: str,
+    name: str | None = None,
+    villages: Sequence[str] | None = None,
 ) -> Gateway:
     """Synchronous `enrol_gateway_async` (not from inside a running event loop)."""
-    return asyncio.run(enrol_gateway_async(config, gateway_id, public_key_hex, name))
+    return asyncio.run(enrol_gateway_async(config, gateway_id, public_key_hex, name, villages))

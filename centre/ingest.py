@@ -1,11 +1,12 @@
 """The centre's side of the centre broker: one task that owns the MQTT connection.
 
-It subscribes to every gateway's events and heartbeats (QoS 1, persistent session under a fixed
-client id, so the broker keeps what arrives while the centre restarts), checks each message
-(frames.open_uplink), commits good events to SQLite and only then publishes the signed
-`received` ack (§6.4). A duplicate is answered with the event's current state. Acks that staff
-gave are taken from the store's pending downlinks, published, and deleted on PUBACK; whatever is
-still pending when the link drops is published again after the next connect.
+It subscribes to every gateway's events, heartbeats and broadcast reports (QoS 1, persistent
+session under a fixed client id, so the broker keeps what arrives while the centre restarts),
+checks each message (frames.open_uplink), commits good events to SQLite and only then publishes
+the signed `received` ack (§6.4). A duplicate is answered with the event's current state. Acks
+that staff gave and broadcast copies that are due are taken from the store's pending downlinks,
+published, and deleted on PUBACK; whatever is still pending when the link drops is published
+again after the next connect.
 
 Bad input never stops the task: a message is either handled or rejected with one reason, which
 is logged as a key=value line and counted.
@@ -25,7 +26,8 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import frames
+from centre import bcreports, frames
+from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore
 from centre.config import CentreConfig
 from centre.store import Event, Store, StoreError, now_ms
 from onekey.mqtt import MqttClient, MqttError, TlsFiles
@@ -107,6 +109,7 @@ class Ingest:
     ) -> None:
         self.config = config
         self.store = store
+        self.broadcasts = BroadcastStore(store)
         self.key = key
         self.metrics = metrics or Metrics()
         self.client_factory = client_factory
@@ -148,6 +151,9 @@ class Ingest:
             if kind == "hb":
                 await self._heartbeat(frames.parse_heartbeat(body, gw))
                 return []
+            if kind == "bcr":
+                await self._reports(bcreports.parse_reports(body, gw))
+                return []
             new = frames.parse_event(body, gw)
         except frames.Rejected as exc:
             self.metrics.reject(exc.reason)
@@ -175,9 +181,23 @@ class Ingest:
         return frames.signed_ack(self.key, ev.gw, frames.ack_body(ev))
 
     async def _heartbeat(self, hb: frames.Heartbeat) -> None:
-        if not await self.store.record_heartbeat(hb.gw, hb.ts, hb.outbox, hb.devices, self.clock()):
+        if not await self.store.record_heartbeat(
+            hb.gw, hb.ts, hb.outbox, hb.devices, self.clock(), villages=hb.villages
+        ):
             raise frames.Rejected(frames.REPLAY, f"heartbeat ts {hb.ts} is not newer")
         self.metrics.inc("heartbeats")
+
+    async def _reports(self, batch: bcreports.ReportBatch) -> None:
+        try:
+            changed = await self.broadcasts.record_reports(batch, self.clock())
+        except BroadcastNotFound as exc:
+            raise frames.Rejected(bcreports.UNKNOWN_BROADCAST, str(exc)) from None
+        self.metrics.inc("bc_reports")
+        self.metrics.inc("bc_report_items", len(batch.reports))
+        log.info(
+            kv(event="bc_reports", gw=batch.gw, bc=batch.bc, reports=len(batch.reports),
+               changed=changed)
+        )
 
     # -- the connection
 
@@ -190,6 +210,7 @@ class Ingest:
                 await client.connect()
                 await client.subscribe(frames.SUB_EVENTS, qos=1)
                 await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
+                await client.subscribe(frames.SUB_REPORTS, qos=1)
                 self.metrics.connected = True
                 self.metrics.inc("connects")
                 log.info(
@@ -264,13 +285,20 @@ class Ingest:
                     log.warning(kv(event="downlink_not_sent", id=dl.event_id, error=str(exc)))
                     return
                 inflight.add(dl.id)
-                task = asyncio.create_task(self._confirm(dl.id, dl.event_id, fut, inflight))
+                task = asyncio.create_task(
+                    self._confirm(dl.id, dl.event_id, dl.state, fut, inflight)
+                )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
             await self._wake.wait()
 
     async def _confirm(
-        self, dl_id: int, event_id: str, fut: asyncio.Future[None], inflight: set[int]
+        self,
+        dl_id: int,
+        event_id: str,
+        state: str,
+        fut: asyncio.Future[None],
+        inflight: set[int],
     ) -> None:
         try:
             await fut
@@ -279,13 +307,15 @@ class Ingest:
             inflight.discard(dl_id)  # sent again after the next connect (or kick)
             return
         try:
-            await self.store.delete_downlink(dl_id)
+            await self.broadcasts.downlink_sent(dl_id, self.clock())
         except StoreError as exc:
             # Left pending: published again later, which the gateway ignores as a repeat.
-            log.error(kv(event="store_failed", on="delete_downlink", error=str(exc)))
+            log.error(kv(event="store_failed", on="downlink_sent", error=str(exc)))
         inflight.discard(dl_id)
         self.metrics.inc("downlinks_sent")
-        log.info(kv(event="downlink_sent", id=event_id))
+        if state == DOWNLINK_STATE:
+            self.metrics.inc("broadcast_copies_sent")
+        log.info(kv(event="downlink_sent", id=event_id, kind=state))
 
     # -- supervision
 

@@ -1,4 +1,5 @@
 """The centre's SQLite store: enrolled gateways, events, and acks still owed to gateways.
+Broadcasts have their own tables (schema version 2) and methods in `centre.bcstore`.
 
 One connection, WAL, synchronous=FULL: a write has reached the disk when its method returns.
 All statements go through one lock, so each method is one transaction and concurrent callers
@@ -13,10 +14,11 @@ alarm `cancelled`; if the cancel arrives before the alarm, the alarm is stored c
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,69 @@ _MIGRATIONS: tuple[str, ...] = (
         topic      TEXT NOT NULL,
         payload    BLOB NOT NULL,
         created_at INTEGER NOT NULL
+    );
+    """,
+    # version 2: broadcasts (docs/protocol.md §8). `downlinks` also carries the signed copies of
+    # broadcasts (state 'bc'), so that one outbox sends acks and broadcasts alike.
+    """
+    ALTER TABLE gateways ADD COLUMN villages TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE gateways ADD COLUMN reported_villages TEXT;
+    CREATE TABLE broadcasts (
+        id           TEXT PRIMARY KEY,
+        sender       TEXT NOT NULL,
+        sent         INTEGER NOT NULL,
+        status       TEXT NOT NULL,
+        msg_type     TEXT NOT NULL,
+        refs         TEXT NOT NULL,
+        urgency      TEXT NOT NULL,
+        severity     TEXT NOT NULL,
+        certainty    TEXT NOT NULL,
+        start        INTEGER,
+        expires      INTEGER NOT NULL,
+        area         TEXT NOT NULL,
+        language     TEXT NOT NULL,
+        body_text    TEXT NOT NULL,
+        clip         TEXT,
+        repeat_n     INTEGER NOT NULL,
+        category     TEXT NOT NULL,
+        event        TEXT NOT NULL,
+        created_by   TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        source       TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN
+                     ('scheduled', 'sending', 'sent', 'cancelled', 'updated', 'expired')),
+        released_at  INTEGER,
+        cancelled_at INTEGER,
+        cancelled_by TEXT,
+        cancel_note  TEXT,
+        replaced_by  TEXT
+    );
+    CREATE INDEX broadcasts_created ON broadcasts (created_at);
+    CREATE INDEX broadcasts_scheduled ON broadcasts (start) WHERE state = 'scheduled';
+    CREATE TABLE broadcast_gateways (
+        bc          TEXT NOT NULL REFERENCES broadcasts (id),
+        gw          TEXT NOT NULL,
+        area        TEXT NOT NULL,
+        state       TEXT NOT NULL CHECK (state IN
+                    ('scheduled', 'pending', 'sent', 'expired', 'withheld')),
+        topic       TEXT NOT NULL,
+        payload     BLOB NOT NULL,
+        downlink_id INTEGER,
+        sent_at     INTEGER,
+        reports     INTEGER NOT NULL DEFAULT 0,
+        last_report INTEGER,
+        PRIMARY KEY (bc, gw)
+    );
+    CREATE INDEX broadcast_gateways_downlink ON broadcast_gateways (downlink_id)
+        WHERE downlink_id IS NOT NULL;
+    CREATE TABLE broadcast_reports (
+        bc          TEXT NOT NULL REFERENCES broadcasts (id),
+        device      TEXT NOT NULL,
+        gw          TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        at          INTEGER NOT NULL,
+        reported_at INTEGER NOT NULL,
+        PRIMARY KEY (bc, device)
     );
     """,
 )
@@ -150,6 +215,13 @@ class Gateway:
     hb_ts: int | None
     outbox: int | None
     devices: int | None
+    # Villages this gateway serves: given at enrolment, and as its heartbeat last reported
+    # them (None: its heartbeats carry no list). Broadcasts target the union of both.
+    villages: tuple[str, ...] = ()
+    reported_villages: tuple[str, ...] | None = None
+
+    def serves(self) -> frozenset[str]:
+        return frozenset(self.villages) | frozenset(self.reported_villages or ())
 
 
 @dataclass(frozen=True)
@@ -180,7 +252,10 @@ _EVENT_COLS = (
     "id, gw, seq, kind, device, counter, ref, village, household, gw_ts, dev_ts, dev_up, "
     "received_at, state, acked_by, acked_note, acked_at, cancelled_at"
 )
-_GATEWAY_COLS = "id, public_key, name, enrolled_at, last_seen, hb_ts, outbox, devices"
+_GATEWAY_COLS = (
+    "id, public_key, name, enrolled_at, last_seen, hb_ts, outbox, devices, villages, "
+    "reported_villages"
+)
 _DOWNLINK_COLS = "id, gw, event_id, state, topic, payload, created_at"
 
 
@@ -189,7 +264,29 @@ def _event(row: Any) -> Event:
 
 
 def _gateway(row: Any) -> Gateway:
-    return Gateway(*row)
+    reported = None if row[9] is None else tuple(json.loads(row[9]))
+    return Gateway(
+        id=row[0],
+        public_key=row[1],
+        name=row[2],
+        enrolled_at=row[3],
+        last_seen=row[4],
+        hb_ts=row[5],
+        outbox=row[6],
+        devices=row[7],
+        villages=tuple(json.loads(row[8])),
+        reported_villages=reported,
+    )
+
+
+async def fetch_one(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> Any:
+    async with db.execute(sql, args) as cur:
+        return await cur.fetchone()
+
+
+async def fetch_all(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    async with db.execute(sql, args) as cur:
+        return list(await cur.fetchall())
 
 
 def _downlink(row: Any) -> Downlink:
@@ -253,6 +350,10 @@ class Store:
                 await db.execute("ROLLBACK")
             raise StoreError(f"cannot create or migrate the schema of {self.path}: {exc}") from None
 
+    def transaction(self, write: bool = True) -> AbstractAsyncContextManager[aiosqlite.Connection]:
+        """One transaction under the store's lock (for `centre.bcstore`)."""
+        return self._tx(write)
+
     @asynccontextmanager
     async def _tx(self, write: bool = True) -> AsyncIterator[aiosqlite.Connection]:
         db = self._db
@@ -273,29 +374,30 @@ class Store:
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: {exc}") from None
 
-    @staticmethod
-    async def _one(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> Any:
-        async with db.execute(sql, args) as cur:
-            return await cur.fetchone()
-
-    @staticmethod
-    async def _all(db: aiosqlite.Connection, sql: str, args: tuple[Any, ...]) -> list[Any]:
-        async with db.execute(sql, args) as cur:
-            return list(await cur.fetchall())
+    _one = staticmethod(fetch_one)
+    _all = staticmethod(fetch_all)
 
     # -- gateways
 
     async def upsert_gateway(
-        self, gw: str, public_key: str, now_ms: int, name: str | None = None
+        self,
+        gw: str,
+        public_key: str,
+        now_ms: int,
+        name: str | None = None,
+        villages: Sequence[str] | None = None,
     ) -> Gateway:
-        """Enrol a gateway, or replace its public key (and name, when given)."""
+        """Enrol a gateway, or replace its public key (and name and villages, when given)."""
+        vjson = None if villages is None else json.dumps(sorted(set(villages)))
         async with self._tx() as db:
             await db.execute(
-                "INSERT INTO gateways (id, public_key, name, enrolled_at) VALUES (?, ?, ?, ?) "
+                "INSERT INTO gateways (id, public_key, name, enrolled_at, villages) "
+                "VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key, "
                 "enrolled_at = excluded.enrolled_at, "
-                "name = CASE WHEN ? IS NULL THEN gateways.name ELSE excluded.name END",
-                (gw, public_key, name or "", now_ms, name),
+                "name = CASE WHEN ? IS NULL THEN gateways.name ELSE excluded.name END, "
+                "villages = CASE WHEN ? IS NULL THEN gateways.villages ELSE excluded.villages END",
+                (gw, public_key, name or "", now_ms, vjson or "[]", name, vjson),
             )
             row = await self._one(db, f"SELECT {_GATEWAY_COLS} FROM gateways WHERE id = ?", (gw,))
         return _gateway(row)
@@ -311,14 +413,24 @@ class Store:
         return [_gateway(r) for r in rows]
 
     async def record_heartbeat(
-        self, gw: str, ts: int, outbox: int, devices: int, now_ms: int
+        self,
+        gw: str,
+        ts: int,
+        outbox: int,
+        devices: int,
+        now_ms: int,
+        villages: Sequence[str] | None = None,
     ) -> bool:
-        """Record a gateway heartbeat; False (and nothing written) if `ts` is not newer."""
+        """Record a gateway heartbeat; False (and nothing written) if `ts` is not newer.
+        `villages` (§6.5, optional) replaces the list the gateway reported before; None (a
+        heartbeat without the field) keeps it."""
+        vjson = None if villages is None else json.dumps(sorted(set(villages)))
         async with self._tx() as db:
             cur = await db.execute(
-                "UPDATE gateways SET last_seen = ?, hb_ts = ?, outbox = ?, devices = ? "
+                "UPDATE gateways SET last_seen = ?, hb_ts = ?, outbox = ?, devices = ?, "
+                "reported_villages = COALESCE(?, reported_villages) "
                 "WHERE id = ? AND (hb_ts IS NULL OR hb_ts < ?)",
-                (now_ms, ts, outbox, devices, gw, ts),
+                (now_ms, ts, outbox, devices, vjson, gw, ts),
             )
             return cur.rowcount == 1
 

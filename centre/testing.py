@@ -1,4 +1,4 @@
-"""Signed gateway-to-centre messages (§6), for tests and simulations that play a gateway."""
+"""Signed gateway-to-centre messages (§6, §8.3), for tests and simulations that play a gateway."""
 
 from __future__ import annotations
 
@@ -52,10 +52,30 @@ def signed_event(key: Ed25519PrivateKey, body: dict[str, Any], gw: str | None = 
 
 
 def signed_heartbeat(
-    key: Ed25519PrivateKey, gw: str, ts: int, outbox: int = 0, devices: int = 1
+    key: Ed25519PrivateKey,
+    gw: str,
+    ts: int,
+    outbox: int = 0,
+    devices: int = 1,
+    villages: list[str] | None = None,
 ) -> tuple[str, bytes]:
     topic = frames.heartbeat_topic(gw)
-    body = {"gw": gw, "ts": ts, "outbox": outbox, "devices": devices}
+    body: dict[str, Any] = {"gw": gw, "ts": ts, "outbox": outbox, "devices": devices}
+    if villages is not None:
+        body["villages"] = villages
+    return topic, sign_frame(key, topic, encode_json(body))
+
+
+def signed_reports(
+    key: Ed25519PrivateKey, gw: str, bc: str, reports: list[tuple[str, str, int]]
+) -> tuple[str, bytes]:
+    """A §8.3 report message: `reports` as (device, wire state, at ms)."""
+    topic = frames.reports_topic(gw)
+    body = {
+        "gw": gw,
+        "bc": bc,
+        "reports": [{"device": d, "s": s, "at": at} for d, s, at in reports],
+    }
     return topic, sign_frame(key, topic, encode_json(body))
 
 

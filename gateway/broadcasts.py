@@ -35,6 +35,9 @@ from onekey.signing import SignatureError, encode_json, sign_frame, verify_frame
 log = logging.getLogger("onekey.gateway.broadcasts")
 
 REPORTS_PER_MESSAGE = 200  # §8.3
+# A broadcast with long area lists outgrows the usual signed-frame bound; the centre broker's
+# packet limit is the real one.
+MAX_BROADCAST_FRAME = 16384
 SWEEP_S = 0.25
 # A copy with no word from its speaker is sent again after this long (a fresh counter; the
 # speaker answers a copy of an id it has with that broadcast's state).
@@ -99,7 +102,7 @@ class BroadcastSide:
         parts = topic.split("/")
         try:
             try:
-                body = verify_frame(self.centre_key, topic, payload)
+                body = verify_frame(self.centre_key, topic, payload, MAX_BROADCAST_FRAME)
             except SignatureError as exc:
                 raise BroadcastRejected("bad_signature", f"{exc.reason}: {exc.detail}") from None
             topic_gw = parts[3] if len(parts) == 6 else ""

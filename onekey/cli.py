@@ -14,6 +14,7 @@ from onekey.signing import KeyFileError
 def build_parser() -> argparse.ArgumentParser:
     from centre.cli import add_commands as centre_commands
     from gateway.cli import add_commands as gateway_commands
+    from onekey.cap import add_commands as cap_commands
     from onekey.demo import add_commands as demo_commands
     from onekey.sim import add_commands as sim_commands
 
@@ -31,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     centre_commands(sub)
     demo_commands(sub)
     sim_commands(sub)
+    cap_commands(sub)
     return parser
 
 

@@ -96,9 +96,9 @@ def sign_frame(key: Ed25519PrivateKey, topic: str, body: bytes) -> bytes:
     return sig.hex().encode() + b" " + body
 
 
-def split_signed(payload: bytes) -> tuple[bytes, bytes]:
-    if len(payload) > MAX_SIGNED_PAYLOAD:
-        raise SignatureError("oversized", f"{len(payload)} bytes > {MAX_SIGNED_PAYLOAD}")
+def split_signed(payload: bytes, limit: int = MAX_SIGNED_PAYLOAD) -> tuple[bytes, bytes]:
+    if len(payload) > limit:
+        raise SignatureError("oversized", f"{len(payload)} bytes > {limit}")
     if len(payload) < SIG_HEX_LEN + 3 or payload[SIG_HEX_LEN] != 0x20:
         raise SignatureError("malformed", "expected 128 hex digits, a space and a body")
     try:
@@ -108,9 +108,11 @@ def split_signed(payload: bytes) -> tuple[bytes, bytes]:
     return sig, payload[SIG_HEX_LEN + 1 :]
 
 
-def verify_frame(pub: Ed25519PublicKey, topic: str, payload: bytes) -> dict[str, Any]:
-    """Check the signature, then parse the body; returns the body as a dict."""
-    sig, body = split_signed(payload)
+def verify_frame(
+    pub: Ed25519PublicKey, topic: str, payload: bytes, limit: int = MAX_SIGNED_PAYLOAD
+) -> dict[str, Any]:
+    """Check the size and the signature, then parse the body; returns the body as a dict."""
+    sig, body = split_signed(payload, limit)
     try:
         pub.verify(sig, topic.encode() + b"\x00" + body)
     except InvalidSignature:

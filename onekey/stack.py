@@ -97,7 +97,10 @@ class LocalStack:
             tls_key=centre_tls.key,
         )
         key = generate_private_key(self.gateway_dir / "gateway.key")
-        enrol_gateway(self.centre_config, self.gateway_id, public_hex(key), name=self.village)
+        enrol_gateway(
+            self.centre_config, self.gateway_id, public_hex(key), name=self.village,
+            villages=[self.village],
+        )
 
         password = secrets.token_urlsafe(24)
         write_secret(self.gateway_dir / "village-broker.pass", password.encode())

@@ -1,0 +1,488 @@
+"""Broadcasts in the centre's SQLite store (tables of schema version 2, see centre/store.py).
+
+`broadcasts` holds one row per broadcast, `broadcast_gateways` one per gateway copy (its signed
+frame, whether it has been sent), `broadcast_reports` the latest state per speaker. A copy that
+is due is put into the store's `downlinks` outbox in the same transaction, so the ingest task
+publishes broadcasts exactly as it publishes staff acks: again after every reconnect and
+restart, until the broker's PUBACK (`downlink_sent`).
+
+Broadcast states: `scheduled` (held until its start) → `sending` (some copy not yet at the
+broker) → `sent`; or `cancelled` (staff cancelled it, or a Cancel referenced it), `updated` (an
+Update replaced it), `expired` (its time ran out before any copy could be sent).
+Copy states: `scheduled`, `pending`, `sent`, `expired` (not sent before it expired), `withheld`
+(cancelled before it was due).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from centre.bcreports import ReportBatch, supersedes
+from centre.broadcast import Area, Broadcast, Reference, areas_from_json, areas_json
+from centre.store import MAX_LIMIT, Store, fetch_all, fetch_one
+
+DOWNLINK_STATE = "bc"  # `downlinks.state` of a broadcast copy (acks use received/acked)
+STATES = ("scheduled", "sending", "sent", "cancelled", "updated", "expired")
+COPY_STATES = ("scheduled", "pending", "sent", "expired", "withheld")
+LIVE = ("scheduled", "sending", "sent")
+
+
+class BroadcastNotFound(LookupError):
+    """No broadcast has that id (or, for reports, none was sent to that gateway)."""
+
+
+class BroadcastExists(Exception):
+    """A broadcast with that id is already stored; ids are never reused."""
+
+
+class CannotCancel(Exception):
+    """The broadcast is a Cancel itself, was replaced, or has expired."""
+
+
+@dataclass(frozen=True)
+class StoredBroadcast:
+    bc: Broadcast
+    created_by: str
+    created_at: int
+    source: str  # "api" or "cap"
+    state: str
+    released_at: int | None
+    cancelled_at: int | None
+    cancelled_by: str | None
+    cancel_note: str | None
+    replaced_by: str | None  # the Cancel or Update that stopped it
+
+
+@dataclass(frozen=True)
+class Copy:
+    """A signed copy for one gateway, to be stored."""
+
+    gw: str
+    area: tuple[Area, ...]
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class GatewayCopy:
+    gw: str
+    area: tuple[Area, ...]
+    state: str
+    sent_at: int | None
+    reports: int
+    last_report: int | None
+
+
+@dataclass(frozen=True)
+class SpeakerState:
+    device: str
+    gw: str
+    state: str
+    at: int
+    reported_at: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    gateways: dict[str, int]  # copy state -> count
+    speakers: dict[str, int]  # speaker state -> count
+
+
+_COLS = (
+    "id, sender, sent, status, msg_type, refs, urgency, severity, certainty, start, expires, "
+    "area, language, body_text, clip, repeat_n, category, event, created_by, created_at, "
+    "source, state, released_at, cancelled_at, cancelled_by, cancel_note, replaced_by"
+)
+_COPY_COLS = "gw, area, state, sent_at, reports, last_report"
+
+
+def _stored(row: Any) -> StoredBroadcast:
+    refs = tuple(Reference(r["id"], r["sender"], r["sent"]) for r in json.loads(row[5]))
+    bc = Broadcast(
+        id=row[0], sender=row[1], sent=row[2], status=row[3], msg_type=row[4], references=refs,
+        urgency=row[6], severity=row[7], certainty=row[8], start=row[9], expires=row[10],
+        area=areas_from_json(row[11]), language=row[12], text=row[13], clip=row[14],
+        repeat=row[15], category=row[16], event=row[17],
+    )
+    return StoredBroadcast(bc, *row[18:])
+
+
+def _copy(row: Any) -> GatewayCopy:
+    return GatewayCopy(row[0], areas_from_json(row[1]), row[2], row[3], row[4], row[5])
+
+
+class BroadcastStore:
+    """Broadcast methods over an open `Store` (same connection, lock and transactions)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- writing
+
+    async def create(
+        self,
+        bc: Broadcast,
+        copies: Sequence[Copy],
+        *,
+        by: str,
+        now: int,
+        source: str = "api",
+        note: str = "",
+    ) -> StoredBroadcast:
+        """Store a new broadcast and its copies; due copies go into the outbox at once.
+        An Update or Cancel also stops the broadcasts it references (`by` and `note` are
+        recorded on them). Raises BroadcastExists."""
+        async with self.store.transaction() as db:
+            await self._insert(db, bc, copies, by=by, now=now, source=source, note=note)
+            return await self._get(db, bc.id)
+
+    async def cancel(
+        self,
+        bc_id: str,
+        *,
+        by: str,
+        note: str,
+        now: int,
+        make_cancel: Callable[[StoredBroadcast, list[GatewayCopy]], tuple[Broadcast, list[Copy]]],
+    ) -> tuple[StoredBroadcast, StoredBroadcast | None]:
+        """Staff cancel a broadcast: (the original, the Cancel sent for it or None).
+
+        Held (scheduled) copies are withheld and nothing needs to be sent; otherwise
+        `make_cancel(original, copies already due)` builds the Cancel for those gateways.
+        Cancelling a cancelled broadcast changes nothing. Raises BroadcastNotFound,
+        CannotCancel."""
+        async with self.store.transaction() as db:
+            orig = await self._get(db, bc_id)
+            if orig.state == "cancelled":
+                return orig, None
+            if orig.bc.msg_type == "Cancel":
+                raise CannotCancel(f"{bc_id} is a Cancel itself")
+            if orig.state == "updated":
+                raise CannotCancel(f"{bc_id} was replaced by {orig.replaced_by}; cancel that one")
+            if orig.state == "expired" or now >= orig.bc.expires:
+                raise CannotCancel(f"{bc_id} has expired: no speaker plays it any more")
+            due = [c for c in await self._copies(db, bc_id) if c.state in ("pending", "sent")]
+            if not due:  # nothing went out: hold it back for good
+                await self._stop(db, bc_id, "cancelled", by=by, note=note, now=now, by_bc=None)
+                return await self._get(db, bc_id), None
+            cancel, copies = make_cancel(orig, due)
+            await self._insert(db, cancel, copies, by=by, now=now, source="api", note=note)
+            return await self._get(db, bc_id), await self._get(db, cancel.id)
+
+    async def _insert(
+        self,
+        db: aiosqlite.Connection,
+        bc: Broadcast,
+        copies: Sequence[Copy],
+        *,
+        by: str,
+        now: int,
+        source: str,
+        note: str,
+    ) -> None:
+        if await fetch_one(db, "SELECT 1 FROM broadcasts WHERE id = ?", (bc.id,)) is not None:
+            raise BroadcastExists(f"broadcast {bc.id} already exists; ids are never reused")
+        held = bc.start is not None and bc.start > now
+        refs = json.dumps([r.as_json() for r in bc.references], ensure_ascii=False)
+        await db.execute(
+            f"INSERT INTO broadcasts ({_COLS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, "
+            "NULL, NULL)",
+            (
+                bc.id, bc.sender, bc.sent, bc.status, bc.msg_type, refs, bc.urgency,
+                bc.severity, bc.certainty, bc.start, bc.expires, areas_json(bc.area),
+                bc.language, bc.text, bc.clip, bc.repeat, bc.category, bc.event, by, now,
+                source, "scheduled" if held else "sending", None if held else now,
+            ),
+        )
+        for c in copies:
+            await db.execute(
+                "INSERT INTO broadcast_gateways (bc, gw, area, state, topic, payload) "
+                "VALUES (?, ?, ?, 'scheduled', ?, ?)",
+                (bc.id, c.gw, areas_json(c.area), c.topic, c.payload),
+            )
+        if not held:
+            await self._release(db, bc.id, now)
+        if bc.msg_type in ("Cancel", "Update"):
+            state = "cancelled" if bc.msg_type == "Cancel" else "updated"
+            for ref in bc.references:
+                await self._stop(db, ref.id, state, by=by, note=note, now=now, by_bc=bc.id)
+
+    async def _release(self, db: aiosqlite.Connection, bc_id: str, now: int) -> None:
+        """Put every held copy of `bc_id` into the outbox."""
+        rows = await fetch_all(
+            db,
+            "SELECT gw, topic, payload FROM broadcast_gateways "
+            "WHERE bc = ? AND state = 'scheduled' ORDER BY gw",
+            (bc_id,),
+        )
+        for gw, topic, payload in rows:
+            cur = await db.execute(
+                "INSERT INTO downlinks (gw, event_id, state, topic, payload, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (gw, bc_id, DOWNLINK_STATE, topic, payload, now),
+            )
+            await db.execute(
+                "UPDATE broadcast_gateways SET state = 'pending', downlink_id = ? "
+                "WHERE bc = ? AND gw = ?",
+                (cur.lastrowid, bc_id, gw),
+            )
+        await db.execute(
+            "UPDATE broadcasts SET state = 'sending', released_at = ? "
+            "WHERE id = ? AND state = 'scheduled'",
+            (now, bc_id),
+        )
+
+    async def _stop(
+        self,
+        db: aiosqlite.Connection,
+        bc_id: str,
+        state: str,
+        *,
+        by: str,
+        note: str,
+        now: int,
+        by_bc: str | None,
+    ) -> None:
+        """Mark a live broadcast cancelled or updated; its held copies are never sent.
+        Copies already in the outbox still go, ahead of the Cancel that follows them."""
+        cur = await db.execute(
+            "UPDATE broadcasts SET state = ?, cancelled_at = ?, cancelled_by = ?, "
+            "cancel_note = ?, replaced_by = ? WHERE id = ? AND state IN (?, ?, ?)",
+            (state, now, by, note, by_bc, bc_id, *LIVE),
+        )
+        if cur.rowcount:
+            await db.execute(
+                "UPDATE broadcast_gateways SET state = 'withheld' "
+                "WHERE bc = ? AND state = 'scheduled'",
+                (bc_id,),
+            )
+
+    async def release_due(self, now: int) -> list[str]:
+        """Send the held broadcasts whose start has come; one whose time ran out while the
+        centre was down becomes `expired` instead. Returns the ids released."""
+        released = []
+        async with self.store.transaction() as db:
+            rows = await fetch_all(
+                db,
+                "SELECT id, expires FROM broadcasts WHERE state = 'scheduled' AND start <= ? "
+                "ORDER BY start, id",
+                (now,),
+            )
+            for bc_id, expires in rows:
+                if expires <= now:
+                    await db.execute(
+                        "UPDATE broadcasts SET state = 'expired' WHERE id = ?", (bc_id,)
+                    )
+                    await db.execute(
+                        "UPDATE broadcast_gateways SET state = 'expired' "
+                        "WHERE bc = ? AND state = 'scheduled'",
+                        (bc_id,),
+                    )
+                else:
+                    await self._release(db, bc_id, now)
+                    released.append(bc_id)
+        return released
+
+    async def expire_unsent(self, now: int) -> int:
+        """Take out of the outbox the copies that expired before the broker took them (a
+        gateway refuses an expired broadcast anyway). Returns how many."""
+        async with self.store.transaction() as db:
+            rows = await fetch_all(
+                db,
+                "SELECT g.bc, g.gw, g.downlink_id FROM broadcast_gateways g "
+                "JOIN broadcasts b ON b.id = g.bc WHERE g.state = 'pending' AND b.expires <= ?",
+                (now,),
+            )
+            for bc_id, gw, dl_id in rows:
+                await db.execute("DELETE FROM downlinks WHERE id = ?", (dl_id,))
+                await db.execute(
+                    "UPDATE broadcast_gateways SET state = 'expired' WHERE bc = ? AND gw = ?",
+                    (bc_id, gw),
+                )
+            for bc_id in {r[0] for r in rows}:
+                await self._settle(db, bc_id)
+        return len(rows)
+
+    async def downlink_sent(self, downlink_id: int, now: int) -> None:
+        """The broker took a downlink: delete it, and if it was a broadcast copy, mark the copy
+        sent (and the broadcast, once every copy is)."""
+        async with self.store.transaction() as db:
+            await db.execute("DELETE FROM downlinks WHERE id = ?", (downlink_id,))
+            row = await fetch_one(
+                db,
+                "SELECT bc FROM broadcast_gateways WHERE downlink_id = ? AND state = 'pending'",
+                (downlink_id,),
+            )
+            if row is None:
+                return
+            await db.execute(
+                "UPDATE broadcast_gateways SET state = 'sent', sent_at = ? WHERE downlink_id = ?",
+                (now, downlink_id),
+            )
+            await self._settle(db, row[0])
+
+    async def _settle(self, db: aiosqlite.Connection, bc_id: str) -> None:
+        """A sending broadcast with no copy left pending is sent, or expired if none went."""
+        rows = await fetch_all(
+            db, "SELECT state FROM broadcast_gateways WHERE bc = ?", (bc_id,)
+        )
+        states = {r[0] for r in rows}
+        if "pending" in states or "scheduled" in states:
+            return
+        await db.execute(
+            "UPDATE broadcasts SET state = ? WHERE id = ? AND state = 'sending'",
+            ("sent" if "sent" in states else "expired", bc_id),
+        )
+
+    async def record_reports(self, batch: ReportBatch, now: int) -> int:
+        """Apply a gateway's speaker reports; returns how many changed a speaker's state.
+        Raises BroadcastNotFound when no copy of that broadcast went to that gateway."""
+        async with self.store.transaction() as db:
+            row = await fetch_one(
+                db,
+                "SELECT state FROM broadcast_gateways WHERE bc = ? AND gw = ?",
+                (batch.bc, batch.gw),
+            )
+            if row is None or row[0] in ("scheduled", "withheld"):
+                raise BroadcastNotFound(f"no broadcast {batch.bc} was sent to {batch.gw}")
+            changed = 0
+            for r in batch.reports:
+                old = await fetch_one(
+                    db,
+                    "SELECT state, at FROM broadcast_reports WHERE bc = ? AND device = ?",
+                    (batch.bc, r.device),
+                )
+                if not supersedes(r.state, r.at, *(old or (None, None))):
+                    continue
+                await db.execute(
+                    "INSERT INTO broadcast_reports (bc, device, gw, state, at, reported_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bc, device) DO UPDATE SET "
+                    "gw = excluded.gw, state = excluded.state, at = excluded.at, "
+                    "reported_at = excluded.reported_at",
+                    (batch.bc, r.device, batch.gw, r.state, r.at, now),
+                )
+                changed += 1
+            await db.execute(
+                "UPDATE broadcast_gateways SET reports = reports + ?, last_report = ? "
+                "WHERE bc = ? AND gw = ?",
+                (len(batch.reports), now, batch.bc, batch.gw),
+            )
+        return changed
+
+    # -- reading
+
+    async def _get(self, db: aiosqlite.Connection, bc_id: str) -> StoredBroadcast:
+        row = await fetch_one(db, f"SELECT {_COLS} FROM broadcasts WHERE id = ?", (bc_id,))
+        if row is None:
+            raise BroadcastNotFound(f"no broadcast {bc_id!r}")
+        return _stored(row)
+
+    async def get(self, bc_id: str) -> StoredBroadcast | None:
+        async with self.store.transaction(write=False) as db:
+            try:
+                return await self._get(db, bc_id)
+            except BroadcastNotFound:
+                return None
+
+    async def get_many(self, ids: Iterable[str]) -> dict[str, StoredBroadcast]:
+        wanted = sorted(set(ids))
+        if not wanted:
+            return {}
+        marks = ",".join("?" * len(wanted))
+        async with self.store.transaction(write=False) as db:
+            rows = await fetch_all(
+                db, f"SELECT {_COLS} FROM broadcasts WHERE id IN ({marks})", tuple(wanted)
+            )
+        return {r[0]: _stored(r) for r in rows}
+
+    async def find(
+        self,
+        *,
+        state: str | None = None,
+        msg_type: str | None = None,
+        village: str | None = None,
+        since: int | None = None,
+        limit: int = 100,
+    ) -> list[StoredBroadcast]:
+        """Newest first (by the centre's time of creation)."""
+        where: list[str] = []
+        args: list[Any] = []
+        if state is not None:
+            where.append("state = ?")
+            args.append(state)
+        if msg_type is not None:
+            where.append("msg_type = ?")
+            args.append(msg_type)
+        if village is not None:
+            where.append(
+                "EXISTS (SELECT 1 FROM json_each(broadcasts.area) a "
+                "WHERE json_extract(a.value, '$.village') = ?)"
+            )
+            args.append(village)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        sql = f"SELECT {_COLS} FROM broadcasts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(max(1, min(limit, MAX_LIMIT)))
+        async with self.store.transaction(write=False) as db:
+            rows = await fetch_all(db, sql, tuple(args))
+        return [_stored(r) for r in rows]
+
+    async def _copies(self, db: aiosqlite.Connection, bc_id: str) -> list[GatewayCopy]:
+        rows = await fetch_all(
+            db, f"SELECT {_COPY_COLS} FROM broadcast_gateways WHERE bc = ? ORDER BY gw", (bc_id,)
+        )
+        return [_copy(r) for r in rows]
+
+    async def copies(self, bc_id: str) -> list[GatewayCopy]:
+        async with self.store.transaction(write=False) as db:
+            return await self._copies(db, bc_id)
+
+    async def speakers(self, bc_id: str) -> list[SpeakerState]:
+        async with self.store.transaction(write=False) as db:
+            rows = await fetch_all(
+                db,
+                "SELECT device, gw, state, at, reported_at FROM broadcast_reports "
+                "WHERE bc = ? ORDER BY device",
+                (bc_id,),
+            )
+        return [SpeakerState(*r) for r in rows]
+
+    async def summaries(self, ids: Iterable[str]) -> dict[str, Summary]:
+        wanted = sorted(set(ids))
+        out = {i: Summary({}, {}) for i in wanted}
+        if not wanted:
+            return out
+        marks = ",".join("?" * len(wanted))
+        async with self.store.transaction(write=False) as db:
+            gws = await fetch_all(
+                db,
+                f"SELECT bc, state, COUNT(*) FROM broadcast_gateways WHERE bc IN ({marks}) "
+                "GROUP BY bc, state",
+                tuple(wanted),
+            )
+            spk = await fetch_all(
+                db,
+                f"SELECT bc, state, COUNT(*) FROM broadcast_reports WHERE bc IN ({marks}) "
+                "GROUP BY bc, state",
+                tuple(wanted),
+            )
+        for bc_id, state, n in gws:
+            out[bc_id].gateways[state] = n
+        for bc_id, state, n in spk:
+            out[bc_id].speakers[state] = n
+        return out
+
+    async def count_by_state(self) -> dict[str, int]:
+        async with self.store.transaction(write=False) as db:
+            rows = await fetch_all(db, "SELECT state, COUNT(*) FROM broadcasts GROUP BY state", ())
+        return {r[0]: int(r[1]) for r in rows}
