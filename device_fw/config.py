@@ -17,6 +17,10 @@ DEFAULTS = {
         "buzzer": 27,
         "battery": 34,
         "battery_div": 2,
+        # speaker: the TTS module's UART (ESP32 TX to module RX and back) and the audio output
+        "tts_tx": 17,
+        "tts_rx": 16,
+        "audio": 25,
     },
     "wdt_s": 30,
     "alarm_hold_ms": 100,
@@ -28,7 +32,17 @@ DEFAULTS = {
     "keepalive_s": 30,
     "resend_s": 5,
     "fw": "btn-1.0.0",
+    # speaker
+    "tts_baud": 9600,
+    "tts_chunk_bytes": 200,  # text bytes (UTF-16LE) per synthesis frame
+    "queue_cap": 8,
+    "sim_ms_per_char": 20,  # the simulated TTS module's speech rate
+    "sim_min_speak_ms": 100,
 }
+
+# What a speaker has different from a button: its firmware name, and mains power.
+SPEAKER_DEFAULTS = {"fw": "spk-1.0.0", "pins": {"battery": None}}
+ROLES = ("button", "speaker")
 
 
 class ConfigError(Exception):
@@ -57,7 +71,12 @@ def load(path: str = "config.json") -> dict:
         raise ConfigError(path + " is not valid JSON") from None
     if not isinstance(raw, dict):
         raise ConfigError(path + " must hold a JSON object")
-    cfg = _merge(DEFAULTS, raw)
+    base = DEFAULTS
+    if raw.get("role") == "speaker":
+        base = _merge(DEFAULTS, SPEAKER_DEFAULTS)
+    cfg = _merge(base, raw)
+    if cfg["role"] not in ROLES:
+        raise ConfigError("role must be 'button' or 'speaker'")
     if not okproto.valid_id(cfg.get("id")):
         raise ConfigError("id must be 1-32 of a-z, 0-9, '-'")
     try:
@@ -75,6 +94,11 @@ def load(path: str = "config.json") -> dict:
         "resend_s",
         "sim_port",
         "wdt_s",
+        "tts_baud",
+        "tts_chunk_bytes",
+        "queue_cap",
+        "sim_ms_per_char",
+        "sim_min_speak_ms",
     ):
         v = cfg[name]
         if type(v) is not int or v < 0:
@@ -85,4 +109,8 @@ def load(path: str = "config.json") -> dict:
         raise ConfigError("a simulated device needs sim_port")
     if cfg["keepalive_s"] < 2:
         raise ConfigError("keepalive_s must be at least 2")
+    if not 2 <= cfg["tts_chunk_bytes"] <= 4000 or cfg["tts_chunk_bytes"] % 2:
+        raise ConfigError("tts_chunk_bytes must be even, 2..4000 (two bytes per character)")
+    if cfg["queue_cap"] < 1:
+        raise ConfigError("queue_cap must be at least 1")
     return cfg

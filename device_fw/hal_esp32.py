@@ -1,6 +1,10 @@
-# ESP32 hardware: alarm button and recessed test switch to ground (internal pull-ups), a
-# red/green LED (both lit = amber), an active buzzer, battery voltage through a divider on an
-# ADC pin, Wi-Fi station, and the hardware watchdog fed by main.py's loop.
+# ESP32 hardware, by role.
+# Button: alarm button and recessed test switch to ground (internal pull-ups), a red/green LED
+# (both lit = amber), an active buzzer.
+# Speaker: a serial TTS module (XFS5152/SYN6288 type) on UART 2, and a tone output by PWM on
+# the audio pin into the amplifier (clips).
+# Both: battery voltage through a divider on an ADC pin (or mains), Wi-Fi station, and the
+# hardware watchdog fed by main.py's loop.
 import asyncio
 from binascii import hexlify
 
@@ -11,6 +15,10 @@ from micropython import const
 _WIFI_WAIT_MS = const(20000)
 _BAT_EMPTY_MV = const(3300)
 _BAT_FULL_MV = const(4200)
+_TTS_UART = const(2)  # UART 0 is the USB console, UART 1 shares pins with the SPI flash
+_TTS_TXBUF = const(512)  # a whole 200-byte-text frame fits: write() returns at once
+_TTS_RXBUF = const(256)
+_HALF_DUTY = const(32768)
 
 
 class Esp32Hal:
@@ -18,17 +26,52 @@ class Esp32Hal:
         pins = cfg["pins"]
         self.wifi = cfg["wifi"]
         self.wdt_ms = cfg["wdt_s"] * 1000
-        self._btn = machine.Pin(pins["button"], machine.Pin.IN, machine.Pin.PULL_UP)
-        self._tst = machine.Pin(pins["test"], machine.Pin.IN, machine.Pin.PULL_UP)
-        self._red = machine.Pin(pins["red"], machine.Pin.OUT, value=0)
-        self._green = machine.Pin(pins["green"], machine.Pin.OUT, value=0)
-        self._buzz = machine.Pin(pins["buzzer"], machine.Pin.OUT, value=0)
+        if cfg["role"] == "speaker":
+            self._init_speaker(cfg)
+        else:
+            self._init_button(pins)
         self._adc = None
         self._div = pins.get("battery_div", 2)
         if pins.get("battery") is not None:
             self._adc = machine.ADC(machine.Pin(pins["battery"]), atten=machine.ADC.ATTN_11DB)
         self._wlan = network.WLAN(network.STA_IF)
         self._wdt: machine.WDT | None = None
+
+    def _init_button(self, pins: dict) -> None:
+        self._btn = machine.Pin(pins["button"], machine.Pin.IN, machine.Pin.PULL_UP)
+        self._tst = machine.Pin(pins["test"], machine.Pin.IN, machine.Pin.PULL_UP)
+        self._red = machine.Pin(pins["red"], machine.Pin.OUT, value=0)
+        self._green = machine.Pin(pins["green"], machine.Pin.OUT, value=0)
+        self._buzz = machine.Pin(pins["buzzer"], machine.Pin.OUT, value=0)
+
+    def _init_speaker(self, cfg: dict) -> None:
+        pins = cfg["pins"]
+        self._uart = machine.UART(
+            _TTS_UART,
+            baudrate=cfg["tts_baud"],
+            tx=pins["tts_tx"],
+            rx=pins["tts_rx"],
+            txbuf=_TTS_TXBUF,
+            rxbuf=_TTS_RXBUF,
+        )
+        self._pwm = machine.PWM(machine.Pin(pins["audio"]), freq=1000, duty_u16=0)
+
+    # -- speaker outputs
+
+    def tts_uart(self) -> machine.UART:
+        # The module's status replies (busy 0x4E / idle 0x4F) come back on this UART.
+        return self._uart
+
+    def tone(self, hz: int) -> None:
+        # A square wave at hz into the amplifier; 0 is silence.
+        if hz > 0:
+            self._pwm.freq(hz)
+            self._pwm.duty_u16(_HALF_DUTY)
+        else:
+            self._pwm.duty_u16(0)
+
+    def record_play(self, rec: dict) -> None:
+        pass  # the simulation keeps a played log; on the board the reports are the record
 
     # -- inputs and outputs
 

@@ -1,10 +1,14 @@
 # Simulated hardware for the MicroPython unix port: pins, LEDs and buzzer in RAM, the network
 # always up (unless switched off), and a control channel on 127.0.0.1:<sim_port> that tests,
 # the demo and `onekey sim` use to press the buttons and read the status.
+# For a speaker: a simulated TTS module behind the "UART" (SimTts) that takes real time to
+# speak and logs every frame to tts.log, the tone output in RAM, and played.log: one JSON line
+# per play {"id", "clip", "text", "pri", "at", "result"}; both logs in the working directory.
 #
 # Line protocol, one command per line, one reply line each:
-#   press <ms>      hold the alarm button down for ms, then release; "ok" after the release
-#   test            press the test switch; "ok"
+#   press <ms>      (button) hold the alarm button down for ms, then release; "ok" after it
+#   test            (button) press the test switch; "ok"
+#   played          (speaker) the played log as one JSON list, oldest first
 #   status          one JSON object (App.status())
 #   net on|off      connect or cut the simulated Wi-Fi; "ok"
 #   battery <pct>   set the simulated battery level; "ok"
@@ -13,15 +17,68 @@ import asyncio
 import gc
 import json
 import sys
+from binascii import hexlify
+from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
 _MAX_PRESS_MS = const(60000)
 _SETTLE_MS = const(60)  # after a release, long enough for the debounce to see it
+PLAYED_LOG = "played.log"
+TTS_LOG = "tts.log"
+
+
+class SimTts:
+    # A TTS module on a UART. It takes whole frames (tts.Tts writes one frame per write),
+    # logs each to tts.log (one line: ticks, command, frame in hex), answers with the module's
+    # reply bytes, and is busy for max(min_ms, characters * ms_per_char) after a synthesis
+    # frame, or until a stop frame.
+    def __init__(self, ms_per_char: int, min_ms: int) -> None:
+        self.ms_per_char = ms_per_char
+        self.min_ms = min_ms
+        self._out = bytearray()  # reply bytes not yet read
+        self._until = ticks_ms()
+        self.speaking = False
+
+    def write(self, buf) -> int:
+        frame = bytes(buf)
+        n = len(frame)
+        cmd = frame[3] if n >= 4 and frame[0] == 0xFD and frame[1] << 8 | frame[2] == n - 3 else -1
+        with open(TTS_LOG, "a") as f:
+            f.write("%s %d %s\n" % (ticks_ms(), cmd, hexlify(frame).decode()))
+        if self.speaking and ticks_diff(self._until, ticks_ms()) <= 0:
+            self.speaking = False
+        reply = 0x41  # accepted
+        if cmd == 0x01 and n > 5 and frame[4] == 0x03:  # synthesise Unicode text
+            ms = max(self.min_ms, (n - 5) // 2 * self.ms_per_char)
+            self._until = ticks_add(ticks_ms(), ms)
+            self.speaking = True
+        elif cmd == 0x21:  # status query
+            reply = 0x4E if self.speaking else 0x4F  # busy, idle
+        elif cmd == 0x02:  # stop
+            self.speaking = False
+        else:
+            reply = 0x45  # refused
+        self._out.append(reply)
+        return n
+
+    def any(self) -> int:
+        return len(self._out)
+
+    def read(self, n: int = -1) -> bytes | None:
+        if not self._out:
+            return None
+        if n < 0:
+            n = len(self._out)
+        data = bytes(self._out[:n])
+        self._out = self._out[n:]
+        return data
 
 
 class SimHal:
     def __init__(self, cfg: dict) -> None:
+        self.cfg = cfg
+        self.role = cfg["role"]
         self.port = cfg["sim_port"]
         self.btn = False
         self.tst = False
@@ -31,6 +88,8 @@ class SimHal:
         self.bat = 95
         self.app = None
         self._server: object = None
+        self._tts: SimTts | None = None
+        self.tone_hz = 0  # the tone sounding now (0: silence)
 
     # -- inputs and outputs
 
@@ -51,6 +110,34 @@ class SimHal:
 
     def hw_id(self) -> str:
         return "sim"
+
+    # -- speaker outputs
+
+    def tts_uart(self) -> SimTts:
+        if self._tts is None:
+            self._tts = SimTts(self.cfg["sim_ms_per_char"], self.cfg["sim_min_speak_ms"])
+        return self._tts
+
+    def tone(self, hz: int) -> None:
+        self.tone_hz = hz
+
+    def record_play(self, rec: dict) -> None:
+        # One JSON line, written a field and 64 characters of text at a time: a 500-character
+        # text in one piece would need a 1.5 KB block, which a speaker's heap may not have.
+        with open(PLAYED_LOG, "a") as f:
+            sep = "{"
+            for k in rec:
+                v = rec[k]
+                f.write(sep + json.dumps(k) + ": ")
+                sep = ", "
+                if isinstance(v, str):
+                    f.write('"')
+                    for i in range(0, len(v), 64):
+                        f.write(json.dumps(v[i : i + 64])[1:-1])
+                    f.write('"')
+                else:
+                    f.write(json.dumps(v))
+            f.write("}\n")
 
     # -- network
 
@@ -99,6 +186,10 @@ class SimHal:
             if cmd == "status" and self.app is not None:
                 gc.collect()  # the reply is the largest single allocation the device makes
                 return json.dumps(self.app.status())
+            if cmd in ("press", "test") and self.role != "button":
+                return "error %s: this device is a %s, it has no button" % (cmd, self.role)
+            if cmd == "played" and self.role != "speaker":
+                return "error played: this device is a %s, it plays nothing" % self.role
             if cmd == "press":
                 ms = int(words[1]) if len(words) > 1 else 150
                 if not 0 < ms <= _MAX_PRESS_MS:
@@ -129,7 +220,11 @@ class SimHal:
                 line = await r.readline()
                 if not line:
                     break
-                reply = await self.command(line.decode().strip())
+                text = line.decode().strip()
+                if text == "played" and self.role == "speaker":
+                    await self._send_played(w)
+                    continue
+                reply = await self.command(text)
                 w.write(reply.encode())
                 w.write(b"\n")
                 await w.drain()
@@ -138,3 +233,29 @@ class SimHal:
         finally:
             w.close()
             await w.wait_closed()
+
+    async def _send_played(self, w) -> None:
+        # The played log as one JSON list on one line, streamed 256 bytes at a time (the log
+        # outgrows a small heap long before it outgrows the flash). Its records are JSON lines,
+        # so each newline becomes a comma, except the last.
+        w.write(b"[")
+        try:
+            # MicroPython has no asynchronous files; 256 bytes of flash are quick to read.
+            f = open(PLAYED_LOG, "rb")  # noqa: ASYNC230
+        except OSError:
+            f = None
+        if f is not None:
+            with f:
+                held = b""
+                while True:
+                    chunk = f.read(256)
+                    if not chunk:
+                        break
+                    out = held + chunk.replace(b"\n", b",")
+                    held = b""
+                    if out.endswith(b","):
+                        out, held = out[:-1], b","
+                    w.write(out)
+                    await w.drain()
+        w.write(b"]\n")
+        await w.drain()

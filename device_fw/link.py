@@ -6,6 +6,9 @@
 # acks to the application (PUBACKing them only afterwards), sends heartbeats, pings, and drops
 # the link when the broker has been silent for keepalive_s. Reconnects back off exponentially
 # with jitter, 0.5 s up to 30 s.
+#
+# A speaker's link (SpeakerLink) is the same task with other hooks: it subscribes to its whole
+# down/# topic, has no outbox, and sends the broadcast reports waiting in app.pq.out.
 import asyncio
 import random
 from time import ticks_diff, ticks_ms
@@ -27,19 +30,22 @@ def backoff_ms(fails: int) -> int:
 
 
 class Link:
-    def __init__(self, app) -> None:
+    # The button's link. A speaker's (SpeakerLink, below) overrides the hooks: sub_topic,
+    # hb_fields(), on_connect() and send_due().
+    def __init__(self, app, sub_topic: str | None = None, buf_size: int = _BUF) -> None:
         self.app = app
         self.cfg = app.cfg
         self.client = app.client
-        self.buf = bytearray(_BUF)
+        self.sub_topic = sub_topic or okproto.topic_down(app.id)
+        self.buf = bytearray(buf_size)
         self.connected = False
         self.connects = 0
         self.hb_sent = 0
 
-    async def _send_hb(self) -> None:
+    def hb_fields(self) -> dict:
         app = self.app
         bat, mv = app.hal.battery()
-        fields = {
+        return {
             "bat": bat,
             "mv": mv,
             "rssi": app.hal.rssi(),
@@ -47,11 +53,20 @@ class Link:
             "ob": len(app.outbox),
             "up": app.up_ms,
         }
+
+    async def _send_hb(self) -> None:
+        app = self.app
+        fields = self.hb_fields()
         topic, payload = okproto.encode_up(app.key, app.id, "hb", app.counter.take(), fields)
         await self.client.publish(topic.encode(), payload, 0)
         self.hb_sent += 1
 
-    async def _send_due(self) -> None:
+    def on_connect(self) -> None:
+        # A new connection: everything not yet stored goes out again at once.
+        for e in self.app.outbox.entries:
+            e.tx = -1
+
+    async def send_due(self) -> None:
         # Every entry the gateway has not stored yet, in counter order: at once when new or
         # after a reconnect, then every resend_s. The bytes are the ones on flash.
         outbox = self.app.outbox
@@ -75,9 +90,8 @@ class Link:
         cl = self.client
         ka = self.cfg["keepalive_s"] * 1000
         hb_every = self.cfg["hb_interval_s"] * 1000
-        await cl.subscribe(okproto.topic_down(app.id).encode(), 1)
-        for e in app.outbox.entries:
-            e.tx = -1
+        await cl.subscribe(self.sub_topic.encode(), 1)
+        self.on_connect()
         await self._send_hb()
         hb_at = ping_at = ticks_ms()
         while cl.up and app.hal.net_ok():
@@ -86,7 +100,7 @@ class Link:
                 pid, topic, payload = cl.inbox.pop(0)
                 app.on_down(topic, payload)
                 await cl.done(pid)
-            await self._send_due()
+            await self.send_due()
             now = ticks_ms()
             if hb_every and ticks_diff(now, hb_at) >= hb_every:
                 hb_at = now
@@ -120,3 +134,35 @@ class Link:
                     await self.client.close()
             await asyncio.sleep_ms(backoff_ms(fails))
             fails += 1
+
+
+class SpeakerLink(Link):
+    def __init__(self, app) -> None:
+        # Its own down/# only: the gateway sends one copy per speaker under the speaker's key,
+        # so no village or group topic is needed (and the broker's ACL allows no other).
+        super().__init__(app, okproto.PREFIX + "dev/" + app.id + "/down/#", 0)
+
+    def hb_fields(self) -> dict:
+        app = self.app
+        bat, mv = app.hal.battery()
+        return {"bat": bat, "mv": mv, "rssi": app.hal.rssi(), "fw": self.cfg["fw"], "up": app.up_ms}
+
+    def on_connect(self) -> None:
+        pass  # reports wait in app.pq.out until the broker has them: nothing to reset
+
+    async def send_due(self) -> None:
+        # Waiting reports (app.pq.out), oldest first, QoS 1 (§8.3). Each is encoded with a fresh
+        # counter when it is sent, so one lost with the link goes out again under a new counter
+        # (the gateway's watermark would refuse the old one). It leaves the list after its
+        # PUBACK; a missing PUBACK drops the link, and it goes again after the reconnect.
+        app = self.app
+        out = app.pq.out
+        while out:
+            r = out[0]
+            fields = {"id": r[0], "s": r[1]}
+            if r[2]:
+                fields["why"] = r[2]
+            topic, payload = okproto.encode_up(app.key, app.id, "bcr", app.counter.take(), fields)
+            await self.client.publish(topic.encode(), payload, 1)
+            if r in out:  # it may have been dropped for room meanwhile
+                out.remove(r)

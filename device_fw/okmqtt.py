@@ -7,6 +7,13 @@
 # Incoming messages go to a bounded inbox (the oldest is dropped and counted when full). A
 # QoS 1 message is PUBACKed only when the application calls done(pid) after it has acted on
 # it, so a message that was never acted on is delivered again after a reconnect.
+#
+# Alternatively the application passes a `handler(topic, payload)`: each message is then handed
+# over at once, as memoryviews into the receive buffer (valid only during the call), and
+# PUBACKed when the handler returns. A speaker does this: a broadcast frame is up to 3.4 KB, so
+# it is checked in place instead of being copied into a queue, and messages are taken in the
+# order they arrive, never dropped (a speaker accepts broadcast counters only increasing, so a
+# dropped and redelivered frame would count as a replay).
 import asyncio
 from time import ticks_diff, ticks_ms
 
@@ -44,6 +51,8 @@ class Client:
         keepalive_s: int = 30,
         will_topic: str | None = None,
         will_msg: bytes = b"",
+        rx_buf: bytearray | None = None,
+        handler=None,
     ) -> None:
         self.client_id = client_id.encode()
         self.host = host
@@ -53,7 +62,10 @@ class Client:
         self.keepalive_s = keepalive_s
         self.will_topic = will_topic.encode() if will_topic else None
         self.will_msg = will_msg
-        self._rx = bytearray(_RX_SIZE)
+        # rx_buf: a receive buffer the caller allocated (a large one is best allocated early,
+        # while the heap still has a free block that size); else _RX_SIZE bytes.
+        self._rx = rx_buf if rx_buf is not None else bytearray(_RX_SIZE)
+        self._rx_size = len(self._rx)
         self._rxv = memoryview(self._rx)
         self._tx = bytearray(_TX_SIZE)
         self._txv = memoryview(self._tx)
@@ -69,6 +81,7 @@ class Client:
         self._suback_rc = 0
         self.inbox: list[tuple[int, bytes, bytes]] = []  # (pid or 0, topic, payload)
         self.inbox_drops = 0
+        self.handler = handler  # handler(topic, payload) -> None, or None for the inbox
         self.oversized = 0
         self.wake = asyncio.Event()  # set when a message arrives or the link dies
         self.up = False
@@ -142,11 +155,11 @@ class Client:
             shift += 7
             if shift > 21:
                 raise MQTTError("bad remaining length")
-        if n <= _RX_SIZE:
+        if n <= self._rx_size:
             await self._readn(n)
             return b0, n
         while n > 0:
-            k = min(n, _RX_SIZE)
+            k = min(n, self._rx_size)
             await self._readn(k)
             n -= k
         self.oversized += 1
@@ -311,7 +324,9 @@ class Client:
                 if n < 0:
                     continue
                 if kind == _PUBLISH:
-                    self._on_publish(b0, n)
+                    pid = self._on_publish(b0, n)
+                    if pid and self.handler is not None:
+                        await self.done(pid)
                 elif kind == _PUBACK and n >= 2:
                     self._puback = rx[0] << 8 | rx[1]
                     self._evt.set()
@@ -328,7 +343,8 @@ class Client:
             self._evt.set()
             self.wake.set()
 
-    def _on_publish(self, b0: int, n: int) -> None:
+    def _on_publish(self, b0: int, n: int) -> int:
+        # Returns the packet id the handler has dealt with (0: none, or left to the inbox).
         rx = self._rx
         qos = (b0 >> 1) & 3
         tlen = rx[0] << 8 | rx[1]
@@ -336,13 +352,17 @@ class Client:
         pid = 0
         if qos:
             if i + 2 > n:
-                return
+                return 0
             pid = rx[i] << 8 | rx[i + 1]
             i += 2
         if i > n or qos > 1:
-            return
+            return 0
+        if self.handler is not None:
+            self.handler(self._rxv[2 : 2 + tlen], self._rxv[i:n])
+            return pid
         if len(self.inbox) >= _INBOX:
             self.inbox.pop(0)
             self.inbox_drops += 1
         self.inbox.append((pid, bytes(self._rxv[2 : 2 + tlen]), bytes(self._rxv[i:n])))
         self.wake.set()
+        return 0

@@ -37,6 +37,10 @@ def add_commands(sub: Any) -> None:
     add.add_argument("--id", required=True, help="device id, e.g. btn-0001")
     add.add_argument("--role", choices=registry.ROLES, default="button")
     add.add_argument("--household", required=True, help="household id the device belongs to")
+    add.add_argument(
+        "--group", action="append", default=[], metavar="GROUP",
+        help="a speaker group for broadcasts (repeat for several)",
+    )
     add.set_defaults(func=_device_add)
     ls = dsub.add_parser("list", help="list registered devices")
     ls.add_argument("--config", type=Path, required=True)
@@ -85,12 +89,14 @@ def _device_add(args: argparse.Namespace) -> int:
     conn = registry.open_admin(cfg.db_path)
     try:
         dev = registry.add_device(
-            conn, args.id, role=args.role, village=cfg.village, household=args.household
+            conn, args.id, role=args.role, village=cfg.village, household=args.household,
+            groups=args.group,
         )
     finally:
         conn.close()
     print(json.dumps({"id": dev.id, "role": dev.role, "village": dev.village,
-                      "household": dev.household, "key": dev.key.hex()}))
+                      "household": dev.household, "groups": list(dev.groups),
+                      "key": dev.key.hex()}))
     return 0
 
 

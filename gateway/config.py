@@ -20,11 +20,23 @@ Example (`onekey gateway init` writes one)::
     ca = "centre-ca.pem"
     cert = "gateway-cert.pem"
     key = "gateway-key.pem"
+
+    [admin]                                     # optional; the values shown are the defaults
+    listen = "127.0.0.1"                        # the admin API (provisioning) listens here
+    port = 8081
+    token_file = "admin.token"                  # bearer token, 0600; created at first start
+    broker_passwd = "/etc/mosquitto/passwd"     # the village broker's password file (no default)
+    broker_reload = "none"                      # or "pid-file:/run/mosquitto/mosquitto.pid",
+                                                #    "command:systemctl reload mosquitto"
+    device_broker_host = "192.168.4.1"          # what boards dial (default: [village_broker] host)
+    device_broker_port = 1883
 """
 
 from __future__ import annotations
 
+import shlex
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +63,22 @@ class CentreBrokerConfig:
 
 
 @dataclass(frozen=True)
+class AdminConfig:
+    """The admin API that provisioning talks to (gateway/admin.py)."""
+
+    listen: str
+    port: int
+    token_file: Path
+    # The village broker's password file, where device credentials go; None: the admin API
+    # can list and revoke registry entries but cannot issue broker credentials.
+    broker_passwd: Path | None
+    broker_reload: str
+    device_broker_host: str
+    device_broker_port: int
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     gateway_id: str
     village: str
@@ -63,6 +91,7 @@ class GatewayConfig:
     # Re-send an event the centre has not confirmed after this many seconds.
     resend_after_s: float = 10.0
     heartbeat_s: float = 30.0
+    admin: AdminConfig | None = None
 
     @property
     def db_path(self) -> Path:
@@ -75,6 +104,21 @@ class GatewayConfig:
     @property
     def metrics_path(self) -> Path:
         return self.state_dir / "metrics.json"
+
+
+def check_reload_spec(spec: str) -> str:
+    """Returns `spec` if it is one of the forms above; raises ValueError otherwise."""
+    if spec == "none":
+        return spec
+    kind, _, arg = spec.partition(":")
+    if kind == "pid-file" and arg:
+        return spec
+    if kind == "command" and shlex.split(arg):
+        return spec
+    raise ValueError(
+        f"broker_reload {spec!r} must be 'none', 'pid-file:/path/to/mosquitto.pid' or "
+        "'command:systemctl reload mosquitto'"
+    )
 
 
 def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -123,14 +167,16 @@ def load_config(path: Path) -> GatewayConfig:
     cb = _section(data, "centre_broker", path)
     where_c = f"{path} [centre_broker]"
     fwd = data.get("forward", {})
+    village_host = _field(vb, "host", str, where_v)
+    village_port = _field(vb, "port", int, where_v)
     return GatewayConfig(
         gateway_id=gateway_id,
         village=_field(gw, "village", str, where),
         state_dir=state_dir,
         centre_public_key=_field(gw, "centre_public_key", str, where),
         village_broker=VillageBrokerConfig(
-            host=_field(vb, "host", str, where_v),
-            port=_field(vb, "port", int, where_v),
+            host=village_host,
+            port=village_port,
             user=_field(vb, "user", str, where_v),
             password=password,
         ),
@@ -144,6 +190,34 @@ def load_config(path: Path) -> GatewayConfig:
         forward_window=int(fwd.get("window", 256)),
         resend_after_s=float(fwd.get("resend_after_s", 10.0)),
         heartbeat_s=float(fwd.get("heartbeat_s", 30.0)),
+        admin=_admin(data.get("admin", {}), f"{path} [admin]", rel, village_host, village_port),
+    )
+
+
+def _admin(
+    sec: Any, where: str, rel: Callable[[str], Path], village_host: str, village_port: int
+) -> AdminConfig:
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{where} must be a table")
+
+    def opt(name: str, kind: type, default: Any) -> Any:
+        return _field(sec, name, kind, where) if name in sec else default
+
+    passwd = opt("broker_passwd", str, "")
+    reload = opt("broker_reload", str, "none")
+    try:
+        check_reload_spec(reload)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return AdminConfig(
+        listen=opt("listen", str, "127.0.0.1"),
+        port=opt("port", int, 8081),
+        token_file=rel(opt("token_file", str, "admin.token")),
+        broker_passwd=rel(passwd) if passwd else None,
+        broker_reload=reload,
+        device_broker_host=opt("device_broker_host", str, village_host),
+        device_broker_port=opt("device_broker_port", int, village_port),
+        enabled=opt("enabled", bool, True),
     )
 
 
@@ -158,7 +232,14 @@ def render_config(
     centre_host: str,
     centre_port: int,
     user: str = "gateway",
+    admin_listen: str = "127.0.0.1",
+    admin_port: int = 8081,
+    broker_passwd: Path | None = None,
+    broker_reload: str = "none",
+    device_broker_host: str | None = None,
 ) -> str:
+    passwd_line = f'broker_passwd = "{broker_passwd}"\n' if broker_passwd else ""
+    device_host = device_broker_host or village_host
     return f"""[gateway]
 id = "{gateway_id}"
 village = "{village}"
@@ -182,4 +263,12 @@ key = "gateway-key.pem"
 window = 256
 resend_after_s = 10.0
 heartbeat_s = 30.0
+
+[admin]
+listen = "{admin_listen}"
+port = {admin_port}
+token_file = "admin.token"
+{passwd_line}broker_reload = "{broker_reload}"
+device_broker_host = "{device_host}"
+device_broker_port = {village_port}
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -69,6 +70,7 @@ class Gateway:
                 tg.create_task(supervise("broadcasts", broadcasts.run))
                 tg.create_task(supervise("registry", self._watch_registry))
                 tg.create_task(supervise("metrics", self._write_metrics))
+                tg.create_task(supervise("admin", self._admin))
         finally:
             self.metrics.write(self.cfg.metrics_path)
             await self.store.close()
@@ -80,6 +82,12 @@ class Gateway:
             self.metrics.gauge("store_ops", self.store.committed_ops)
             self.metrics.write(self.cfg.metrics_path)
             await asyncio.sleep(0.5)
+
+    async def _admin(self) -> None:
+        # Imported here, in a thread: FastAPI takes a while to import, and the alarm path
+        # must not wait for the admin API (provisioning) to come up.
+        admin = await asyncio.to_thread(importlib.import_module, "gateway.admin")
+        await admin.serve(self.cfg, self.store, self.registry)
 
     async def _watch_registry(self) -> None:
         while True:

@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from onekey.cap import add_commands as cap_commands
     from onekey.demo import add_commands as demo_commands
     from onekey.sim import add_commands as sim_commands
+    from provisioning.cli import add_commands as provisioning_commands
 
     parser = argparse.ArgumentParser(
         prog="onekey",
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     centre_commands(sub)
     demo_commands(sub)
     sim_commands(sub)
+    provisioning_commands(sub)
     cap_commands(sub)
     return parser
 
@@ -46,10 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     import centre.cli
     import gateway.cli
+    import provisioning.cli
 
     known: tuple[type[Exception], ...] = (
         *gateway.cli.ERRORS,
         *getattr(centre.cli, "ERRORS", ()),
+        *provisioning.cli.ERRORS,
         KeyFileError,
     )
     try:

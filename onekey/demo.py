@@ -20,16 +20,17 @@ DEFAULT_RUN_DIR = Path("run/demo")
 def add_commands(sub: Any) -> None:
     demo = sub.add_parser(
         "demo",
-        help="run a demo village on loopback: brokers, centre, gateway and firmware buttons",
+        help="run a demo village on loopback: brokers, centre, gateway, firmware buttons and speakers",
         description=(
             "Starts a village Mosquitto (per-device passwords and ACLs), a centre Mosquitto with "
-            "TLS, the centre, the gateway and alarm buttons running the real firmware in the "
-            "MicroPython unix port, all on 127.0.0.1. Ctrl-C stops everything."
+            "TLS, the centre, the gateway, and alarm buttons and broadcast speakers running the "
+            "real firmware in the MicroPython unix port, all on 127.0.0.1. Ctrl-C stops everything."
         ),
     )
     demo.add_argument("--run-dir", type=Path, default=DEFAULT_RUN_DIR,
                       help=f"where the demo keeps its state; wiped at start (default {DEFAULT_RUN_DIR})")
     demo.add_argument("--buttons", type=int, default=5, help="number of firmware buttons (default 5)")
+    demo.add_argument("--speakers", type=int, default=2, help="number of firmware speakers (default 2)")
     demo.add_argument("--http-port", type=int, default=8080, help="centre web port (default 8080)")
     demo.add_argument("--duration", type=float, default=0,
                       help="stop by itself after this many seconds (default: run until Ctrl-C)")
@@ -58,6 +59,11 @@ def run_demo(args: argparse.Namespace) -> int:
             button = stack.add_button(f"btn-{i:04d}", f"h-{i:03d}")
             button.start()
             print(f"demo: button {button.device_id} running the firmware (household h-{i:03d})", flush=True)
+        for i in range(1, args.speakers + 1):
+            group = "north" if i % 2 else "south"
+            speaker = stack.add_speaker(f"spk-{i:04d}", f"s-{i:03d}", groups=[group])
+            speaker.start()
+            print(f"demo: speaker {speaker.device_id} running the firmware (group {group})", flush=True)
         print_instructions(stack, run_dir)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set():
@@ -80,6 +86,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def print_instructions(stack: LocalStack, run_dir: Path) -> None:
     url = f"http://127.0.0.1:{stack.http_port}"
     first = next(iter(stack.buttons), "btn-0001")
+    spk = next(iter(stack.speakers), "spk-0001")
     rd = "" if run_dir == DEFAULT_RUN_DIR.resolve() else f" --run-dir {run_dir}"
     print(
         f"""
@@ -89,6 +96,15 @@ The demo village is running. In another terminal, from this directory:
   .venv/bin/onekey sim status {first}{rd}       what the button's LED and buzzer show
   .venv/bin/onekey sim press {first} --ms 2500{rd}   a long press: cancels the alarm
   .venv/bin/onekey sim press {first} --test{rd}  a test alarm (recorded as a test)
+  .venv/bin/onekey sim played {spk}{rd}       what the speaker has played
+
+Broadcast to the village (every speaker; the report shows each one played):
+  curl -X POST {url}/api/broadcasts -H 'Content-Type: application/json' \
+       -d '{{"by": "Li", "severity": "Severe", "urgency": "Expected", "certainty": "Likely",
+            "valid_for_s": 3600, "area": [{{"village": "{stack.village}"}}],
+            "text": "今晚有暴雨，请注意防范。"}}'
+  curl {url}/api/broadcasts/<id>          (per-speaker report)
+  Groups: "area": [{{"village": "{stack.village}", "groups": ["north"]}}]
 
 Township centre:
   staff page   {url}/                  (acknowledge alarms here)

@@ -1,4 +1,4 @@
-"""`onekey sim ...`: drive the simulated buttons of a running demo (or test) village.
+"""`onekey sim ...`: drive the simulated buttons and speakers of a running demo (or test) village.
 
 A device is found at RUN_DIR/devices/DEVICE_ID/config.json, which holds its control port.
 """
@@ -23,8 +23,9 @@ def default_run_dir() -> str:
 
 
 def add_commands(subparsers: Any) -> None:
-    """Registers `sim press`, `sim status` and `sim net` on the top-level subparsers."""
-    sim = subparsers.add_parser("sim", help="press or inspect a simulated button")
+    """Registers `sim press`, `sim status`, `sim net` and `sim played` on the top-level
+    subparsers."""
+    sim = subparsers.add_parser("sim", help="press or inspect a simulated button or speaker")
     sim_sub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -46,14 +47,18 @@ def add_commands(subparsers: Any) -> None:
     press.add_argument("--test", action="store_true", help="press the test switch instead")
     press.set_defaults(func=cmd_press)
 
-    status = sim_sub.add_parser("status", help="print the button's status as JSON")
+    status = sim_sub.add_parser("status", help="print the device's status as JSON")
     common(status)
     status.set_defaults(func=cmd_status)
 
-    net = sim_sub.add_parser("net", help="connect or cut the button's simulated Wi-Fi")
+    net = sim_sub.add_parser("net", help="connect or cut the device's simulated Wi-Fi")
     common(net)
     net.add_argument("state", choices=("on", "off"))
     net.set_defaults(func=cmd_net)
+
+    played = sim_sub.add_parser("played", help="print a simulated speaker's played log as JSON")
+    common(played)
+    played.set_defaults(func=cmd_played)
 
 
 def _port(args: argparse.Namespace) -> int:
@@ -111,4 +116,17 @@ def cmd_net(args: argparse.Namespace) -> int:
     if reply is None:
         return 2
     print(f"{args.device_id}: Wi-Fi {args.state}")
+    return 0
+
+
+def cmd_played(args: argparse.Namespace) -> int:
+    reply = _run(args, "played")
+    if reply is None:
+        return 2
+    try:
+        data = json.loads(reply)
+    except ValueError:
+        print(f"onekey: error: bad played log from {args.device_id}: {reply[:200]}", file=sys.stderr)
+        return 2
+    print(json.dumps(data, indent=2, ensure_ascii=False))
     return 0

@@ -26,11 +26,12 @@ from gateway.config import render_config
 from gateway.metrics import read_metrics
 from onekey import pki
 from onekey.brokers import CentreBroker, VillageBroker
-from onekey.procs import ManagedProcess, free_port
+from onekey.procs import ManagedProcess, ProcessError, free_port
 from onekey.signing import generate_private_key, public_hex, write_secret
 
 if TYPE_CHECKING:
     from onekey.simdevice import SimButton
+    from onekey.simspeaker import SimSpeaker
 
 log = logging.getLogger("onekey.stack")
 
@@ -51,8 +52,14 @@ class LocalStack:
         http_port: int | None = None,
         forward_window: int = 256,
         resend_after_s: float = 10.0,
+        village_listen: str = HOST,
+        device_broker_host: str | None = None,
     ) -> None:
         self.root = Path(root).resolve()
+        # Real boards (hil_tests with --port) reach the village broker over the LAN: it then
+        # listens on village_listen (e.g. 0.0.0.0) and boards dial device_broker_host.
+        self.village_listen = village_listen
+        self.device_broker_host = device_broker_host
         self.gateway_id = gateway_id
         self.village = village
         self.http_port = http_port
@@ -69,8 +76,13 @@ class LocalStack:
         self.centre_proc: ManagedProcess | None = None
         self.gateway_proc: ManagedProcess | None = None
         self.buttons: dict[str, SimButton] = {}
-        self.speakers: dict[str, Any] = {}
+        self.speakers: dict[str, SimSpeaker] = {}
         self.centre_tls: pki.CertFiles | None = None
+        # The gateway's admin API (provisioning); it changes the village broker's password
+        # file and reloads the broker through the pid file written by start_brokers().
+        self.admin_port: int | None = None
+        self.admin_token_file = self.gateway_dir / "admin.token"
+        self.village_pid_file = self.root / "village-broker.pid"
 
     # -- set-up
 
@@ -83,7 +95,9 @@ class LocalStack:
         self.centre_tls = centre_tls
         gw_tls = pki.issue_client(ca, self.pki_dir, self.gateway_id)
 
-        self.village_broker = VillageBroker(self.root / "village-broker", free_port())
+        self.village_broker = VillageBroker(
+            self.root / "village-broker", free_port(), self.village_listen
+        )
         self.centre_broker = CentreBroker(self.root / "centre-broker", free_port(), server)
 
         _cfg_path, centre_pub = init_centre(
@@ -102,6 +116,7 @@ class LocalStack:
             villages=[self.village],
         )
 
+        self.admin_port = self.admin_port or free_port()
         password = secrets.token_urlsafe(24)
         write_secret(self.gateway_dir / "village-broker.pass", password.encode())
         self.village_broker.add_user("gateway", password)
@@ -114,6 +129,10 @@ class LocalStack:
             village_port=self.village_broker.port,
             centre_host=HOST,
             centre_port=self.centre_broker.port,
+            admin_port=self.admin_port,
+            broker_passwd=self.village_broker.password_path,
+            broker_reload=f"pid-file:{self.village_pid_file}",
+            device_broker_host=self.device_broker_host,
         )
         text = text.replace('"centre-ca.pem"', f'"{gw_tls.ca}"')
         text = text.replace('"gateway-cert.pem"', f'"{gw_tls.cert}"')
@@ -133,6 +152,7 @@ class LocalStack:
     def start_brokers(self) -> None:
         assert self.village_broker and self.centre_broker, "setup() first"
         self.village_broker.start()
+        self.village_pid_file.write_text(f"{self.village_broker.pid}\n")
         self.centre_broker.start()
 
     def _onekey(self, name: str, *args: str) -> ManagedProcess:
@@ -176,6 +196,19 @@ class LocalStack:
                 return
             time.sleep(0.05)
         raise StackError(f"gateway links not up after {timeout:.0f}s; see {self.root}/gateway.log")
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://{HOST}:{self.admin_port}"
+
+    def wait_admin(self, timeout: float = 20.0) -> None:
+        """Returns once the gateway's admin API accepts connections (it starts after the
+        alarm path)."""
+        assert self.gateway_proc is not None and self.admin_port is not None
+        try:
+            self.gateway_proc.wait_port(HOST, self.admin_port, timeout)
+        except (TimeoutError, ProcessError) as exc:
+            raise StackError(f"gateway admin API: {exc}; see {self.root}/gateway.log") from None
 
     def gateway_metrics(self) -> dict[str, Any]:
         try:
@@ -263,6 +296,37 @@ class LocalStack:
         button.write_config()
         self.buttons[device_id] = button
         return button
+
+    def add_speaker(
+        self,
+        device_id: str,
+        household: str,
+        *,
+        groups: Sequence[str] = (),
+        village: str | None = None,
+        reload: bool = True,
+        **settings: Any,
+    ) -> SimSpeaker:
+        """A speaker running the real firmware, registered and configured (not started)."""
+        from onekey.simspeaker import SimSpeaker  # needs the MicroPython extra
+
+        assert self.village_broker is not None
+        key, password = self.register_device(
+            device_id, household, role="speaker", groups=groups, village=village, reload=reload
+        )
+        speaker = SimSpeaker(
+            self.devices_dir / device_id,
+            device_id,
+            key,
+            HOST,
+            self.village_broker.port,
+            password,
+            village or self.village,
+            **settings,
+        )
+        speaker.write_config()
+        self.speakers[device_id] = speaker
+        return speaker
 
     # -- centre API
 

@@ -169,3 +169,14 @@ async def test_health_page_and_openapi(centre: Centre) -> None:
     ack = paths["/api/alarms/{event_id}/ack"]["post"]
     assert {"200", "404", "409", "422"} <= set(ack["responses"])
     assert "EventOut" in spec["components"]["schemas"]
+
+
+async def test_households_live_at_the_centre_api(centre: Centre) -> None:
+    put = await centre.http.put(
+        "/api/households/h-001",
+        json={"village": "v-1", "name": "张桂英", "phone": "13800000000", "address": "东头3号"},
+    )
+    assert put.status_code == 200, put.text
+    got = (await centre.http.get("/api/households/h-001")).json()
+    assert got["name"] == "张桂英" and got["village"] == "v-1"
+    assert (await centre.http.get("/api/households/h-404")).status_code == 404

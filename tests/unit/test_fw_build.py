@@ -55,6 +55,7 @@ def test_firmware_files_are_all_there() -> None:
     names = {p.name for p in FW_FILES}
     assert {"main.py", "button.py", "link.py", "okmqtt.py", "store.py", "presslogic.py"} <= names
     assert {"feedback.py", "config.py", "hal_esp32.py", "hal_sim.py", "okproto.py"} <= names
+    assert {"speaker.py", "playqueue.py", "tts.py"} <= names
 
 
 @pytest.mark.parametrize("path", FW_FILES, ids=[p.name for p in FW_FILES])

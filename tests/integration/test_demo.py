@@ -1,0 +1,63 @@
+"""`onekey demo` starts the whole village, says what to type, and leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from onekey.procs import free_port
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{pid}: {cmdline}")
+    return found
+
+
+def test_the_demo_runs_prints_what_to_type_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    run_dir = tmp_path / "demo"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "onekey.cli", "demo", "--run-dir", str(run_dir),
+         "--buttons", "2", "--speakers", "2", "--http-port", str(free_port()), "--duration", "120"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    out: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            out.append(line)
+            if "Press Ctrl-C to stop everything" in line:
+                break
+        text = "".join(out)
+        assert "Press Ctrl-C to stop everything" in text, text
+        assert "onekey sim press btn-0001" in text and "onekey sim played spk-0001" in text
+        assert processes_mentioning(str(run_dir)), "the demo's processes should be running"
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 0, "".join(out) + rest
+    assert "stopping everything" in rest
+    time.sleep(0.5)
+    assert processes_mentioning(str(run_dir)) == []
