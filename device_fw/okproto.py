@@ -69,7 +69,9 @@ class ProtocolError(Exception):
 # -- HMAC-SHA256 (RFC 2104); MicroPython has hashlib.sha256 but no hmac module.
 
 
-def hmac_sha256(key: bytes, msg: bytes) -> bytes:
+def hmac_sha256(key: bytes, msg: bytes, *more: bytes) -> bytes:
+    # The message is msg followed by `more`: hashed part by part, never joined, so that a
+    # 3 KB broadcast is not copied on a small heap.
     if len(key) > _BLOCK:
         key = hashlib.sha256(key).digest()
     key = key + b"\x00" * (_BLOCK - len(key))
@@ -77,6 +79,8 @@ def hmac_sha256(key: bytes, msg: bytes) -> bytes:
     opad = bytes(b ^ 0x5C for b in key)
     inner = hashlib.sha256(ipad)
     inner.update(msg)
+    for part in more:
+        inner.update(part)
     outer = hashlib.sha256(opad)
     outer.update(inner.digest())
     return outer.digest()
@@ -94,7 +98,7 @@ def _hex(data: bytes) -> bytes:
 
 def mac_hex(key: bytes, topic: str, body: bytes) -> bytes:
     # §3.1: HMAC over TOPIC 0x00 BODY.
-    return _hex(hmac_sha256(key, topic.encode() + b"\x00" + body))
+    return _hex(hmac_sha256(key, topic.encode(), b"\x00", body))
 
 
 def equal_ct(a: bytes, b: bytes) -> bool:
@@ -334,7 +338,8 @@ def parse_body(body: bytes, device_id: str, kind: str) -> "dict[str, Any]":
     # §4: returns the body as a dict after checking every field it uses.
     try:
         msg = json.loads(body.decode())
-    except Exception:
+    except (ValueError, RuntimeError):
+        # Bad UTF-8 or JSON, or nesting too deep. A MemoryError is not a bad body: it goes up.
         raise ProtocolError(BAD_JSON, "body is not UTF-8 JSON") from None
     if not isinstance(msg, dict):
         raise ProtocolError(BAD_JSON, "body is not a JSON object")
