@@ -1,10 +1,11 @@
 """Forged and replayed broadcasts never play (protocol §8.1.1, §8.2.1, §2.1).
 
 Over a thousand attack messages, on both brokers and from every position an attacker could
-hold: without the centre's key at the centre broker, replaying or tampering with what the
-centre really signed, as a provisioned device on the village broker, and with the gateway's
-broker password but no device key. Between them, genuine broadcasts still play, and at the
-end every speaker's played log holds the genuine ones only."""
+hold, against protocol-level speakers and one running the real firmware: without the centre's
+key at the centre broker, replaying or tampering with what the centre really signed, as a
+provisioned device on the village broker, and with the gateway's broker password but no device
+key. Between them, genuine broadcasts still play, and at the end every speaker's played log
+holds the genuine ones only."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.integration
 
 VILLAGE = "v-demo"
 SPEAKERS = ("spk-a1", "spk-a2", "spk-a3")
+FIRMWARE = "spk-fw1"  # a speaker running the real firmware in MicroPython
 
 
 @pytest.fixture
@@ -76,6 +78,11 @@ async def test_a_thousand_attack_broadcasts_play_nowhere(
         spk = ProtoSpeaker(dev_id, key, HOST, stack.village_broker.port, password)
         await spk.connect()
         speakers.append(spk)
+    firmware = stack.add_speaker(FIRMWARE, "h-fw1")
+    firmware.start()
+    firmware.wait_for(lambda st: st["connected"], 15)
+    fw_key = bytes.fromhex(firmware.config["key"])
+    everyone = (*SPEAKERS, FIRMWARE)
     key, password = stack.register_device("btn-evil", "h-evil")
     evil = ProtoDevice("btn-evil", key, HOST, stack.village_broker.port, password)
     await evil.connect()
@@ -93,7 +100,7 @@ async def test_a_thousand_attack_broadcasts_play_nowhere(
             captured.append(await centre.send(body))
             genuine.append(body["id"])
         for bc_id in genuine:
-            await centre.wait_states(bc_id, {s: "played" for s in SPEAKERS})
+            await centre.wait_states(bc_id, {s: "played" for s in everyone}, timeout=30)
 
         forger = generate_private_key(stack.root / "forger.key")
         topic = centre.topic()
@@ -133,7 +140,7 @@ async def test_a_thousand_attack_broadcasts_play_nowhere(
         #    the speakers' topics. The broker's ACL drops them.
         fake_key = bytes(32)
         for i in range(200):
-            target = SPEAKERS[i % len(SPEAKERS)]
+            target = everyone[i % len(everyone)]
             fields = {"id": f"evil-{i}", "mt": "Alert", "st": "Actual", "pri": 0,
                       "exp": now_ms() + 600_000, "text": "假警报"}
             t, p = okproto.encode_bc(fake_key, target, now_ms() + 10**6, fields)
@@ -141,6 +148,16 @@ async def test_a_thousand_attack_broadcasts_play_nowhere(
             sent["village_device"] += 1
         # 7. The gateway's broker password stolen, but no device key: forged MACs, and genuine
         #    copies replayed (the attacker sniffed them; rebuilt here with the speaker's key).
+        fw_sent = 0
+        for i in range(20):  # the firmware speaker gets its share too
+            fields = {"id": f"insider-fw-{i}", "mt": "Alert", "st": "Actual", "pri": 0,
+                      "exp": now_ms() + 600_000, "text": "假警报"}
+            bad_key = os.urandom(32) if i % 2 else fw_key
+            counter = now_ms() + 10**6 if i % 2 else 1000 + i  # forged MAC, or an old counter
+            t, p = okproto.encode_bc(bad_key, FIRMWARE, counter, fields)
+            await insider.publish(t, p, qos=1)
+            sent["village_insider"] += 1
+            fw_sent += 1
         for i in range(150):
             target = speakers[i % len(speakers)]
             fields = {"id": f"insider-{i}", "mt": "Alert", "st": "Actual", "pri": 0,
@@ -163,23 +180,27 @@ async def test_a_thousand_attack_broadcasts_play_nowhere(
         last = broadcast(stack.gateway_id, VILLAGE, text="演练结束。")
         await centre.send(last)
         genuine.append(last["id"])
-        await centre.wait_states(last["id"], {s: "played" for s in SPEAKERS}, timeout=30)
+        await centre.wait_states(last["id"], {s: "played" for s in everyone}, timeout=30)
         await wait_for(
             lambda: all(rejected(stack).get(r, 0) >= n for r, n in expected.items()), 20
         )
         await wait_for(lambda: sum(s.log.rejected for s in speakers) >= 300, 20)
+        await wait_for(lambda: sum(firmware.status()["refused"].values()) >= fw_sent, 20)
         await asyncio.sleep(0.5)
 
         total = sum(sent.values())
         assert total >= 1000, sent
         for spk in speakers:
             assert sorted(spk.log.played) == sorted(genuine), spk.id
+        fw_played = [p["id"] for p in firmware.played() if p["result"] == "played"]
+        assert sorted(fw_played) == sorted(genuine)
+        assert sum(firmware.status()["refused"].values()) == fw_sent
         got = rejected(stack)
         for reason, n in expected.items():
             assert got.get(reason, 0) == n, (reason, got)
         # The insider's messages reached the speakers and were each refused there; the
         # device's never got past the broker.
-        assert sum(s.log.rejected for s in speakers) == sent["village_insider"]
+        assert sum(s.log.rejected for s in speakers) == sent["village_insider"] - fw_sent
         assert stack.gateway_proc is not None and stack.gateway_proc.running
     finally:
         for s in speakers:
