@@ -45,7 +45,11 @@ def add_commands(sub: Any) -> None:
     ls = dsub.add_parser("list", help="list registered devices")
     ls.add_argument("--config", type=Path, required=True)
     ls.set_defaults(func=_device_list)
-    rv = dsub.add_parser("revoke", help="disable a device: its messages are refused from now on")
+    rv = dsub.add_parser(
+        "revoke",
+        help="disable a device: its messages are refused from now on, and its broker login is "
+        "removed when [admin] broker_passwd is set",
+    )
     rv.add_argument("--config", type=Path, required=True)
     rv.add_argument("--id", required=True)
     rv.set_defaults(func=_device_revoke)
@@ -120,7 +124,18 @@ def _device_revoke(args: argparse.Namespace) -> int:
         registry.revoke_device(conn, args.id)
     finally:
         conn.close()
-    print(f"revoked {args.id}")
+    print(f"revoked {args.id}: the gateway refuses its messages")
+    admin = cfg.admin
+    if admin is not None and admin.broker_passwd is not None:
+        from gateway.brokerctl import BrokerControl
+
+        removed = asyncio.run(
+            BrokerControl(admin.broker_passwd, admin.broker_reload).remove_user(args.id)
+        )
+        where = admin.broker_passwd
+        print(f"broker login {args.id} {'removed from' if removed else 'was not in'} {where}")
+    else:
+        print("no [admin] broker_passwd in the configuration: remove its broker login by hand")
     return 0
 
 

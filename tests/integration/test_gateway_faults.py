@@ -150,3 +150,41 @@ async def test_anonymous_client_is_refused_by_the_village_broker(stack: LocalSta
     client = MqttClient("anon", HOST, stack.village_broker.port)
     with pytest.raises(Exception, match=r"(?i)refused|not authori[sz]ed|bad user"):
         await client.connect(timeout=5)
+
+
+async def test_revoking_from_the_gateway_command_line_also_closes_the_broker_door(
+    stack: LocalStack,
+) -> None:
+    import subprocess
+    import sys
+
+    assert stack.village_broker
+    _key, password = stack.register_device("btn-gone", "h-gone")
+    ok = MqttClient("btn-gone", HOST, stack.village_broker.port, username="btn-gone", password=password)
+    await ok.connect(timeout=5)
+    await ok.disconnect()
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "onekey.cli", "gateway", "device", "revoke",
+         "--config", str(stack.gateway_config), "--id", "btn-gone"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "broker login btn-gone removed" in proc.stdout
+    refused = MqttClient("btn-gone", HOST, stack.village_broker.port, username="btn-gone", password=password)
+
+    async def try_connect() -> bool:
+        try:
+            await refused.connect(timeout=5)
+        except Exception:
+            return True
+        await refused.disconnect()
+        return False
+
+    # The broker reloads its password file on SIGHUP; give it a moment.
+    for _ in range(50):
+        if await try_connect():
+            break
+        await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the broker still lets a revoked device in")
