@@ -99,7 +99,7 @@ The demo village is running. In another terminal, from this directory:
   .venv/bin/onekey sim played {spk}{rd}       what the speaker has played
 
 Broadcast to the village (every speaker; the report shows each one played):
-  curl -X POST {url}/api/broadcasts -H 'Content-Type: application/json' \
+  curl -X POST {url}/api/broadcasts -H 'Content-Type: application/json' \\
        -d '{{"by": "Li", "severity": "Severe", "urgency": "Expected", "certainty": "Likely",
             "valid_for_s": 3600, "area": [{{"village": "{stack.village}"}}],
             "text": "今晚有暴雨，请注意防范。"}}'
