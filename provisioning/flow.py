@@ -39,6 +39,7 @@ from provisioning.devconfig import (
     write_identity,
 )
 from provisioning.errors import (
+    BoardCommandError,
     BoardLostError,
     DeviceIdTakenError,
     GatewayAdminError,
@@ -208,7 +209,15 @@ def _run(opts: Options, progress: Progress, s: Summary, session: Session) -> Non
 
     with progress.step("connect"):
         board = session.open()
-        info = board.info()
+        try:
+            info = board.info()
+        except BoardCommandError as exc:
+            if "MemoryError" not in str(exc):
+                raise
+            # The firmware we interrupted still holds the heap: a soft reset gives a fresh one
+            # (and the raw REPL does not run main.py), then ask again.
+            session.soft_reset()
+            info = board.info()
         check_board(info, opts.port)
         s.hw_id, s.virtual = info.uid, info.virtual
         kind = "virtual board" if info.virtual else info.machine or info.platform
