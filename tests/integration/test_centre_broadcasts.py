@@ -7,119 +7,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from centre.cli import uvicorn_server
-from centre.config import CentreConfig, load_config
-from centre.enrol import enrol_gateway, init_centre
-from centre.testing import signed_reports, wait_until
-from onekey.brokers import CentreBroker, client_tls
+from centre.testing import signed_reports
 from onekey.cli import main
-from onekey.mqtt import MqttClient, TlsFiles
-from onekey.pki import create_ca, issue_client, issue_server
-from onekey.procs import free_port
-from onekey.signing import load_public_hex, public_hex, verify_frame
+from onekey.mqtt import MqttClient
+from tests import centre_site
+from tests.centre_site import GW, Site, centre_running, connected, next_signed, open_site, poll
 
 pytestmark = pytest.mark.integration
 
-HOST = "127.0.0.1"
-GW = "gw-1"
 BC_TOPIC = f"ok/v1/gw/{GW}/down/bc"
-
-
-@dataclass(frozen=True)
-class Site:
-    broker: CentreBroker
-    config: CentreConfig
-    centre_pub: str
-    gw_key: Ed25519PrivateKey
-    gw_tls: TlsFiles
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
-    pki = tmp_path / "pki"
-    ca = create_ca(pki)
-    broker = CentreBroker(
-        tmp_path / "broker", free_port(HOST), issue_server(ca, pki, "centre-broker"), HOST
-    )
-    centre_cert = issue_client(ca, pki, "centre")
-    path, pub = init_centre(
-        tmp_path / "centre",
-        http_port=free_port(HOST),
-        broker_port=broker.port,
-        ca=centre_cert.ca,
-        cert=centre_cert.cert,
-        tls_key=centre_cert.key,
-    )
-    # Reconnect quickly after the broker comes back, so that the test stays short.
-    cfg = dataclasses.replace(load_config(path), reconnect_min_s=0.1, reconnect_max_s=0.5)
-    gw_key = Ed25519PrivateKey.generate()
-    enrol_gateway(cfg, GW, public_hex(gw_key), name="Xiaocun", villages=["v-xiaocun"])
-    broker.start()
-    try:
-        yield Site(broker, cfg, pub, gw_key, client_tls(issue_client(ca, pki, GW)))
-    finally:
-        broker.stop()
+    with open_site(tmp_path, villages=["v-xiaocun"], fast_reconnect=True) as s:
+        yield s
 
 
-async def poll(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    async with asyncio.timeout(within):
-        while not await check():  # noqa: ASYNC110 - polling the HTTP API
-            await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def centre_running(cfg: CentreConfig) -> AsyncIterator[httpx.AsyncClient]:
-    """The centre as `onekey centre run` runs it (uvicorn, lifespan), in this event loop."""
-    server = uvicorn_server(cfg)
-    task = asyncio.create_task(server.serve())
-    try:
-        await wait_until(lambda: server.started or task.done(), within=10)
-        assert server.started, "the centre did not start"
-        base = f"http://{cfg.http_host}:{cfg.http_port}"
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
-            await poll(lambda: connected(http, True))
-            yield http
-    finally:
-        server.should_exit = True
-        async with asyncio.timeout(15):
-            await task
-
-
-async def connected(http: httpx.AsyncClient, want: bool) -> bool:
-    return bool((await http.get("/api/metrics")).json()["connected"]) is want
-
-
-@contextlib.asynccontextmanager
-async def gateway(site: Site, persistent: bool = False) -> AsyncIterator[MqttClient]:
-    """The test's gateway: subscribed to its broadcast topic."""
-    client = MqttClient(
-        f"{GW}-test", HOST, site.broker.port, tls=site.gw_tls, clean_session=not persistent
-    )
-    await client.connect()
-    try:
-        await client.subscribe(BC_TOPIC, qos=1)
-        yield client
-    finally:
-        await client.disconnect()
+def gateway(site: Site, persistent: bool = False) -> contextlib.AbstractAsyncContextManager[MqttClient]:
+    return centre_site.gateway(site, BC_TOPIC, persistent)
 
 
 async def next_broadcast(site: Site, client: MqttClient, within: float = 10.0) -> dict[str, Any]:
-    """The next copy for this gateway, after checking the centre's signature (§6)."""
-    async with asyncio.timeout(within), contextlib.aclosing(client.messages()) as it:
-        async for msg in it:
-            assert msg.topic == BC_TOPIC
-            return verify_frame(load_public_hex(site.centre_pub), msg.topic, msg.payload)
-    raise AssertionError("the gateway's connection ended")
+    return await next_signed(site, client, BC_TOPIC, within)
 
 
 def broadcast(**kw: Any) -> dict[str, Any]:
