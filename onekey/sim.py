@@ -98,14 +98,21 @@ def cmd_press(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    reply = _run(args, "status")
+def _json_reply(args: argparse.Namespace, line: str, what: str) -> Any:
+    """The device's JSON answer to `line`, or None (after saying why) if it gave none."""
+    reply = _run(args, line)
     if reply is None:
-        return 2
+        return None
     try:
-        data = json.loads(reply)
+        return json.loads(reply)
     except ValueError:
-        print(f"onekey: error: bad status from {args.device_id}: {reply[:200]}", file=sys.stderr)
+        print(f"onekey: error: bad {what} from {args.device_id}: {reply[:200]}", file=sys.stderr)
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    data = _json_reply(args, "status", "status")
+    if data is None:
         return 2
     print(json.dumps(data, indent=2, sort_keys=True))
     return 0
@@ -120,13 +127,8 @@ def cmd_net(args: argparse.Namespace) -> int:
 
 
 def cmd_played(args: argparse.Namespace) -> int:
-    reply = _run(args, "played")
-    if reply is None:
-        return 2
-    try:
-        data = json.loads(reply)
-    except ValueError:
-        print(f"onekey: error: bad played log from {args.device_id}: {reply[:200]}", file=sys.stderr)
+    data = _json_reply(args, "played", "played log")
+    if data is None:
         return 2
     print(json.dumps(data, indent=2, ensure_ascii=False))
     return 0
