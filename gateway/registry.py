@@ -105,6 +105,17 @@ def _bump(conn: sqlite3.Connection) -> None:
     )
 
 
+def _check_entry(device_id: str, role: str, groups: Sequence[str]) -> None:
+    """The rules every registry entry follows, however it is made."""
+    if not okproto.valid_id(device_id):
+        raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
+    if role not in ROLES:
+        raise RegistryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    for g in groups:
+        if not okproto.valid_id(g):
+            raise RegistryError(f"group {g!r} must be 1-32 characters of a-z, 0-9, '-'")
+
+
 def new_device_key() -> bytes:
     return os.urandom(32)
 
@@ -119,13 +130,7 @@ def add_device(
     key: bytes | None = None,
     groups: Sequence[str] = (),
 ) -> Device:
-    if not okproto.valid_id(device_id):
-        raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
-    if role not in ROLES:
-        raise RegistryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    for g in groups:
-        if not okproto.valid_id(g):
-            raise RegistryError(f"group {g!r} must be 1-32 characters of a-z, 0-9, '-'")
+    _check_entry(device_id, role, groups)
     key = key if key is not None else new_device_key()
     if len(key) != 32:
         raise RegistryError("a device key is 32 bytes")
@@ -242,13 +247,7 @@ def register_device(
     """Register `device_id` for the board `hw_id`, or give it a new key if it is registered
     already (re-provisioning the same board is safe to repeat). Taking an id from another
     board, another household or role, or bringing back a revoked id needs `force`."""
-    if not okproto.valid_id(device_id):
-        raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
-    if role not in ROLES:
-        raise RegistryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    for g in groups:
-        if not okproto.valid_id(g):
-            raise RegistryError(f"group {g!r} must be 1-32 characters of a-z, 0-9, '-'")
+    _check_entry(device_id, role, groups)
     hw_id = hw_id.lower()
     key = new_device_key()
     conn.execute("BEGIN IMMEDIATE")
