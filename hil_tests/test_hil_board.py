@@ -5,16 +5,13 @@ by the broker and by the gateway."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
 
 from hil_tests.conftest import Target
-from onekey.mqtt import MqttClient, MqttConnectError
-from onekey.protodevice import ProtoDevice
 from onekey.simdevice import send_command
-from onekey.stack import HOST, LocalStack
+from onekey.stack import LocalStack
 from provisioning.board import Board
 from provisioning.devconfig import CONFIG, parse_existing
 from provisioning.flow import STEPS, Options, Summary, provision
@@ -22,6 +19,7 @@ from provisioning.gwadmin import GatewayAdmin
 from provisioning.ports import open_port
 from provisioning.progress import Progress
 from provisioning.rawrepl import RawRepl
+from tests.refusal import broker_refuses, gateway_refuses
 from tests.support import wait_for
 
 HOUSEHOLD = "h-hil"
@@ -51,39 +49,6 @@ def board_config(port: str) -> dict[str, Any]:
         repl.close()
     assert existing is not None, "the board has no config.json"
     return existing.data
-
-
-async def broker_refuses(stack: LocalStack, user: str, password: str) -> str:
-    assert stack.village_broker is not None
-    deadline = time.monotonic() + 10
-    while True:
-        probe = MqttClient(f"{user}-probe", HOST, stack.village_broker.port, username=user,
-                           password=password)
-        try:
-            await probe.connect(timeout=5)
-        except MqttConnectError as exc:
-            return str(exc)
-        await probe.disconnect()
-        assert time.monotonic() < deadline, "the broker still accepts the revoked device"
-        await asyncio.sleep(0.1)
-
-
-async def gateway_refuses(stack: LocalStack, device_id: str, key: bytes) -> None:
-    assert stack.village_broker is not None
-    stack.village_broker.add_user(device_id, "readmitted")  # as if the broker had not been told
-    stack.village_broker.reload()
-    before = stack.gateway_metrics().get("rejected", {}).get("unknown_device", 0)
-    dev = ProtoDevice(device_id, key, HOST, stack.village_broker.port, "readmitted")
-    await dev.connect()
-    try:
-        c = await dev.send("alarm", counter=1_000_000)
-        with pytest.raises(TimeoutError):
-            await dev.wait_ack(c, "stored", timeout=2)
-    finally:
-        await dev.close()
-    await wait_for(
-        lambda: stack.gateway_metrics().get("rejected", {}).get("unknown_device", 0) > before, 10
-    )
 
 
 def test_board_is_provisioned_pressed_seen_and_revoked(

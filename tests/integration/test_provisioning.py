@@ -18,9 +18,7 @@ from typing import Any
 
 import pytest
 
-from onekey.mqtt import MqttClient, MqttConnectError
 from onekey.procs import free_port
-from onekey.protodevice import ProtoDevice
 from onekey.simdevice import send_command
 from onekey.stack import HOST, LocalStack
 from provisioning.errors import (
@@ -36,6 +34,7 @@ from provisioning.gwadmin import GatewayAdmin, load_token
 from provisioning.progress import Progress
 from provisioning.vboard import VBoardProcess
 from tests.provision_support import fake_board_on_pty, garbage_on_pty, info_reply
+from tests.refusal import broker_refuses, gateway_refuses
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -248,43 +247,6 @@ def test_a_device_id_of_another_board_is_refused(
 # -- revocation
 
 
-async def _refused_by_broker(stack: LocalStack, user: str, password: str) -> str:
-    assert stack.village_broker is not None
-    deadline = time.monotonic() + 10
-    while True:
-        client = MqttClient(f"{user}-probe", HOST, stack.village_broker.port, username=user,
-                            password=password)
-        try:
-            await client.connect(timeout=5)
-        except MqttConnectError as exc:
-            return str(exc)
-        await client.disconnect()
-        assert time.monotonic() < deadline, "the broker still lets a revoked device in"
-        await asyncio.sleep(0.1)
-
-
-async def _refused_by_gateway(stack: LocalStack, device_id: str, key: bytes) -> None:
-    assert stack.village_broker is not None
-    # A broker that still let it in (its password file not yet changed, say): the gateway
-    # refuses the device all the same.
-    stack.village_broker.add_user(device_id, "still-here")
-    stack.village_broker.reload()
-    before = stack.gateway_metrics().get("rejected", {}).get("unknown_device", 0)
-    dev = ProtoDevice(device_id, key, HOST, stack.village_broker.port, "still-here")
-    await dev.connect()
-    try:
-        c = await dev.send("alarm", counter=10_000)
-        with pytest.raises(TimeoutError):
-            await dev.wait_ack(c, "stored", timeout=2)
-    finally:
-        await dev.close()
-        stack.village_broker.remove_user(device_id)
-        stack.village_broker.reload()
-    await wait_for(
-        lambda: stack.gateway_metrics().get("rejected", {}).get("unknown_device", 0) > before, 10
-    )
-
-
 def test_a_revoked_device_is_refused_by_broker_and_gateway(
     stack: LocalStack, admin: GatewayAdmin, boards: Callable[[str], VBoardProcess]
 ) -> None:
@@ -293,9 +255,9 @@ def test_a_revoked_device_is_refused_by_broker_and_gateway(
     cfg = flash_config(vb)
     result = admin.revoke(s.device_id)
     assert result["broker_user_removed"]
-    why = asyncio.run(_refused_by_broker(stack, cfg["mqtt"]["user"], cfg["mqtt"]["password"]))
+    why = asyncio.run(broker_refuses(stack, cfg["mqtt"]["user"], cfg["mqtt"]["password"]))
     assert "not authorised" in why or "password" in why
-    asyncio.run(_refused_by_gateway(stack, s.device_id, bytes.fromhex(cfg["key"])))
+    asyncio.run(gateway_refuses(stack, s.device_id, bytes.fromhex(cfg["key"])))
     # The board itself, pressed, gets nowhere.
     assert s.sim_port is not None
     send_command(s.sim_port, "press 150", timeout=10)
