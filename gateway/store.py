@@ -286,6 +286,16 @@ class Store:
         await cur.close()
         return [_event(r) for r in rows]
 
+    async def recent_progress(self, since_ms: int) -> list[tuple[str, int, str, str | None]]:
+        """(device, counter, state, acked_by) of events that moved past `stored` since
+        `since_ms`: their acks to the device may have been lost with the process."""
+        rows = await self.db.execute_fetchall(
+            "SELECT device, counter, state, acked_by FROM events"
+            " WHERE state<>'stored' AND updated_at>=? ORDER BY seq",
+            (since_ms,),
+        )
+        return [(str(r[0]), int(r[1]), str(r[2]), r[3]) for r in rows]
+
     async def outbox_depth(self) -> int:
         cur = await self.db.execute("SELECT COUNT(*) FROM events WHERE state='stored'")
         row = await cur.fetchone()

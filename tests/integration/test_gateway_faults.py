@@ -172,3 +172,29 @@ async def test_revoking_from_the_gateway_command_line_also_closes_the_broker_doo
     assert proc.returncode == 0, proc.stderr
     assert "broker login btn-gone removed" in proc.stdout
     await broker_refuses(stack, "btn-gone", password)
+
+
+async def test_a_centre_ack_lost_with_a_gateway_crash_still_reaches_the_device(
+    stack: LocalStack,
+) -> None:
+    assert stack.village_broker and stack.gateway_proc
+    key, password = stack.register_device("btn-lost", "h-lost")
+    dev = ProtoDevice("btn-lost", key, HOST, stack.village_broker.port, password)
+    await dev.connect()
+    c = await dev.send("alarm")
+    await dev.wait_ack(c, "stored")
+    await dev.close()
+    # The village broker goes away, so the centre's `received` can only wait in the gateway's
+    # memory; then the gateway dies with it.
+    stack.village_broker.stop()
+    await wait_for(lambda: [r for r in centre_alarms(stack, "btn-lost") if r["counter"] == c], 15)
+    await asyncio.sleep(0.5)  # the centre's ack is committed at the gateway
+    stack.gateway_proc.kill()
+    stack.village_broker.start()
+    back = ProtoDevice("btn-lost", key, HOST, stack.village_broker.port, password)
+    await back.connect()
+    await asyncio.to_thread(stack.start_gateway)
+    try:
+        await back.wait_ack(c, "received", timeout=20)
+    finally:
+        await back.close()
