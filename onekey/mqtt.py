@@ -10,10 +10,11 @@ task awaits `closed()` (or the end of `messages()`), then calls `connect()` agai
 backoff. Everything pending when the connection drops (publishes awaiting PUBACK,
 subscriptions awaiting SUBACK) fails with `MqttError`; the caller re-sends what it must.
 
-Incoming messages go to an unbounded `asyncio.Queue` read by `messages()`. paho acknowledges
-an incoming QoS 1 message when it arrives, before the application has handled it; the
-protocol's at-least-once delivery rests on the sender re-sending until it gets an
-application-level ack, not on the MQTT PUBACK.
+Incoming messages go to an unbounded `asyncio.Queue` read by `messages()`. With
+`manual_ack=True` an incoming QoS 1 message is PUBACKed only when the caller says so
+(`ack(msg)`), after it has committed what the message carries (DESIGN.md, durability): a crash
+before that leaves the message in the broker's session, which sends it again, in order, on the
+next connect. Without it paho acknowledges on arrival.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ class Message:
     payload: bytes
     qos: int
     retain: bool
+    # The packet id (QoS 1) and the connection it came on; `MqttClient.ack` needs both.
+    mid: int = 0
+    conn: int = 0
 
 
 class MqttError(Exception):
@@ -122,6 +126,7 @@ class MqttClient:
         will: Will | None = None,
         max_inflight: int = 1000,
         max_queued: int = 0,
+        manual_ack: bool = False,
     ) -> None:
         self.client_id = client_id
         self.host = host
@@ -134,6 +139,8 @@ class MqttClient:
         self.will = will
         self.max_inflight = max_inflight
         self.max_queued = max_queued
+        self.manual_ack = manual_ack
+        self._conn_serial = 0
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -170,6 +177,7 @@ class MqttClient:
         self._loop_thread = threading.get_ident()
         client = self._make_paho(timeout)
         self._paho = client
+        self._conn_serial += 1
         self._connack = loop.create_future()
         self._connack.add_done_callback(_mark_retrieved)
         self._closed = loop.create_future()
@@ -293,6 +301,18 @@ class MqttClient:
                 raise item
             yield item
 
+    def ack(self, msg: Message) -> None:
+        """PUBACK `msg` (manual_ack only; nothing for QoS 0). Call it after what the message
+        carries is committed. MQTT 3.1.1 §4.6 asks for PUBACKs in arrival order: ack messages
+        in the order `messages()` gave them. If the connection has gone, this does nothing:
+        the broker sends the message again on the next connect."""
+        if not self.manual_ack or msg.qos == 0:
+            return
+        client = self._paho
+        if client is None or not self._connected or msg.conn != self._conn_serial:
+            return  # a message of an earlier connection: the broker sends it again
+        client.ack(msg.mid, msg.qos)
+
     def closed(self) -> asyncio.Future[None]:
         """Completes when this connection ends: with MqttError if lost, with None after
         disconnect()."""
@@ -371,6 +391,7 @@ class MqttClient:
             clean_session=self.clean_session,
             protocol=paho.MQTTv311,
             reconnect_on_failure=False,
+            manual_ack=self.manual_ack,
         )
         client.connect_timeout = timeout
         client.max_inflight_messages_set(self.max_inflight)
@@ -586,7 +607,12 @@ class MqttClient:
         except UnicodeDecodeError:
             log.warning("client=%s event=dropped reason=topic_not_utf8", self.client_id)
             return
-        self._queue.put_nowait(Message(topic, bytes(msg.payload), msg.qos, bool(msg.retain)))
+        self._queue.put_nowait(
+            Message(
+                topic, bytes(msg.payload), msg.qos, bool(msg.retain),
+                mid=int(msg.mid), conn=self._conn_serial,
+            )
+        )
 
     # -- teardown ----------------------------------------------------------------------------
     def _forget_pub(self, mid: int, fut: asyncio.Future[None]) -> None:

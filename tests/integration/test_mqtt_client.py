@@ -201,3 +201,42 @@ async def test_will_is_published_when_device_vanishes(village_broker: VillageBro
         msg = await next_message(gw)
         assert (msg.topic, msg.payload) == (will.topic, will.payload)
 
+
+
+async def test_manual_ack_leaves_an_unacknowledged_message_with_the_broker(
+    village_broker: VillageBroker,
+) -> None:
+    """With manual_ack, a message handled but not acked (a crash before commit) comes back on
+    the next connect of the same persistent session, in order; an acked one does not."""
+    sub = village_client(village_broker, "gateway", clean_session=False, manual_ack=True)
+    await sub.connect()
+    await sub.subscribe("ok/v1/dev/+/up/#", qos=1)
+    async with village_client(village_broker, "btn-1") as dev:
+        for n in range(3):
+            await dev.publish("ok/v1/dev/btn-1/up/alarm", f"m{n}".encode(), qos=1)
+    first = await next_message(sub)
+    assert first.payload == b"m0"
+    sub.ack(first)
+    second = await next_message(sub)
+    third = await next_message(sub)
+    assert (second.payload, third.payload) == (b"m1", b"m2")
+    await asyncio.sleep(0.2)  # let the one PUBACK reach the broker before the "crash"
+    await sub.abort()  # no PUBACK for m1 and m2
+    again = village_client(village_broker, "gateway", clean_session=False, manual_ack=True)
+    await again.connect()
+    try:
+        got = [await next_message(again), await next_message(again)]
+        assert [m.payload for m in got] == [b"m1", b"m2"]
+        for m in got:
+            again.ack(m)
+        sub.ack(first)  # a message of a closed connection: acking it does nothing
+    finally:
+        await again.disconnect()
+    # Both acked now: a third session gets nothing more.
+    last = village_client(village_broker, "gateway", clean_session=False, manual_ack=True)
+    await last.connect()
+    try:
+        with pytest.raises(TimeoutError):
+            await next_message(last, timeout=0.5)
+    finally:
+        await last.disconnect()
