@@ -4,7 +4,7 @@ speaker played it.
 Everything is real but the speakers' bodies: both Mosquitto brokers (the centre's with TLS), the
 centre (FastAPI, SQLite) and the gateway as separate processes. `--firmware N` speakers run the
 real firmware in the MicroPython unix port (heap limit as on an ESP32, the simulated TTS module
-taking `--ms-per-char` per character); the rest are protocol-level speakers (onekey.protospeaker:
+taking `--ms-per-char` per character); the rest are protocol-level speakers (harness.protospeaker:
 the shared codec over one MQTT connection each, "playing" for `--play-ms`).
 
 The clock starts just before `POST /api/broadcasts` and, per speaker, stops at the centre's
@@ -25,8 +25,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import percentile, progress
-from onekey.protospeaker import ProtoSpeaker
-from onekey.stack import HOST, LocalStack
+from harness.protospeaker import ProtoSpeaker
+from harness.stack import HOST, LocalStack
 
 TEXT = "山洪预警：请立即撤离到高处。"
 

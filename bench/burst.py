@@ -1,6 +1,6 @@
 """Burst: many alarms from many devices within one second, durability on.
 
-The devices are protocol-level (onekey.protodevice: the shared codec over a real MQTT
+The devices are protocol-level (harness.protodevice: the shared codec over a real MQTT
 connection each, with its own broker credentials and key), not firmware: a few hundred
 MicroPython processes would measure the host, not the gateway. The gateway, both brokers and
 the centre are the real processes. Times are from the first publish:
@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import fsync_commits_per_second, progress
-from onekey.protodevice import ProtoDevice
-from onekey.stack import HOST, LocalStack
+from harness.protodevice import ProtoDevice
+from harness.stack import HOST, LocalStack
 
 
 async def run(stack: LocalStack, n_alarms: int, n_devices: int) -> None:

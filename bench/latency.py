@@ -20,7 +20,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import percentile, progress
-from onekey.stack import LocalStack
+from harness.stack import LocalStack
 
 HOLD_MS = 100
 

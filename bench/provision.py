@@ -19,11 +19,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from onekey.stack import LocalStack
+from harness.stack import LocalStack
+from harness.vboard import VBoardProcess
 from provisioning.flow import STEPS, Options, Summary, provision
 from provisioning.gwadmin import GatewayAdmin, load_token
 from provisioning.progress import Progress
-from provisioning.vboard import VBoardProcess
 
 UART_BAUD = 115200
 

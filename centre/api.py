@@ -29,7 +29,7 @@ from centre.households import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
-from onekey.signing import load_private_key, public_hex
+from transport.keys import load_private_key, public_hex
 
 log = logging.getLogger("onekey.centre.api")
 

@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from device_fw import okproto
-from onekey.signing import MAX_SIGNED_PAYLOAD, encode_json, sign_frame
+from protocol.signed import MAX_SIGNED_PAYLOAD, encode_json, sign_frame
 
 STATUSES = ("Actual", "Exercise", "Test")
 MSG_TYPES = ("Alert", "Update", "Cancel")

@@ -13,7 +13,7 @@ from centre.api import create_app
 from centre.config import CentreConfig, ConfigError, load_config
 from centre.enrol import EnrolError, centre_public_key, enrol_gateway, init_centre
 from centre.store import StoreError
-from onekey.signing import load_private_key
+from transport.keys import load_private_key
 
 # Errors the top-level command line prints as one line (no traceback).
 ERRORS: tuple[type[Exception], ...] = (ConfigError, EnrolError, StoreError)

@@ -10,7 +10,7 @@ from pathlib import Path
 from centre.config import CentreConfig, load_config, render_config
 from centre.frames import MAX_VILLAGES, valid_id
 from centre.store import Gateway, Store, now_ms
-from onekey.signing import generate_private_key, load_private_key, load_public_hex, public_hex
+from transport.keys import generate_private_key, load_private_key, load_public_hex, public_hex
 
 CONFIG_NAME = "centre.toml"
 KEY_NAME = "centre.key"

@@ -15,13 +15,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from centre.store import Event, NewEvent
-from onekey.signing import (
-    MAX_SIGNED_PAYLOAD,
-    SignatureError,
-    encode_json,
-    sign_frame,
-    verify_frame,
-)
+from protocol.signed import MAX_SIGNED_PAYLOAD, SignatureError, encode_json, sign_frame, verify_frame
 
 # Rejection reasons (the names of §3.4, plus §6.1's).
 BAD_TOPIC = "bad_topic"

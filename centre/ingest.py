@@ -30,8 +30,8 @@ from centre import bcreports, frames
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore
 from centre.config import CentreConfig
 from centre.store import Event, Store, StoreError, now_ms
-from onekey.mqtt import MqttClient, MqttError, TlsFiles
-from onekey.signing import KeyFileError, load_public_hex
+from transport.keys import KeyFileError, load_public_hex
+from transport.mqtt import MqttClient, MqttError, TlsFiles
 
 log = logging.getLogger("onekey.centre.ingest")
 
@@ -56,7 +56,7 @@ class IncomingMessage(Protocol):
 
 
 class MqttLike(Protocol):
-    """What the ingest task needs of an MQTT client (onekey.mqtt.MqttClient, or a test fake)."""
+    """What the ingest task needs of an MQTT client (transport.mqtt.MqttClient, or a test fake)."""
 
     async def connect(self) -> None: ...
     async def subscribe(self, topic: str, qos: int = ...) -> None: ...

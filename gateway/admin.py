@@ -42,7 +42,7 @@ from gateway.config import AdminConfig, GatewayConfig
 from gateway.errors import ConfigError, RegistryError
 from gateway.registry import DeviceConflict, DeviceRecord, Registry
 from gateway.store import Store
-from onekey.signing import write_secret
+from transport.keys import write_secret
 
 log = logging.getLogger("onekey.gateway.admin")
 

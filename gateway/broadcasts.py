@@ -29,8 +29,8 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store, now_ms
 from gateway.village import VillageSide, _log_failure
-from onekey.mqtt import MqttClient, MqttError
-from onekey.signing import SignatureError, encode_json, sign_frame, verify_frame
+from protocol.signed import SignatureError, encode_json, sign_frame, verify_frame
+from transport.mqtt import MqttClient, MqttError
 
 log = logging.getLogger("onekey.gateway.broadcasts")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from gateway.config import check_reload_spec
 from gateway.errors import GatewayError
-from onekey.brokers import MOSQUITTO_PASSWD
+from transport.brokers import MOSQUITTO_PASSWD
 
 _TIMEOUT_S = 30.0
 

@@ -22,8 +22,8 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store, StoredEvent, now_ms
 from gateway.village import VillageSide, _log_failure
-from onekey.mqtt import Message, MqttClient, MqttError, TlsFiles
-from onekey.signing import SignatureError, encode_json, sign_frame, verify_frame
+from protocol.signed import SignatureError, encode_json, sign_frame, verify_frame
+from transport.mqtt import Message, MqttClient, MqttError, TlsFiles
 
 log = logging.getLogger("onekey.gateway.forwarder")
 

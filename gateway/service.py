@@ -15,7 +15,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store, now_ms
 from gateway.village import VillageSide
-from onekey.signing import KeyFileError, load_private_key, load_public_hex
+from transport.keys import KeyFileError, load_private_key, load_public_hex
 
 log = logging.getLogger("onekey.gateway")
 

@@ -17,7 +17,7 @@ from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import EventRecord, Store, now_ms
-from onekey.mqtt import Message, MqttClient, MqttError
+from transport.mqtt import Message, MqttClient, MqttError
 
 log = logging.getLogger("onekey.gateway.village")
 

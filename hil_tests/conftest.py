@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from onekey.stack import LocalStack
+from harness.stack import LocalStack
+from harness.vboard import VBoardProcess
 from provisioning.gwadmin import GatewayAdmin, load_token
-from provisioning.vboard import VBoardProcess
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from harness.simdevice import send_command
+from harness.stack import LocalStack
 from hil_tests.conftest import Target
-from onekey.simdevice import send_command
-from onekey.stack import LocalStack
 from provisioning.board import Board
 from provisioning.devconfig import CONFIG, parse_existing
 from provisioning.flow import STEPS, Options, Summary, provision

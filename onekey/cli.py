@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from onekey.signing import KeyFileError
+from transport.keys import KeyFileError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     from onekey.cap import add_commands as cap_commands
     from onekey.demo import add_commands as demo_commands
     from onekey.sim import add_commands as sim_commands
+    from onekey.vboard import add_commands as vboard_commands
     from provisioning.cli import add_commands as provisioning_commands
 
     parser = argparse.ArgumentParser(
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo_commands(sub)
     sim_commands(sub)
     provisioning_commands(sub)
+    vboard_commands(sub)
     cap_commands(sub)
     return parser
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from onekey.stack import LocalStack, StackError
+from harness.stack import LocalStack, StackError
 
 DEFAULT_RUN_DIR = Path("run/demo")
 

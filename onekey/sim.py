@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onekey.simdevice import SimDeviceError, control_port, send_command
+from provisioning.simcontrol import SimDeviceError, control_port, send_command
 
 DEFAULT_RUN_DIR = "./run/demo"
 _PRESS_MARGIN_S = 5.0

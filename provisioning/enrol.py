@@ -30,15 +30,9 @@ from centre.config import load_config as load_centre_config
 from centre.enrol import EnrolError, centre_public_key, enrol_gateway
 from device_fw import okproto
 from gateway.config import render_config
-from onekey import pki
-from onekey.signing import (
-    KeyFileError,
-    generate_private_key,
-    load_private_key,
-    public_hex,
-    write_secret,
-)
 from provisioning.errors import EnrolmentError
+from transport import pki
+from transport.keys import KeyFileError, generate_private_key, load_private_key, public_hex, write_secret
 
 
 @dataclass(frozen=True)

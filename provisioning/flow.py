@@ -446,7 +446,7 @@ def _self_test(
 
 def _sim(port: int, command: str, timeout: float) -> str:
     """One command on a virtual board's control channel, retried while the firmware starts."""
-    from onekey.simdevice import SimDeviceError, send_command
+    from provisioning.simcontrol import SimDeviceError, send_command
 
     deadline = time.monotonic() + timeout
     while True:

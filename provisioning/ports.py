@@ -15,7 +15,7 @@ import serial
 from serial.tools import list_ports
 
 from provisioning.errors import PortError
-from provisioning.vboard import running_boards
+from provisioning.simcontrol import running_boards
 
 BAUD = 115200
 

@@ -14,9 +14,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from onekey.mqtt import MqttClient, MqttError, TlsFiles
-from onekey.signing import encode_json, load_private_key, sign_frame, verify_frame
-from onekey.stack import HOST, LocalStack
+from harness.stack import HOST, LocalStack
+from protocol.signed import encode_json, sign_frame, verify_frame
+from transport.keys import load_private_key
+from transport.mqtt import MqttClient, MqttError, TlsFiles
 
 
 def now_ms() -> int:

@@ -19,12 +19,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from centre.cli import uvicorn_server
 from centre.config import CentreConfig, load_config
 from centre.enrol import enrol_gateway, init_centre
-from centre.testing import wait_until
-from onekey.brokers import CentreBroker, client_tls
-from onekey.mqtt import MqttClient, TlsFiles
-from onekey.pki import create_ca, issue_client, issue_server
-from onekey.procs import free_port
-from onekey.signing import load_public_hex, public_hex, verify_frame
+from harness.fakegateway import wait_until
+from protocol.signed import verify_frame
+from transport.brokers import CentreBroker, client_tls
+from transport.keys import load_public_hex, public_hex
+from transport.mqtt import MqttClient, TlsFiles
+from transport.pki import create_ca, issue_client, issue_server
+from transport.procs import free_port
 
 HOST = "127.0.0.1"
 GW = "gw-1"

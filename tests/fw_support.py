@@ -18,7 +18,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from device_fw import okproto
-from onekey.simdevice import SimButton, button_config, firmware_dir, micropython_binary
+from harness.simdevice import SimButton, button_config, firmware_dir, micropython_binary
 
 REPO = Path(__file__).resolve().parent.parent
 FW_DIR = firmware_dir()

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from onekey.mqtt import MqttClient, MqttConnectError
-from onekey.protodevice import ProtoDevice
-from onekey.stack import HOST, LocalStack
+from harness.protodevice import ProtoDevice
+from harness.stack import HOST, LocalStack
 from tests.support import wait_for
+from transport.mqtt import MqttClient, MqttConnectError
 
 
 async def broker_refuses(stack: LocalStack, user: str, password: str) -> str:

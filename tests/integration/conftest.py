@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from onekey.protodevice import ProtoDevice
-from onekey.stack import HOST, LocalStack
+from harness.protodevice import ProtoDevice
+from harness.stack import HOST, LocalStack
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from onekey.brokers import CentreBroker, VillageBroker, client_tls
-from onekey.mqtt import Message, MqttClient, TlsFiles
-from onekey.pki import CaFiles, create_ca, issue_client, issue_server
-from onekey.procs import free_port
+from transport.brokers import CentreBroker, VillageBroker, client_tls
+from transport.mqtt import Message, MqttClient, TlsFiles
+from transport.pki import CaFiles, create_ca, issue_client, issue_server
+from transport.procs import free_port
 
 HOST = "127.0.0.1"
 PASSWORDS = {"gateway": "gateway-secret", "btn-1": "btn-1-secret", "btn-2": "btn-2-secret"}

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from onekey.protodevice import ProtoDevice
-from onekey.stack import LocalStack
+from harness.protodevice import ProtoDevice
+from harness.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

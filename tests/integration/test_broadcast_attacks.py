@@ -20,13 +20,14 @@ import pytest
 
 from device_fw import okproto
 from gateway import bcpolicy
-from onekey.mqtt import MqttClient, MqttError
-from onekey.protodevice import ProtoDevice
-from onekey.protospeaker import ProtoSpeaker
-from onekey.signing import encode_json, generate_private_key
-from onekey.stack import HOST, LocalStack
+from harness.protodevice import ProtoDevice
+from harness.protospeaker import ProtoSpeaker
+from harness.stack import HOST, LocalStack
+from protocol.signed import encode_json
 from tests.bc_support import CentreStandIn, broadcast, now_ms
 from tests.support import wait_for
+from transport.keys import generate_private_key
+from transport.mqtt import MqttClient, MqttError
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from onekey.simspeaker import SimSpeaker
-from onekey.stack import LocalStack
+from harness.simspeaker import SimSpeaker
+from harness.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from onekey.brokers import BrokerError, CentreBroker, VillageBroker
-from onekey.mqtt import MqttClient, MqttConnectError, MqttError, TlsFiles
-from onekey.pki import create_ca, issue_client, issue_server
-from onekey.procs import free_port
+from transport.brokers import BrokerError, CentreBroker, VillageBroker
+from transport.mqtt import MqttClient, MqttConnectError, MqttError, TlsFiles
+from transport.pki import create_ca, issue_client, issue_server
+from transport.procs import free_port
 
 try:
     from conftest_brokers import (  # type: ignore[import-not-found, unused-ignore]

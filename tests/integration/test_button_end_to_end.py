@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from onekey.stack import LocalStack
+from harness.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from centre.testing import signed_reports
+from harness.fakegateway import signed_reports
 from onekey.cli import main
-from onekey.mqtt import MqttClient
 from tests import centre_site
 from tests.centre_site import GW, Site, centre_running, connected, next_signed, open_site, poll
+from transport.mqtt import MqttClient
 
 pytestmark = pytest.mark.integration
 

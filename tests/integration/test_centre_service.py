@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from centre.testing import event_body, signed_event, signed_heartbeat
-from onekey.mqtt import MqttClient
+from harness.fakegateway import event_body, signed_event, signed_heartbeat
 from tests import centre_site
 from tests.centre_site import GW, Site, centre_running, next_signed, open_site, poll
+from transport.mqtt import MqttClient
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from onekey.procs import free_port
+from transport.procs import free_port
 
 
 def processes_mentioning(text: str) -> list[str]:

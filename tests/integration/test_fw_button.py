@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from device_fw import okproto
-from onekey.simdevice import SimButton
+from harness.simdevice import SimButton
 
 try:
     from tests import fw_support as fw

@@ -20,10 +20,10 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device_fw import okproto, tts
+from harness.simspeaker import SimSpeaker
 from onekey import cli
-from onekey.brokers import VillageBroker
-from onekey.procs import free_port
-from onekey.simspeaker import SimSpeaker
+from transport.brokers import VillageBroker
+from transport.procs import free_port
 
 try:
     from tests import fw_support as fw

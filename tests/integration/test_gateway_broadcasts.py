@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from onekey.protospeaker import ProtoSpeaker
-from onekey.signing import generate_private_key
-from onekey.stack import HOST, LocalStack
+from harness.protospeaker import ProtoSpeaker
+from harness.stack import HOST, LocalStack
 from tests.bc_support import CentreStandIn, broadcast, now_ms
 from tests.support import wait_for
+from transport.keys import generate_private_key
 
 VILLAGE = "v-demo"
 

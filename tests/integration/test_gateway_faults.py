@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from device_fw import okproto
-from onekey.mqtt import MqttClient
-from onekey.protodevice import ProtoDevice
-from onekey.stack import HOST, LocalStack
+from harness.protodevice import ProtoDevice
+from harness.stack import HOST, LocalStack
 from tests.refusal import broker_refuses
 from tests.support import wait_for
+from transport.mqtt import MqttClient
 
 pytestmark = pytest.mark.integration
 

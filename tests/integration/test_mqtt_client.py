@@ -9,9 +9,9 @@ import struct
 
 import pytest
 
-from onekey.brokers import VillageBroker
-from onekey.mqtt import MqttClient, MqttConnectError, MqttError, Will
-from onekey.procs import free_port
+from transport.brokers import VillageBroker
+from transport.mqtt import MqttClient, MqttConnectError, MqttError, Will
+from transport.procs import free_port
 
 try:
     from conftest_brokers import (  # type: ignore[import-not-found, unused-ignore]

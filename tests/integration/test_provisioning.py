@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from onekey.procs import free_port
-from onekey.simdevice import send_command
-from onekey.stack import HOST, LocalStack
+from harness.simdevice import send_command
+from harness.stack import HOST, LocalStack
+from harness.vboard import VBoardProcess
 from provisioning.errors import (
     AlreadyProvisionedError,
     BoardLostError,
@@ -32,10 +32,10 @@ from provisioning.errors import (
 from provisioning.flow import STEPS, Options, Summary, provision, replace
 from provisioning.gwadmin import GatewayAdmin, load_token
 from provisioning.progress import Progress
-from provisioning.vboard import VBoardProcess
 from tests.provision_support import fake_board_on_pty, garbage_on_pty, info_reply
 from tests.refusal import broker_refuses, gateway_refuses
 from tests.support import wait_for
+from transport.procs import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,9 @@ from fastapi import FastAPI
 from centre.api import create_app
 from centre.config import load_config
 from centre.enrol import enrol_gateway_async, init_centre
-from centre.testing import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
-from onekey.signing import load_public_hex, public_hex, verify_frame
+from harness.fakegateway import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
+from protocol.signed import verify_frame
+from transport.keys import load_public_hex, public_hex
 
 GW_KEY = Ed25519PrivateKey.generate()
 

@@ -31,9 +31,10 @@ from centre.enrol import (
     init_centre,
 )
 from centre.store import _MIGRATIONS, SCHEMA_VERSION, Store, now_ms
-from centre.testing import FakeBroker, signed_heartbeat, signed_reports, wait_until
+from harness.fakegateway import FakeBroker, signed_heartbeat, signed_reports, wait_until
 from onekey.cli import main
-from onekey.signing import load_public_hex, public_hex, verify_frame
+from protocol.signed import verify_frame
+from transport.keys import load_public_hex, public_hex
 
 NOW = 1_720_000_000_000  # 2024-07-03T09:46:40Z
 KEYS = {gw: Ed25519PrivateKey.generate() for gw in ("gw-1", "gw-2", "gw-3")}

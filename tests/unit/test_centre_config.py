@@ -17,7 +17,7 @@ from centre.enrol import (
     init_centre,
 )
 from centre.store import Store
-from onekey.signing import load_private_key, public_hex
+from transport.keys import load_private_key, public_hex
 
 
 def test_rendered_config_reads_back_with_paths_relative_to_the_file(tmp_path: Path) -> None:

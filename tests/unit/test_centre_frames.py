@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from centre import frames
 from centre.store import Event
-from centre.testing import event_body, signed_event, signed_heartbeat
-from onekey.signing import encode_json, sign_frame, verify_frame
+from harness.fakegateway import event_body, signed_event, signed_heartbeat
+from protocol.signed import encode_json, sign_frame, verify_frame
 
 GW_KEY = Ed25519PrivateKey.generate()
 GW_PUB = GW_KEY.public_key()

@@ -17,8 +17,9 @@ from centre import frames
 from centre.config import CentreConfig
 from centre.ingest import Ingest, Metrics, kv
 from centre.store import Event, Store
-from centre.testing import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
-from onekey.signing import public_hex, verify_frame
+from harness.fakegateway import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
+from protocol.signed import verify_frame
+from transport.keys import public_hex
 
 CENTRE_KEY = Ed25519PrivateKey.generate()
 GW_KEY = Ed25519PrivateKey.generate()

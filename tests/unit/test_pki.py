@@ -11,7 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-from onekey.pki import PkiError, common_name, create_ca, issue_client, issue_server, load_cert
+from transport.pki import PkiError, common_name, create_ca, issue_client, issue_server, load_cert
 
 
 def _mode(path: Path) -> int:

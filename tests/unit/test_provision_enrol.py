@@ -10,9 +10,9 @@ import pytest
 from centre.enrol import init_centre
 from centre.store import Store
 from gateway.config import load_config
-from onekey import pki
 from provisioning.enrol import enrol
 from provisioning.errors import EnrolmentError
+from transport import pki
 
 
 @pytest.fixture

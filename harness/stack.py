@@ -24,16 +24,16 @@ from centre.enrol import enrol_gateway, init_centre
 from gateway import registry
 from gateway.config import render_config
 from gateway.metrics import read_metrics
-from onekey import pki
-from onekey.brokers import CentreBroker, VillageBroker
-from onekey.procs import ManagedProcess, ProcessError, free_port
-from onekey.signing import generate_private_key, public_hex, write_secret
+from transport import pki
+from transport.brokers import CentreBroker, VillageBroker
+from transport.keys import generate_private_key, public_hex, write_secret
+from transport.procs import ManagedProcess, ProcessError, free_port
 
 if TYPE_CHECKING:
-    from onekey.simdevice import SimButton
-    from onekey.simspeaker import SimSpeaker
+    from harness.simdevice import SimButton
+    from harness.simspeaker import SimSpeaker
 
-log = logging.getLogger("onekey.stack")
+log = logging.getLogger("onekey.harness.stack")
 
 HOST = "127.0.0.1"
 
@@ -273,7 +273,7 @@ class LocalStack:
         return dev.key, password
 
     def add_button(self, device_id: str, household: str, **settings: Any) -> SimButton:
-        from onekey.simdevice import SimButton  # needs the MicroPython extra
+        from harness.simdevice import SimButton  # needs the MicroPython extra
 
         assert self.village_broker is not None
         key, password = self.register_device(device_id, household)
@@ -308,7 +308,7 @@ class LocalStack:
         **settings: Any,
     ) -> SimSpeaker:
         """A speaker running the real firmware, registered and configured (not started)."""
-        from onekey.simspeaker import SimSpeaker  # needs the MicroPython extra
+        from harness.simspeaker import SimSpeaker  # needs the MicroPython extra
 
         assert self.village_broker is not None
         key, password = self.register_device(

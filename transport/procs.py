@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-log = logging.getLogger("onekey.procs")
+log = logging.getLogger("onekey.transport.procs")
 
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1

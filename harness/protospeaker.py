@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 
 from device_fw import okproto
-from onekey.mqtt import MqttClient, MqttError, Will
+from transport.mqtt import MqttClient, MqttError, Will
 
 
 @dataclass

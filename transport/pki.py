@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from onekey.signing import write_secret
+from transport.keys import write_secret
 
 CA_DAYS = 3650
 LEAF_DAYS = 1825

@@ -3,7 +3,7 @@ with `"role": "speaker"` and the simulated HAL (a TTS module that takes real tim
 
 A `SimSpeaker` owns one device: its flash directory (config.json, the counters, the queued
 broadcasts, and for the simulation played.log, tts.log and device.log) and one `micropython`
-process, started exactly as a simulated button's (onekey.simdevice):
+process, started exactly as a simulated button's (harness.simdevice):
 
     cd FLASH_DIR && MICROPYPATH=DEVICE_FW:.frozen micropython -X heapsize=128K DEVICE_FW/main.py
 
@@ -24,7 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from onekey.simdevice import SimButton, SimDeviceError, button_config
+from harness.simdevice import SimButton, button_config
+from provisioning.simcontrol import SimDeviceError
 
 SPEAKER_HEAPSIZE = "128K"
 SYNTHESISE = 0x01

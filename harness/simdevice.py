@@ -30,14 +30,10 @@ from types import TracebackType
 from typing import Any
 
 import device_fw
+from provisioning.simcontrol import CONTROL_HOST, SimDeviceError, control_port, send_command
 
-CONTROL_HOST = "127.0.0.1"
 DEFAULT_HEAPSIZE = "96K"
 _REPLY_MARGIN_S = 5.0
-
-
-class SimDeviceError(Exception):
-    """A simulated device is missing, did not start, or did not answer on its control port."""
 
 
 def firmware_dir() -> Path:
@@ -62,43 +58,11 @@ def micropython_binary() -> str:
     return found
 
 
-def control_port(flash_dir: Path) -> int:
-    """The control port of the simulated device whose flash is `flash_dir`."""
-    path = Path(flash_dir) / "config.json"
-    try:
-        cfg = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise SimDeviceError(f"no device at {flash_dir}: {path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise SimDeviceError(f"cannot read {path}: {exc}") from None
-    port = cfg.get("sim_port") if isinstance(cfg, dict) else None
-    if not isinstance(port, int) or not 0 < port < 65536:
-        raise SimDeviceError(f"{path} has no sim_port: not a simulated device")
-    return port
-
-
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((CONTROL_HOST, 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def send_command(port: int, line: str, timeout: float = 5.0) -> str:
-    """Sends one control command to the device on `port` and returns its reply line."""
-    try:
-        with socket.create_connection((CONTROL_HOST, port), timeout=timeout) as sock:
-            sock.sendall(line.encode() + b"\n")
-            with sock.makefile("rb") as reader:
-                reply = reader.readline()
-    except OSError as exc:
-        raise SimDeviceError(f"device on port {port} does not answer: {exc}") from None
-    if not reply.endswith(b"\n"):
-        raise SimDeviceError(f"device on port {port} closed the connection without a reply")
-    text = reply.decode().strip()
-    if text.startswith("error"):
-        raise SimDeviceError(f"device refused {line!r}: {text}")
-    return text
 
 
 def button_config(

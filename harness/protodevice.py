@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from device_fw import okproto
-from onekey.mqtt import MqttClient, MqttError
+from transport.mqtt import MqttClient, MqttError
 
 
 @dataclass

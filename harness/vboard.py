@@ -38,11 +38,11 @@ import termios
 import threading
 import time
 import tty
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from onekey.simdevice import micropython_binary
+from harness.simdevice import micropython_binary
+from provisioning.simcontrol import registry_dir
 
 RAW_MARK = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_PROMPT = b">>> "
@@ -73,47 +73,6 @@ def reset():
 def soft_reset():
     sys.exit(0)
 '''
-
-
-def registry_dir() -> Path:
-    """Where running virtual boards announce themselves (`onekey provision list` looks)."""
-    override = os.environ.get("ONEKEY_VBOARD_DIR")
-    if override:
-        return Path(override)
-    return Path(f"/tmp/onekey-vboards-{os.getuid()}")
-
-
-@dataclass(frozen=True)
-class Announcement:
-    name: str
-    port: str
-    pid: int
-    dir: str
-    uid: str
-
-
-def running_boards() -> list[Announcement]:
-    """Virtual boards whose process is alive, by name."""
-    found: list[Announcement] = []
-    d = registry_dir()
-    if not d.is_dir():
-        return found
-    for f in sorted(d.glob("*.json")):
-        try:
-            a = Announcement(**json.loads(f.read_text()))
-        except (OSError, ValueError, TypeError):
-            continue
-        try:
-            os.kill(a.pid, 0)
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
-                f.unlink()
-            continue
-        except PermissionError:
-            pass
-        if Path(a.port).exists():
-            found.append(a)
-    return found
 
 
 def _set_nonblocking(fd: int) -> None:

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from centre import frames
 from centre.config import CentreConfig
-from onekey.mqtt import Message, MqttConnectError, MqttError
-from onekey.signing import encode_json, sign_frame
+from protocol.signed import encode_json, sign_frame
+from transport.mqtt import Message, MqttConnectError, MqttError
 
 
 def event_body(

@@ -1,0 +1,43 @@
+"""`onekey vboard`: a virtual board (MicroPython on a pseudo-terminal, harness/vboard.py) to
+provision and test without hardware."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+
+def add_commands(sub: Any) -> None:
+    vb = sub.add_parser("vboard", help="a virtual board: MicroPython on a pseudo-terminal")
+    vb.add_argument("--dir", type=Path, default=None,
+                    help="its flash and logs (default ~/.cache/onekey/vboards/NAME)")
+    vb.add_argument("--name", default="vb1", help="its name in `onekey provision list`")
+    vb.add_argument("--uid", default=None, help="its unique id, hex (default: random, then kept)")
+    vb.add_argument("--heapsize", default="96K", help="MicroPython heap (default 96K)")
+    vb.set_defaults(func=_vboard)
+
+
+def _vboard(args: argparse.Namespace) -> int:
+    from harness.vboard import VirtualBoard
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    directory = args.dir or base / "onekey" / "vboards" / args.name
+    vb = VirtualBoard(directory, name=args.name, uid=args.uid, heapsize=args.heapsize)
+    port = vb.start()
+
+    def stop(_sig: int, _frame: FrameType | None) -> None:
+        vb.request_stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"virtual board {args.name} (unique id {vb.uid}) on {port}", flush=True)
+    print(f"  flash {vb.flash}, console log {vb.dir / 'console.log'}; Ctrl-C stops it", flush=True)
+    try:
+        vb.serve()
+    finally:
+        vb.stop()
+    return 0
