@@ -37,8 +37,8 @@ HEARTBEAT_S = 3.0
 
 class CampaignDevice:
     """A protocol-level button that keeps every alarm until the gateway has it (`stored`), re-sends
-    it byte for byte, reconnects after any loss of the broker, and says in a heartbeat which of
-    its alarms have not reached their final state (§4.3)."""
+    it byte for byte, one at a time in counter order, reconnects after any loss of the broker,
+    and says in a heartbeat which of its alarms have not reached their final state (§4.3)."""
 
     def __init__(self, device_id: str, key: bytes, password: str, port: int) -> None:
         self.id = device_id
@@ -56,8 +56,15 @@ class CampaignDevice:
         c = self.counter
         self.frames[c] = okproto.encode_up(self.key, self.id, "alarm", c, {"up": c})
         self.state[c] = "sending"
-        self._send_now(c)
+        if self._head() == c:
+            self._send_now(c)
         return c
+
+    def _head(self) -> int | None:
+        """The oldest alarm not yet stored: the only one on the wire (§5.5), so that a broker
+        that loses a message it had acknowledged cannot let a newer alarm overtake it."""
+        waiting = [c for c, s in self.state.items() if s == "sending"]
+        return min(waiting) if waiting else None
 
     def open_events(self) -> list[list[Any]]:
         return [[c, s] for c, s in sorted(self.state.items()) if s != "acked"][-8:]
@@ -88,6 +95,9 @@ class CampaignDevice:
         old = self.state.get(ref)
         if old is not None and _ORDER.get(s, -1) > _ORDER[old]:
             self.state[ref] = s
+            head = self._head()
+            if old == "sending" and head is not None:
+                self._send_now(head)
 
     async def run(self) -> None:
         while True:
@@ -120,9 +130,9 @@ class CampaignDevice:
     async def _pump(self, client: MqttClient) -> None:
         last_hb = time.monotonic()
         while True:
-            for c, s in sorted(self.state.items()):
-                if s == "sending":
-                    self._send_now(c)
+            head = self._head()
+            if head is not None:
+                self._send_now(head)
             if time.monotonic() - last_hb >= HEARTBEAT_S:
                 self._heartbeat(client)
                 last_hb = time.monotonic()
@@ -253,7 +263,7 @@ class FaultCampaign:
 
     def _alarms(self) -> list[dict[str, Any]]:
         try:
-            rows: list[dict[str, Any]] = self.stack.api("GET", "/api/alarms?limit=100000")
+            rows: list[dict[str, Any]] = self.stack.api("GET", "/api/alarms?limit=1000&kind=alarm")
         except (OSError, urllib.error.URLError, ValueError):
             return []
         return rows
@@ -363,8 +373,8 @@ class FaultCampaign:
             if shown != "acked":
                 r.acks_not_shown.append(f"{eid} shows {shown}")
         for dev_id, msgs in fw.items():
-            got = {row["counter"] for row in by_device.get(dev_id, [])}
+            have = {row["counter"] for row in by_device.get(dev_id, [])}
             r.lost += [
                 f"{dev_id}:{c}" for c, s in msgs.items()
-                if s in ("stored", "received", "acked") and c not in got
+                if s in ("stored", "received", "acked") and c not in have
             ]
