@@ -26,10 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from centre.broadcast import ID_RE
-from centre.frames import BAD_FIELD, MAX_INT, TOPIC_MISMATCH, Rejected, valid_id
+from protocol import reports
 
-MAX_REPORTS = 200
+MAX_REPORTS = reports.MAX_REPORTS
 UNKNOWN_BROADCAST = "unknown_broadcast"
 
 # States as the centre shows them, in stage order.
@@ -45,7 +44,8 @@ _STAGE = {
     "played": 4, "failed": 4, "expired": 4, "cancelled": 4,
 }
 # On the wire (§8.3): the speaker's states plus the gateway's queued and offline.
-_FROM_WIRE = {s: s for s in STATES if s != "delivered"} | {"received": "delivered"}
+_FROM_WIRE = {s: s for s in reports.STATES} | {"received": "delivered"}
+assert set(_FROM_WIRE.values()) == set(STATES)
 
 
 @dataclass(frozen=True)
@@ -76,26 +76,9 @@ def supersedes(new: str, new_at: int, old: str | None, old_at: int | None) -> bo
 
 
 def parse_reports(body: dict[str, Any], gw: str) -> ReportBatch:
-    """Validate an authenticated §8.3 body from gateway `gw`."""
-    if body.get("gw") != gw:
-        raise Rejected(TOPIC_MISMATCH, f"body gw {str(body.get('gw'))[:40]!r} is not {gw!r}")
-    bc = body.get("bc")
-    if not isinstance(bc, str) or not ID_RE.fullmatch(bc):
-        raise Rejected(BAD_FIELD, "bc must be a broadcast id (1-40 of A-Za-z0-9._:-)")
-    items = body.get("reports")
-    if not isinstance(items, list) or not 1 <= len(items) <= MAX_REPORTS:
-        raise Rejected(BAD_FIELD, f"reports must be a list of 1-{MAX_REPORTS} reports")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise Rejected(BAD_FIELD, f"reports[{i}] is not an object")
-        device, s, at = item.get("device"), item.get("s"), item.get("at")
-        if not valid_id(device):
-            raise Rejected(BAD_FIELD, f"reports[{i}].device must be a device id (§1.1)")
-        if not isinstance(s, str) or s not in _FROM_WIRE:
-            raise Rejected(BAD_FIELD, f"reports[{i}].s must be one of {', '.join(_FROM_WIRE)}")
-        if type(at) is not int or not 0 <= at < MAX_INT:
-            raise Rejected(BAD_FIELD, f"reports[{i}].at must be Unix ms")
-        assert isinstance(device, str)
-        out.append(Report(device, _FROM_WIRE[s], at))
-    return ReportBatch(gw, bc, tuple(out))
+    """Check an authenticated §8.3 body from gateway `gw` (`protocol.reports`), in the
+    centre's words (`received` is `delivered`)."""
+    batch = reports.parse(body, gw)
+    return ReportBatch(
+        batch.gw, batch.bc, tuple(Report(r.device, _FROM_WIRE[r.state], r.at) for r in batch.reports)
+    )

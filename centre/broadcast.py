@@ -3,8 +3,9 @@
 `BroadcastIn` is what staff post (field checks, by pydantic); `build()` adds the rules that
 span fields (times, references, area, whether the text fits a speaker's frame) and returns a
 `Broadcast`; `route()` works out which gateways get a copy; `signed_copy()` makes the §6 frame
-for one gateway. Everything that staff can get wrong raises `BroadcastError` with a message
-that says what to change.
+for one gateway with the link's codec (`protocol.broadcast`), after checking the copy as a
+gateway will. Everything that staff can get wrong raises `BroadcastError` with a message that
+says what to change.
 """
 
 from __future__ import annotations
@@ -29,20 +30,27 @@ from pydantic import (
 )
 
 from device_fw import okproto
-from protocol.signed import MAX_SIGNED_PAYLOAD, encode_json, sign_frame
+from protocol import broadcast as wire
+from protocol import topics
+from protocol.broadcast import CERTAINTIES as CERTAINTIES
+from protocol.broadcast import CLIPS as CLIPS
+from protocol.broadcast import MAX_AREAS, MAX_ID, MAX_REFERENCES, MAX_SENDER, MAX_TEXT
+from protocol.broadcast import MSG_TYPES as MSG_TYPES
+from protocol.broadcast import SEVERITIES as SEVERITIES
+from protocol.broadcast import STATUSES as STATUSES
+from protocol.broadcast import URGENCIES as URGENCIES
+from protocol.broadcast import Area as Area
+from protocol.errors import Rejected
+from protocol.signed import encode_json, sign_frame
 
-STATUSES = ("Actual", "Exercise", "Test")
-MSG_TYPES = ("Alert", "Update", "Cancel")
-URGENCIES = ("Immediate", "Expected", "Future", "Past", "Unknown")
-SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
-CERTAINTIES = ("Observed", "Likely", "Possible", "Unlikely", "Unknown")
-CLIPS = ("siren", "chime")
-# CAP 1.2 info/category values.
+# The §8.1 values, limits and `Area` are the wire's (protocol.broadcast); the names above are
+# re-exported for cap and bcstore. CAP 1.2 info/category values are the centre's own.
 CATEGORIES = (
     "Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env", "Transport", "Infra",
     "CBRNE", "Other",
 )
 
+# The values above as types, for pydantic (tests check that the two agree).
 Status = Literal["Actual", "Exercise", "Test"]
 MsgType = Literal["Alert", "Update", "Cancel"]
 Urgency = Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
@@ -54,16 +62,13 @@ Category = Literal[
     "CBRNE", "Other",
 ]
 
-MAX_ID = 40
-MAX_SENDER = 64
-MAX_TEXT = 500
 MAX_BY = 32
 MAX_EVENT = 64
-MAX_AREAS = 100
+# What staff may ask for per village; the wire allows more (an Update or Cancel without an area
+# takes the union of the referenced broadcasts' areas), up to wire.MAX_GROUPS and MAX_SPEAKERS.
 MAX_GROUPS = 32
-MAX_SPEAKERS = 200
-MAX_REFERENCES = 8
-MAX_INT = 2**53
+MAX_SPEAKERS = wire.MAX_SPEAKERS
+MAX_INT = okproto.MAX_INT
 DAY_MS = 86_400_000
 # Far enough for any real plan; near enough to catch a wrong year or unit.
 MAX_AHEAD_MS = 30 * DAY_MS
@@ -72,23 +77,19 @@ PAST_START_SLACK_MS = 5 * 60_000
 # Below this a time in ms would be before 1973: it is Unix seconds given by mistake.
 MIN_PLAUSIBLE_MS = 10**11
 
-ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,40}")
-_LOCAL_ID = r"^[a-z0-9][a-z0-9-]{0,31}$"  # §1.1: villages, groups, speakers
 # CAP forbids spaces, commas, '<' and '&' in sender and identifier (references split on them).
 _SENDER_BAD = re.compile(r"[\s,<&]")
 
-_LOCAL_RE = re.compile(_LOCAL_ID)
-
 
 def _local_id(v: str) -> str:
-    if not _LOCAL_RE.match(v):
+    if not okproto.valid_id(v):
         raise ValueError(f"{v[:40]!r} is not an id: 1-32 of a-z, 0-9, '-', not starting with '-'")
     return v
 
 
 def _bc_id(v: str) -> str:
-    if not ID_RE.fullmatch(v):
-        raise ValueError(f"{v[:50]!r} is not a broadcast id: 1-40 of A-Za-z0-9._:-")
+    if not okproto.valid_bc_id(v):
+        raise ValueError(f"{v[:50]!r} is not a broadcast id: 1-{MAX_ID} of A-Za-z0-9._:-")
     return v
 
 
@@ -179,27 +180,6 @@ class BroadcastIn(BaseModel):
     @classmethod
     def _text(cls, v: str) -> str:
         return check_text(v)
-
-
-@dataclass(frozen=True)
-class Area:
-    village: str
-    groups: tuple[str, ...] = ()
-    speakers: tuple[str, ...] = ()
-
-    def whole_village(self) -> bool:
-        return not self.groups and not self.speakers
-
-    def as_json(self) -> dict[str, Any]:
-        return {"village": self.village, "groups": list(self.groups), "speakers": list(self.speakers)}
-
-    @staticmethod
-    def from_json(obj: Mapping[str, Any]) -> Area:
-        return Area(
-            str(obj["village"]),
-            tuple(str(g) for g in obj.get("groups", ())),
-            tuple(str(s) for s in obj.get("speakers", ())),
-        )
 
 
 @dataclass(frozen=True)
@@ -325,7 +305,7 @@ def build(
     message's own `identifier`, `sender`, `sent` and `references` (with sender and sent), and
     `allow_past_start` (a CAP onset in the past means: now)."""
     known = known or {}
-    if identifier is not None and not ID_RE.fullmatch(identifier):
+    if identifier is not None and not okproto.valid_bc_id(identifier):
         raise BroadcastError(
             f"identifier {identifier[:80]!r} must be 1-{MAX_ID} characters of A-Za-z0-9._:- "
             "(speakers keep broadcast ids that short)"
@@ -487,45 +467,54 @@ def route(
 
 
 def broadcast_topic(gw: str) -> str:
-    return f"ok/v1/gw/{gw}/down/bc"
+    return topics.broadcast(gw)
+
+
+def wire_form(bc: Broadcast, gw: str, area: Sequence[Area]) -> wire.Broadcast:
+    """The §8.1 copy for gateway `gw` (its part of the area only)."""
+    return wire.Broadcast(
+        id=bc.id,
+        gw=gw,
+        sender=bc.sender,
+        sent=bc.sent,
+        status=bc.status,
+        msg_type=bc.msg_type,
+        references=tuple(r.id for r in bc.references),
+        urgency=bc.urgency,
+        severity=bc.severity,
+        certainty=bc.certainty,
+        start=bc.start,
+        expires=bc.expires,
+        areas=tuple(area),
+        language=bc.language,
+        text=bc.text,
+        clip=bc.clip,
+        repeat=bc.repeat,
+    )
 
 
 def wire_body(bc: Broadcast, gw: str, area: Sequence[Area]) -> dict[str, Any]:
     """The §8.1 body of the copy for gateway `gw` (its part of the area only)."""
-    body: dict[str, Any] = {
-        "id": bc.id,
-        "gw": gw,
-        "sender": bc.sender,
-        "sent": bc.sent,
-        "status": bc.status,
-        "msgType": bc.msg_type,
-        "urgency": bc.urgency,
-        "severity": bc.severity,
-        "certainty": bc.certainty,
-        "expires": bc.expires,
-        "area": [a.as_json() for a in area],
-        "language": bc.language,
-        "text": bc.text,
-        "repeat": bc.repeat,
-    }
-    if bc.references:
-        body["references"] = [r.id for r in bc.references]
-    if bc.start is not None:
-        body["start"] = bc.start
-    if bc.clip is not None:
-        body["clip"] = bc.clip
-    return body
+    return wire.encode(wire_form(bc, gw, area))
 
 
 def signed_copy(
     key: Ed25519PrivateKey, bc: Broadcast, gw: str, area: Sequence[Area]
 ) -> tuple[str, bytes]:
-    """(topic, payload) for gateway `gw`, signed with the centre's key as in §6."""
+    """(topic, payload) for gateway `gw`, signed with the centre's key as in §6. The copy is
+    checked as the gateway will check it, so that staff hear now, not from a silent village,
+    about a copy no gateway would accept (an Update or Cancel that takes the union of several
+    broadcasts' areas can outgrow the wire's limits)."""
     topic = broadcast_topic(gw)
-    payload = sign_frame(key, topic, encode_json(wire_body(bc, gw, area)))
-    if len(payload) > MAX_SIGNED_PAYLOAD:
+    body = wire_body(bc, gw, area)
+    try:
+        wire.parse_fields(body, gw)
+    except Rejected as exc:
+        raise BroadcastError(f"the copy for gateway {gw} would be refused: {exc.detail}") from None
+    payload = sign_frame(key, topic, encode_json(body))
+    if len(payload) > wire.MAX_FRAME:
         raise BroadcastError(
-            f"the copy for gateway {gw} is {len(payload)} bytes, over {MAX_SIGNED_PAYLOAD}: "
+            f"the copy for gateway {gw} is {len(payload)} bytes, over {wire.MAX_FRAME}: "
             "name fewer speakers or groups, or send two broadcasts"
         )
     return topic, payload

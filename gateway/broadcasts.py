@@ -29,15 +29,14 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store, now_ms
 from gateway.village import VillageSide, _log_failure
+from protocol import broadcast, reports, topics
 from protocol.signed import SignatureError, encode_json, sign_frame, verify_frame
 from transport.mqtt import MqttClient, MqttError
 
 log = logging.getLogger("onekey.gateway.broadcasts")
 
-REPORTS_PER_MESSAGE = 200  # §8.3
-# A broadcast with long area lists outgrows the usual signed-frame bound; the centre broker's
-# packet limit is the real one.
-MAX_BROADCAST_FRAME = 16384
+REPORTS_PER_MESSAGE = reports.MAX_REPORTS  # §8.3
+MAX_BROADCAST_FRAME = broadcast.MAX_FRAME  # §8.1: the centre signs nothing larger
 SWEEP_S = 0.25
 # A copy with no word from its speaker is sent again after this long (a fresh counter; the
 # speaker answers a copy of an id it has with that broadcast's state).
@@ -70,7 +69,7 @@ class BroadcastSide:
         self.centre_key = centre_key
         self.bcs = BroadcastStore(store)
         self.centre_client: Callable[[], MqttClient | None] = lambda: None
-        self.report_topic = f"ok/v1/gw/{cfg.gateway_id}/up/bcr"
+        self.report_topic = topics.reports(cfg.gateway_id)
         self.offline: set[str] = set()
         self.last_seen: dict[str, int] = {}
         self._presence_checked = 0.0
@@ -261,20 +260,17 @@ class BroadcastSide:
         client = self.centre_client()
         if client is None:
             return
-        reports = [
+        unreported = [
             r for r in await self.bcs.unreported(2000)
             if (r.bc, r.device, r.state, r.at) not in self._reporting
         ]
-        for bc_id, group in groupby(reports, key=lambda r: r.bc):
+        for bc_id, group in groupby(unreported, key=lambda r: r.bc):
             items = list(group)
-            for i in range(0, len(items), REPORTS_PER_MESSAGE):
-                chunk = items[i : i + REPORTS_PER_MESSAGE]
-                body = {
-                    "gw": self.cfg.gateway_id,
-                    "bc": bc_id,
-                    "reports": [{"device": r.device, "s": r.state, "at": r.at} for r in chunk],
-                }
-                payload = sign_frame(self.key, self.report_topic, encode_json(body))
+            wire = [reports.Report(r.device, r.state, r.at) for r in items]
+            i = 0
+            for batch in reports.batches(self.cfg.gateway_id, bc_id, wire):
+                chunk, i = items[i : i + len(batch.reports)], i + len(batch.reports)
+                payload = sign_frame(self.key, self.report_topic, encode_json(reports.encode(batch)))
                 try:
                     fut = client.publish_nowait(self.report_topic, payload, qos=1)
                 except MqttError:

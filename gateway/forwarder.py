@@ -22,7 +22,9 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store, StoredEvent, now_ms
 from gateway.village import VillageSide, _log_failure
-from protocol.signed import SignatureError, encode_json, sign_frame, verify_frame
+from protocol import acks, topics, uplink
+from protocol.errors import Rejected
+from protocol.signed import encode_json, sign_frame
 from transport.mqtt import Message, MqttClient, MqttError, TlsFiles
 
 log = logging.getLogger("onekey.gateway.forwarder")
@@ -34,30 +36,16 @@ class _InFlight:
     sent_at: float
 
 
-def event_id(gateway_id: str, device: str, counter: int) -> str:
-    return f"{gateway_id}:{device}:{counter}"
-
-
 def event_body(gateway_id: str, ev: StoredEvent) -> dict[str, object]:
+    """The §6.2 body of a stored event."""
     r = ev.record
-    body: dict[str, object] = {
-        "id": event_id(gateway_id, r.device, r.counter),
-        "gw": gateway_id,
-        "seq": ev.seq,
-        "kind": r.kind,
-        "device": r.device,
-        "counter": r.counter,
-        "village": r.village,
-        "household": r.household,
-        "gw_ts": r.gw_ts,
-    }
-    if r.ref is not None:
-        body["ref"] = event_id(gateway_id, r.device, r.ref)
-    if r.dev_ts is not None:
-        body["dev_ts"] = r.dev_ts
-    if r.dev_up is not None:
-        body["dev_up"] = r.dev_up
-    return body
+    return uplink.encode_event(
+        uplink.new_event(
+            gateway_id, ev.seq, r.kind, r.device, r.counter,
+            village=r.village, household=r.household, gw_ts=r.gw_ts,
+            ref_counter=r.ref, dev_ts=r.dev_ts, dev_up=r.dev_up,
+        )
+    )
 
 
 class CentreSide:
@@ -83,10 +71,10 @@ class CentreSide:
         self._inflight: dict[str, _InFlight] = {}
         self._last_sent = 0
         gw = cfg.gateway_id
-        self.up_topic = f"ok/v1/gw/{gw}/up/event"
-        self.hb_topic = f"ok/v1/gw/{gw}/up/hb"
-        self.down_topic = f"ok/v1/gw/{gw}/down/ack"
-        self.bc_topic = f"ok/v1/gw/{gw}/down/bc"
+        self.up_topic = topics.event(gw)
+        self.hb_topic = topics.heartbeat(gw)
+        self.down_topic = topics.ack(gw)
+        self.bc_topic = topics.broadcast(gw)
         self.on_broadcast: Callable[[str, bytes], Awaitable[None]] | None = None
         store.stored_listeners.append(self._wake.set)
 
@@ -184,24 +172,12 @@ class CentreSide:
 
     async def _on_ack(self, msg: Message) -> None:
         try:
-            body = verify_frame(self.centre_key, msg.topic, msg.payload)
-        except SignatureError as exc:
+            ack = acks.open_ack(self.centre_key, self.cfg.gateway_id, msg.topic, msg.payload)
+        except Rejected as exc:
             self.metrics.reject(f"centre_{exc.reason}")
             log.warning("event=centre_ack_rejected reason=%s detail=%r", exc.reason, exc.detail)
             return
-        eid, state = body.get("id"), body.get("s")
-        parts = eid.split(":") if isinstance(eid, str) else []
-        if (
-            len(parts) != 3
-            or parts[0] != self.cfg.gateway_id
-            or not parts[2].isdigit()
-            or state not in ("received", "acked")
-        ):
-            self.metrics.reject("centre_bad_field")
-            log.warning("event=centre_ack_rejected reason=bad_field body=%r", body)
-            return
-        device, counter = parts[1], int(parts[2])
-        by = body.get("by") if isinstance(body.get("by"), str) else None
+        eid, state, device, counter, by = ack.id, ack.state, ack.device, ack.counter, ack.by
         try:
             moved = await self.store.advance_state(device, counter, str(state), acked_by=by)
         except StoreError as exc:
@@ -225,16 +201,18 @@ class CentreSide:
                 except StoreError:
                     depth = -1
                 self.metrics.gauge("outbox", depth)
-                body = {
-                    "gw": self.cfg.gateway_id,
-                    "ts": now_ms(),
-                    "outbox": depth,
-                    "devices": len(self.registry.devices),
-                    # The villages this gateway serves, so the centre can route broadcasts.
-                    "villages": sorted(
-                        {self.cfg.village} | {d.village for d in self.registry.devices.values()}
-                    ),
-                }
+                body = uplink.encode_heartbeat(
+                    uplink.Heartbeat(
+                        self.cfg.gateway_id,
+                        now_ms(),
+                        depth,
+                        len(self.registry.devices),
+                        # The villages this gateway serves, so the centre can route broadcasts.
+                        tuple(sorted(
+                            {self.cfg.village} | {d.village for d in self.registry.devices.values()}
+                        )),
+                    )
+                )
                 payload = sign_frame(self.key, self.hb_topic, encode_json(body))
                 try:
                     client.publish_nowait(self.hb_topic, payload, qos=0).add_done_callback(

@@ -1,4 +1,7 @@
-"""Signed gateway-to-centre messages (§6, §8.3), for tests and simulations that play a gateway."""
+"""Signed gateway-to-centre messages (§6, §8.3), for tests and simulations that play a gateway.
+
+Bodies come from the link's codec (`protocol.uplink`, `protocol.reports`); keyword arguments
+add or override fields, so that a test can also send what the codec would never make."""
 
 from __future__ import annotations
 
@@ -9,8 +12,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from centre import frames
 from centre.config import CentreConfig
+from protocol import reports, topics, uplink
 from protocol.signed import encode_json, sign_frame
 from transport.mqtt import Message, MqttConnectError, MqttError
 
@@ -28,26 +31,16 @@ def event_body(
     gw_ts: int = 1_700_000_000_000,
     **extra: Any,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": f"{gw}:{device}:{counter}",
-        "gw": gw,
-        "seq": counter if seq is None else seq,
-        "kind": kind,
-        "device": device,
-        "counter": counter,
-        "village": village,
-        "household": household,
-        "gw_ts": gw_ts,
-    }
-    if ref is not None:
-        body["ref"] = f"{gw}:{device}:{ref}"
-    body.update(extra)
-    return body
+    ev = uplink.new_event(
+        gw, counter if seq is None else seq, kind, device, counter,
+        village=village, household=household, gw_ts=gw_ts, ref_counter=ref,
+    )
+    return uplink.encode_event(ev) | extra
 
 
 def signed_event(key: Ed25519PrivateKey, body: dict[str, Any], gw: str | None = None) -> tuple[str, bytes]:
     """(topic, payload) for `body` published by gateway `gw` (default: body's gw)."""
-    topic = frames.event_topic(gw or str(body["gw"]))
+    topic = topics.event(gw or str(body["gw"]))
     return topic, sign_frame(key, topic, encode_json(body))
 
 
@@ -59,24 +52,18 @@ def signed_heartbeat(
     devices: int = 1,
     villages: list[str] | None = None,
 ) -> tuple[str, bytes]:
-    topic = frames.heartbeat_topic(gw)
-    body: dict[str, Any] = {"gw": gw, "ts": ts, "outbox": outbox, "devices": devices}
-    if villages is not None:
-        body["villages"] = villages
-    return topic, sign_frame(key, topic, encode_json(body))
+    topic = topics.heartbeat(gw)
+    hb = uplink.Heartbeat(gw, ts, outbox, devices, None if villages is None else tuple(villages))
+    return topic, sign_frame(key, topic, encode_json(uplink.encode_heartbeat(hb)))
 
 
 def signed_reports(
-    key: Ed25519PrivateKey, gw: str, bc: str, reports: list[tuple[str, str, int]]
+    key: Ed25519PrivateKey, gw: str, bc: str, items: list[tuple[str, str, int]]
 ) -> tuple[str, bytes]:
-    """A §8.3 report message: `reports` as (device, wire state, at ms)."""
-    topic = frames.reports_topic(gw)
-    body = {
-        "gw": gw,
-        "bc": bc,
-        "reports": [{"device": d, "s": s, "at": at} for d, s, at in reports],
-    }
-    return topic, sign_frame(key, topic, encode_json(body))
+    """A §8.3 report message: `items` as (device, wire state, at ms)."""
+    topic = topics.reports(gw)
+    batch = reports.ReportBatch(gw, bc, tuple(reports.Report(d, s, at) for d, s, at in items))
+    return topic, sign_frame(key, topic, encode_json(reports.encode(batch)))
 
 
 @dataclass

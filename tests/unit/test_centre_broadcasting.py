@@ -308,9 +308,10 @@ async def test_a_full_batch_of_200_reports_is_taken_though_it_is_over_8_kib(
     centre: Centre,
 ) -> None:
     out = await centre.post()
-    batch = [(f"spk-{i:028d}", "preempted", NOW + i) for i in range(200)]  # 32-character ids
+    # 28-character ids: with 32 the batch is over §8.3's 16,000 bytes and a gateway splits it.
+    batch = [(f"spk-{i:024d}", "preempted", NOW + i) for i in range(200)]
     topic, payload = signed_reports(KEYS["gw-1"], "gw-1", out["id"], batch)
-    assert len(payload) > 16_000
+    assert 8_192 < len(payload) <= 16_000
     _, forged = signed_reports(Ed25519PrivateKey.generate(), "gw-1", out["id"], batch)
     await centre.receive(topic, forged)
     await centre.receive(topic, payload[:128] + b" " + b"x" * 30_000)
