@@ -62,6 +62,7 @@ class MqttLike(Protocol):
     async def subscribe(self, topic: str, qos: int = ...) -> None: ...
     def publish_nowait(self, topic: str, payload: bytes, qos: int = ...) -> asyncio.Future[None]: ...
     def messages(self) -> AsyncIterator[Any]: ...
+    def ack(self, msg: Any) -> None: ...
     async def disconnect(self) -> None: ...
 
 
@@ -77,6 +78,9 @@ def broker_client(config: CentreConfig) -> MqttLike:
         tls=TlsFiles(ca=config.broker_ca, cert=config.broker_cert, key=config.broker_key),
         clean_session=False,  # events that arrive while the centre is away wait at the broker
         keepalive=30,
+        # PUBACK only once what a message carries is committed (or it is refused as bad
+        # input): a crash before that leaves it in the session, sent again in order.
+        manual_ack=True,
     )
 
 
@@ -223,9 +227,16 @@ class Ingest:
                 pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
                 async for msg in client.messages():
                     await self._on_message(client, msg.topic, msg.payload)
+                    client.ack(msg)
                 raise MqttError("message stream ended")
             except MqttError as exc:
                 log.warning(kv(event="broker_down", error=str(exc), retry_s=f"{delay:.1f}"))
+            except StoreError as exc:
+                # Nothing of that message was committed and it was not PUBACKed: the broker
+                # sends it (and everything after it) again on the next connection.
+                self.metrics.inc("store_errors")
+                log.error(kv(event="store_failed", on="ingest", error=str(exc),
+                             retry_s=f"{delay:.1f}"))
             except Exception:  # supervisor: log, reconnect
                 log.exception(kv(event="ingest_failed", retry_s=f"{delay:.1f}"))
             finally:
@@ -246,12 +257,7 @@ class Ingest:
         self._tasks.clear()
 
     async def _on_message(self, client: MqttLike, topic: str, payload: bytes) -> None:
-        try:
-            acks = await self.handle(topic, payload)
-        except StoreError as exc:
-            self.metrics.inc("store_errors")
-            log.error(kv(event="store_failed", topic=topic, error=str(exc)))
-            return
+        acks = await self.handle(topic, payload)  # StoreError: the caller reconnects
         for ack_topic, ack_payload in acks:
             fut = client.publish_nowait(ack_topic, ack_payload, qos=1)
             fut.add_done_callback(self._sent)

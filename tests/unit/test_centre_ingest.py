@@ -186,6 +186,53 @@ async def test_run_subscribes_retries_and_answers_only_after_commit(
     assert not ingest.metrics.connected
 
 
+async def test_a_gateway_message_is_pubacked_only_after_its_event_is_committed(
+    tmp_path: Path, store: Store
+) -> None:
+    broker = FakeBroker()
+    rows_at_puback: list[int] = []
+
+    def count_rows(_msg: object) -> None:
+        db = sqlite3.connect(tmp_path / "centre.db")
+        try:
+            rows_at_puback.append(db.execute("SELECT COUNT(*) FROM alarms").fetchone()[0])
+        finally:
+            db.close()
+
+    broker.on_ack = count_rows
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
+        client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")  # bad input: PUBACKed, dropped
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 8)))
+        await wait_until(lambda: len(broker.acked) == 3)
+    assert rows_at_puback == [1, 1, 2]
+    assert [m.mid for m in broker.acked] == [1, 2, 3]  # in the order they arrived
+    assert broker.unacked == []
+
+
+async def test_an_event_whose_commit_fails_is_not_pubacked_and_is_handled_after_reconnect(
+    tmp_path: Path, store: Store
+) -> None:
+    broker = FakeBroker()
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with store.transaction(write=False) as db:
+        await db.execute("PRAGMA query_only = 1")  # every write fails, as on a full disk
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        broker.clients[-1].deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
+        await wait_until(lambda: ingest.metrics.counts["store_errors"] >= 1)
+        assert (broker.acked, len(broker.unacked), broker.published) == ([], 1, [])
+        async with store.transaction(write=False) as db:
+            await db.execute("PRAGMA query_only = 0")
+        await wait_until(lambda: len(broker.acked) == 1)
+        assert len(broker.clients) >= 2  # the broker sent it again on a new connection
+    assert (await store.get_event("gw-1:btn-1:7")) is not None
+    assert [ack_of(t, p)["s"] for t, p in broker.published] == ["received"]
+
+
 async def test_staff_acks_are_resent_after_a_reconnect_until_the_broker_confirms(
     tmp_path: Path, store: Store
 ) -> None:
