@@ -246,6 +246,7 @@ _OPT = {
         "fw": ("s", 0, 16),
         "ob": ("i", 0, MAX_INT),
         "up": ("i", 0, MAX_INT),
+        "ov": ("i", 0, MAX_INT),
     },
     "ack": {"why": ("s", 0, 64), "by": ("s", 0, 32)},
     "bcr": {"why": ("s", 0, 64)},
@@ -257,7 +258,7 @@ _OPT = {
         "text": ("s", 0, MAX_TEXT),
     },
 }
-_HB_ORDER = ("bat", "mv", "rssi", "fw", "ob", "up")
+_HB_ORDER = ("bat", "mv", "rssi", "fw", "ob", "up", "ov")
 
 
 def encode_up(

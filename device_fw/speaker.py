@@ -263,6 +263,7 @@ class App:
             "counter": self.counter.last, "playing": cur.id if cur else None,
             "queue": [bc.id for bc in pq.queue], "bcs": bcs, "bc_counter": self.bc_c,
             "clock": self.now() or None, "reports": len(pq.out), "refused": self.refused,
+            "oversized": self.client.oversized,
             "connects": self.link.connects, "up_ms": self.up_ms, "errors": self.errors,
             "heap_free": gc.mem_free(),
         }  # fmt: skip

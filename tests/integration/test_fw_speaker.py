@@ -489,3 +489,27 @@ def test_ordinary_broadcasts_play_within_a_96k_heap(
         spk.stop(timeout=3)
     assert "heapsize=96K" in spk.command()
     assert "MemoryError" not in spk.log_path.read_text(), spk.log_tail()
+
+
+def test_oversized_downlinks_are_acknowledged_dropped_counted_and_never_block_a_broadcast(
+    speaker: SimSpeaker, gw: Gateway
+) -> None:
+    # Larger than the speaker's receive buffer (speaker.RX_SIZE, 3.4 KB), within the village
+    # broker's packet limit; more of them than the broker keeps in flight for one client (200).
+    topic = okproto.topic_down(DEV, "bc")
+    junk = b"x" * 3600
+    for _ in range(210):
+        gw.publish(topic, junk)
+    gw.send("after-junk", text="大消息之后的通知")
+    gw.wait_states("after-junk", ["played"], 20)
+    st = speaker.wait_for(lambda st: st["oversized"] == 210, 10)
+    assert st["refused"] == {} and st["errors"] == 0
+    gw.wait(lambda: any(r.kind == "hb" and r.body.get("ov") == 210 for r in gw.seen), 5)
+    # Every one was PUBACKed: none is delivered again after a reboot.
+    speaker.kill()
+    speaker.start()
+    speaker.wait_for(lambda st: st["connected"], 10)
+    gw.send("after-reboot", text="重启之后的通知")
+    gw.wait_states("after-reboot", ["played"], 20)
+    assert speaker.status()["oversized"] == 0
+    assert played(speaker, 2) == [("after-junk", "played"), ("after-reboot", "played")]
