@@ -95,7 +95,7 @@ class CentreSide:
         cb = self.cfg.centre_broker
         while True:
             client = MqttClient(
-                f"onekey-gw-{self.cfg.gateway_id}",
+                self.cfg.gateway_id,  # = the certificate's CN, which the broker makes the id (§6)
                 cb.host,
                 cb.port,
                 tls=TlsFiles(ca=cb.ca, cert=cb.cert, key=cb.key),

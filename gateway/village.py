@@ -66,7 +66,7 @@ class VillageSide:
         vb = self.cfg.village_broker
         while True:
             client = MqttClient(
-                f"onekey-gw-{self.cfg.gateway_id}",
+                vb.user,  # the broker makes the client id the user name anyway (§2.2)
                 vb.host,
                 vb.port,
                 username=vb.user,

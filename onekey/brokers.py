@@ -4,6 +4,9 @@
 per service such as the gateway); an ACL that confines each device to its own topics.
 `CentreBroker`: MQTT over TLS only; every client shows a certificate from our CA, and the
 certificate's CN is its user name; an ACL that confines each gateway to its own topics.
+On both, the broker replaces the client id a client sends with its user name
+(`use_username_as_clientid`): one login, one connection and one session, whatever client id
+it claims.
 
 Both write their configuration, ACL and log into one directory and run Mosquitto as a child
 process (tests, the demo). `render_config()` gives the same configuration for a broker run by
@@ -308,7 +311,13 @@ class VillageBroker(_Broker):
         self.password_path = self.dir / "passwd"
 
     def _listener_lines(self) -> list[str]:
-        return [f"password_file {self.password_path}", f"max_packet_size {self.max_packet_size}"]
+        return [
+            f"password_file {self.password_path}",
+            # The client id is the user name (§2.2): a device's login cannot take over another
+            # device's connection or session by sending that device's id as its client id.
+            "use_username_as_clientid true",
+            f"max_packet_size {self.max_packet_size}",
+        ]
 
     def _acl_text(self) -> str:
         return village_acl(self.service_users)
@@ -397,6 +406,9 @@ class CentreBroker(_Broker):
             "tls_version tlsv1.2",
             "require_certificate true",
             "use_identity_as_username true",
+            # ... and the user name is the client id (§6): a gateway cannot take over the
+            # centre's or another gateway's connection or session.
+            "use_username_as_clientid true",
             f"max_packet_size {self.max_packet_size}",
         ]
 
