@@ -20,6 +20,11 @@
 # unacknowledged it would stay in flight in the persistent session, come back on every
 # reconnect, and with enough of them fill the broker's in-flight window for this client, so
 # that nothing after them would ever be delivered.
+#
+# Every write is bounded in time (write_timeout_ms): a broker that stops reading (hung, or a
+# link that died without a reset) fills the socket's send buffer, and a write would otherwise
+# wait for ever, with the keepalive check never reached. A write that times out ends the link
+# (OSError), and the owner reconnects.
 import asyncio
 from time import ticks_diff, ticks_ms
 
@@ -35,6 +40,7 @@ _PINGRESP = const(0xD0)
 _RX_SIZE = const(640)  # a downlink frame (513) plus its topic and header
 _TX_SIZE = const(640)
 _INBOX = const(8)
+_WRITE_TIMEOUT_MS = const(10000)
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
 
@@ -59,6 +65,7 @@ class Client:
         will_msg: bytes = b"",
         rx_buf: bytearray | None = None,
         handler=None,
+        write_timeout_ms: int = _WRITE_TIMEOUT_MS,
     ) -> None:
         self.client_id = client_id.encode()
         self.host = host
@@ -66,6 +73,7 @@ class Client:
         self.user = user.encode() if user else None
         self.password = password.encode() if password else None
         self.keepalive_s = keepalive_s
+        self.write_timeout_ms = write_timeout_ms
         self.will_topic = will_topic.encode() if will_topic else None
         self.will_msg = will_msg
         # rx_buf: a receive buffer the caller allocated (a large one is best allocated early,
@@ -127,7 +135,13 @@ class Client:
             raise OSError("not connected")
         async with self._lock:
             w.write(data)
-            await w.drain()
+            try:
+                await asyncio.wait_for_ms(w.drain(), self.write_timeout_ms)
+            except asyncio.TimeoutError:
+                self.up = False  # the stream is left with a partial packet: unusable
+                self._evt.set()
+                self.wake.set()
+                raise OSError("write timed out: the broker takes nothing") from None
         self.last_tx = ticks_ms()
 
     # -- reading
