@@ -344,36 +344,7 @@ class BroadcastStore:
         """Apply a gateway's speaker reports; returns how many changed a speaker's state.
         Raises BroadcastNotFound when no copy of that broadcast went to that gateway."""
         async with self.store.transaction() as db:
-            row = await fetch_one(
-                db,
-                "SELECT state FROM broadcast_gateways WHERE bc = ? AND gw = ?",
-                (batch.bc, batch.gw),
-            )
-            if row is None or row[0] in ("scheduled", "withheld"):
-                raise BroadcastNotFound(f"no broadcast {batch.bc} was sent to {batch.gw}")
-            changed = 0
-            for r in batch.reports:
-                old = await fetch_one(
-                    db,
-                    "SELECT state, at FROM broadcast_reports WHERE bc = ? AND device = ?",
-                    (batch.bc, r.device),
-                )
-                if not supersedes(r.state, r.at, *(old or (None, None))):
-                    continue
-                await db.execute(
-                    "INSERT INTO broadcast_reports (bc, device, gw, state, at, reported_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bc, device) DO UPDATE SET "
-                    "gw = excluded.gw, state = excluded.state, at = excluded.at, "
-                    "reported_at = excluded.reported_at",
-                    (batch.bc, r.device, batch.gw, r.state, r.at, now),
-                )
-                changed += 1
-            await db.execute(
-                "UPDATE broadcast_gateways SET reports = reports + ?, last_report = ? "
-                "WHERE bc = ? AND gw = ?",
-                (len(batch.reports), now, batch.bc, batch.gw),
-            )
-        return changed
+            return await record_reports(db, batch, now)
 
     # -- reading
 
@@ -486,3 +457,38 @@ class BroadcastStore:
         async with self.store.transaction(write=False) as db:
             rows = await fetch_all(db, "SELECT state, COUNT(*) FROM broadcasts GROUP BY state", ())
         return {r[0]: int(r[1]) for r in rows}
+
+
+async def record_reports(db: aiosqlite.Connection, batch: ReportBatch, now: int) -> int:
+    """`BroadcastStore.record_reports` in the caller's transaction (the centre's ingest commits
+    a whole batch of gateway messages at once). Raises BroadcastNotFound before any write."""
+    row = await fetch_one(
+        db,
+        "SELECT state FROM broadcast_gateways WHERE bc = ? AND gw = ?",
+        (batch.bc, batch.gw),
+    )
+    if row is None or row[0] in ("scheduled", "withheld"):
+        raise BroadcastNotFound(f"no broadcast {batch.bc} was sent to {batch.gw}")
+    changed = 0
+    for r in batch.reports:
+        old = await fetch_one(
+            db,
+            "SELECT state, at FROM broadcast_reports WHERE bc = ? AND device = ?",
+            (batch.bc, r.device),
+        )
+        if not supersedes(r.state, r.at, *(old or (None, None))):
+            continue
+        await db.execute(
+            "INSERT INTO broadcast_reports (bc, device, gw, state, at, reported_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bc, device) DO UPDATE SET "
+            "gw = excluded.gw, state = excluded.state, at = excluded.at, "
+            "reported_at = excluded.reported_at",
+            (batch.bc, r.device, batch.gw, r.state, r.at, now),
+        )
+        changed += 1
+    await db.execute(
+        "UPDATE broadcast_gateways SET reports = reports + ?, last_report = ? "
+        "WHERE bc = ? AND gw = ?",
+        (len(batch.reports), now, batch.bc, batch.gw),
+    )
+    return changed

@@ -21,15 +21,26 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from centre import bcreports, frames
-from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore
+from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
-from centre.store import Event, Store, StoreError, now_ms
+from centre.store import (
+    Event,
+    InsertResult,
+    NewEvent,
+    Store,
+    StoreError,
+    insert_events,
+    now_ms,
+    record_heartbeat,
+)
 from onekey.mqtt import MqttClient, MqttError, TlsFiles
 from onekey.signing import KeyFileError, load_public_hex
 
@@ -99,6 +110,42 @@ class Metrics:
         self.counts["rejected"] += 1
 
 
+MAX_BATCH = 500  # messages committed in one transaction at most
+
+
+@dataclass
+class _Item:
+    """One message of a batch, as it goes through checks, commit and answer."""
+
+    topic: str
+    payload: bytes
+    gw: str = ""
+    kind: str = ""
+    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | None = None
+    rejected: frames.Rejected | None = None
+    result: InsertResult | None = None
+    changed: int = 0
+
+
+async def _next_batch(inbox: asyncio.Queue[Any]) -> tuple[list[Any], BaseException | None]:
+    """Waits for one message, then takes whatever else is already there (up to MAX_BATCH);
+    also returns the error that ended the stream, if the reader has put one."""
+    items = [await inbox.get()]
+    while len(items) < MAX_BATCH and not inbox.empty():
+        items.append(inbox.get_nowait())
+    batch: list[Any] = []
+    for item in items:
+        if isinstance(item, BaseException):
+            return batch, item
+        batch.append(item)
+    return batch, None
+
+
+def _reader_done(task: asyncio.Task[None], *, inbox: asyncio.Queue[Any]) -> None:
+    if not task.cancelled():
+        inbox.put_nowait(task.exception() or MqttError("message stream ended"))
+
+
 class Ingest:
     """`run()` until cancelled. Constructing it does no I/O."""
 
@@ -126,48 +173,117 @@ class Ingest:
         """New pending downlinks are in the store: publish them now if connected."""
         self._wake.set()
 
-    # -- one message
+    # -- messages, a batch at a time
 
-    async def _key_for(self, gw: str) -> Ed25519PublicKey | None:
-        gateway = await self.store.get_gateway(gw)
-        if gateway is None:
-            return None
-        cached = self._keys.get(gw)
-        if cached is not None and cached[0] == gateway.public_key:
-            return cached[1]
-        try:
-            pub = load_public_hex(gateway.public_key)
-        except KeyFileError:
-            log.error(kv(event="bad_enrolled_key", gw=gw))
-            return None
-        self._keys[gw] = (gateway.public_key, pub)
-        return pub
+    async def _keys_for(self, gws: set[str]) -> dict[str, Ed25519PublicKey]:
+        """The enrolled keys of `gws` (one read, whatever the batch): a re-enrolled key
+        applies from the next batch on."""
+        enrolled = await self.store.public_keys(gws)
+        keys: dict[str, Ed25519PublicKey] = {}
+        for gw, hex_key in enrolled.items():
+            cached = self._keys.get(gw)
+            if cached is not None and cached[0] == hex_key:
+                keys[gw] = cached[1]
+                continue
+            try:
+                pub = load_public_hex(hex_key)
+            except KeyFileError:
+                log.error(kv(event="bad_enrolled_key", gw=gw))
+                continue
+            self._keys[gw] = (hex_key, pub)
+            keys[gw] = pub
+        return keys
 
     async def handle(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
         """Check and apply one message; returns the acks to publish (topic, payload).
+        Raises StoreError only (nothing is acked then: the gateway sends the event again)."""
+        (acks,) = await self.handle_many([(topic, payload)])
+        return acks
 
-        Raises StoreError only (nothing is acked then: the gateway sends the event again).
+    async def handle_many(
+        self, messages: Sequence[tuple[str, bytes]]
+    ) -> list[list[tuple[str, bytes]]]:
+        """Check and apply messages in arrival order, committing all of them in one
+        transaction (group commit: one fsync for the batch); returns, per message, the acks
+        to publish. A message that is refused changes nothing and gets no ack.
+
+        Raises StoreError only, and then nothing of the batch is committed.
         """
+        now = self.clock()
+        items = [_Item(topic, payload) for topic, payload in messages]
+        for it in items:
+            try:
+                it.gw, it.kind = frames.parse_topic(it.topic)
+            except frames.Rejected as exc:
+                it.rejected = exc
+        keys = await self._keys_for({it.gw for it in items if it.rejected is None})
+        for it in items:
+            if it.rejected is None:
+                self._check(it, keys)
+        await self._commit(items, now)
+        return [self._after_commit(it) for it in items]
+
+    def _check(self, it: _Item, keys: dict[str, Ed25519PublicKey]) -> None:
+        """Signature, then fields (§6, §8.3); sets `it.op` or `it.rejected`."""
         try:
-            gw, _ = frames.parse_topic(topic)
-            pub = await self._key_for(gw)
-            gw, kind, body = frames.open_uplink(topic, payload, lambda _gw: pub)
+            gw, kind, body = frames.open_uplink(it.topic, it.payload, keys.get)
             if kind == "hb":
-                await self._heartbeat(frames.parse_heartbeat(body, gw))
-                return []
-            if kind == "bcr":
-                await self._reports(bcreports.parse_reports(body, gw))
-                return []
-            new = frames.parse_event(body, gw)
+                it.op = frames.parse_heartbeat(body, gw)
+            elif kind == "bcr":
+                it.op = bcreports.parse_reports(body, gw)
+            else:
+                it.op = frames.parse_event(body, gw)
         except frames.Rejected as exc:
+            it.rejected = exc
+
+    async def _commit(self, items: list[_Item], now: int) -> None:
+        """Everything the batch carries, in one transaction."""
+        if all(it.op is None for it in items):
+            return
+        events = [(it, it.op) for it in items if isinstance(it.op, NewEvent)]
+        async with self.store.transaction() as db:
+            results = await insert_events(db, [ev for _, ev in events], now)
+            for (it, _), result in zip(events, results, strict=True):
+                it.result = result
+            for it in items:
+                op = it.op
+                if isinstance(op, frames.Heartbeat):
+                    if not await record_heartbeat(
+                        db, op.gw, op.ts, op.outbox, op.devices, now, villages=op.villages
+                    ):
+                        it.rejected = frames.Rejected(
+                            frames.REPLAY, f"heartbeat ts {op.ts} is not newer"
+                        )
+                elif isinstance(op, bcreports.ReportBatch):
+                    try:
+                        it.changed = await record_reports(db, op, now)
+                    except BroadcastNotFound as exc:
+                        it.rejected = frames.Rejected(bcreports.UNKNOWN_BROADCAST, str(exc))
+
+    def _after_commit(self, it: _Item) -> list[tuple[str, bytes]]:
+        """Count and log one message of a committed batch; its ack, if it is an event."""
+        if it.rejected is not None:
+            exc = it.rejected
             self.metrics.reject(exc.reason)
             log.warning(
-                kv(event="rejected", reason=exc.reason, topic=topic, detail=exc.detail or "-")
+                kv(event="rejected", reason=exc.reason, topic=it.topic, detail=exc.detail or "-")
             )
             return []
-        result = await self.store.insert_event(new, self.clock())
-        ev = result.event
-        if result.created:
+        op = it.op
+        if isinstance(op, frames.Heartbeat):
+            self.metrics.inc("heartbeats")
+            return []
+        if isinstance(op, bcreports.ReportBatch):
+            self.metrics.inc("bc_reports")
+            self.metrics.inc("bc_report_items", len(op.reports))
+            log.info(
+                kv(event="bc_reports", gw=op.gw, bc=op.bc, reports=len(op.reports),
+                   changed=it.changed)
+            )
+            return []
+        assert it.result is not None
+        ev = it.result.event
+        if it.result.created:
             self.metrics.inc("events")
             self.metrics.inc(f"events_{ev.kind}")
             log.info(
@@ -184,25 +300,6 @@ class Ingest:
     def _ack(self, ev: Event) -> tuple[str, bytes]:
         return frames.signed_ack(self.key, ev.gw, frames.ack_body(ev))
 
-    async def _heartbeat(self, hb: frames.Heartbeat) -> None:
-        if not await self.store.record_heartbeat(
-            hb.gw, hb.ts, hb.outbox, hb.devices, self.clock(), villages=hb.villages
-        ):
-            raise frames.Rejected(frames.REPLAY, f"heartbeat ts {hb.ts} is not newer")
-        self.metrics.inc("heartbeats")
-
-    async def _reports(self, batch: bcreports.ReportBatch) -> None:
-        try:
-            changed = await self.broadcasts.record_reports(batch, self.clock())
-        except BroadcastNotFound as exc:
-            raise frames.Rejected(bcreports.UNKNOWN_BROADCAST, str(exc)) from None
-        self.metrics.inc("bc_reports")
-        self.metrics.inc("bc_report_items", len(batch.reports))
-        log.info(
-            kv(event="bc_reports", gw=batch.gw, bc=batch.bc, reports=len(batch.reports),
-               changed=changed)
-        )
-
     # -- the connection
 
     async def run(self) -> None:
@@ -210,6 +307,7 @@ class Ingest:
         while True:
             client = self.client_factory(self.config)
             pump: asyncio.Task[None] | None = None
+            reader: asyncio.Task[None] | None = None
             try:
                 await client.connect()
                 await client.subscribe(frames.SUB_EVENTS, qos=1)
@@ -225,14 +323,19 @@ class Ingest:
                 )
                 delay = self.config.reconnect_min_s
                 pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
-                async for msg in client.messages():
-                    await self._on_message(client, msg.topic, msg.payload)
-                    client.ack(msg)
-                raise MqttError("message stream ended")
+                inbox: asyncio.Queue[Any] = asyncio.Queue()
+                reader = asyncio.create_task(self._read(client, inbox), name="centre-reader")
+                reader.add_done_callback(partial(_reader_done, inbox=inbox))
+                while True:
+                    batch, end = await _next_batch(inbox)
+                    if batch:
+                        await self._on_batch(client, batch)
+                    if end is not None:
+                        raise end
             except MqttError as exc:
                 log.warning(kv(event="broker_down", error=str(exc), retry_s=f"{delay:.1f}"))
             except StoreError as exc:
-                # Nothing of that message was committed and it was not PUBACKed: the broker
+                # Nothing of that batch was committed and none of it was PUBACKed: the broker
                 # sends it (and everything after it) again on the next connection.
                 self.metrics.inc("store_errors")
                 log.error(kv(event="store_failed", on="ingest", error=str(exc),
@@ -241,14 +344,20 @@ class Ingest:
                 log.exception(kv(event="ingest_failed", retry_s=f"{delay:.1f}"))
             finally:
                 self.metrics.connected = False
-                await self._stop_tasks(pump)
+                await self._stop_tasks(pump, reader)
                 with contextlib.suppress(MqttError):
                     await client.disconnect()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.config.reconnect_max_s)
 
-    async def _stop_tasks(self, pump: asyncio.Task[None] | None) -> None:
-        tasks = [*self._tasks, *([pump] if pump is not None else [])]
+    async def _read(self, client: MqttLike, inbox: asyncio.Queue[Any]) -> None:
+        # Moves whatever the client has received into `inbox` at once, so that the batch
+        # loop finds there everything that arrived while it was committing the last batch.
+        async for msg in client.messages():
+            inbox.put_nowait(msg)
+
+    async def _stop_tasks(self, *extra: asyncio.Task[None] | None) -> None:
+        tasks = [*self._tasks, *(t for t in extra if t is not None)]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -256,11 +365,17 @@ class Ingest:
                 await t
         self._tasks.clear()
 
-    async def _on_message(self, client: MqttLike, topic: str, payload: bytes) -> None:
-        acks = await self.handle(topic, payload)  # StoreError: the caller reconnects
-        for ack_topic, ack_payload in acks:
-            fut = client.publish_nowait(ack_topic, ack_payload, qos=1)
-            fut.add_done_callback(self._sent)
+    async def _on_batch(self, client: MqttLike, batch: list[Any]) -> None:
+        """Commit a batch, then publish its acks, then PUBACK its messages in arrival order
+        (a refused message too: bad input must not stay in the session)."""
+        acks = await self.handle_many([(m.topic, m.payload) for m in batch])
+        for out in acks:
+            for ack_topic, ack_payload in out:
+                fut = client.publish_nowait(ack_topic, ack_payload, qos=1)
+                fut.add_done_callback(self._sent)
+        for msg in batch:
+            client.ack(msg)
+        self.metrics.inc("batches")
 
     def _sent(self, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():

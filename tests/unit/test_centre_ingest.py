@@ -180,7 +180,8 @@ async def test_run_subscribes_retries_and_answers_only_after_commit(
         client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")
         client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 8, "test")))
         await wait_until(lambda: len(broker.published) == 2)
-    assert seen_in_db == [1, 2]
+    # When the k-th ack is handed to MQTT, at least k events are committed.
+    assert len(seen_in_db) == 2 and all(n >= k for k, n in enumerate(seen_in_db, 1))
     assert [ack_of(t, p)["id"] for t, p in broker.published] == ["gw-1:btn-1:7", "gw-1:btn-1:8"]
     assert ingest.metrics.rejected["malformed"] == 1
     assert not ingest.metrics.connected
@@ -208,9 +209,29 @@ async def test_a_gateway_message_is_pubacked_only_after_its_event_is_committed(
         client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")  # bad input: PUBACKed, dropped
         client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 8)))
         await wait_until(lambda: len(broker.acked) == 3)
-    assert rows_at_puback == [1, 1, 2]
+    # At each PUBACK, the events of that message and of those before it are committed.
+    assert [min(n, want) for n, want in zip(rows_at_puback, [1, 1, 2], strict=True)] == [1, 1, 2]
     assert [m.mid for m in broker.acked] == [1, 2, 3]  # in the order they arrived
     assert broker.unacked == []
+
+
+async def test_a_burst_is_committed_in_a_few_transactions_and_every_event_answered(
+    tmp_path: Path, store: Store
+) -> None:
+    broker = FakeBroker()
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        for i in range(1, 301):
+            client.deliver(*signed_event(GW_KEY, event_body("gw-1", f"btn-{i % 7}", i)))
+        await wait_until(lambda: len(broker.acked) == 300)
+    assert ingest.metrics.counts["events"] == 300
+    assert ingest.metrics.counts["batches"] <= 3  # one transaction (one fsync) per batch
+    assert [m.mid for m in broker.acked] == list(range(1, 301))
+    assert sorted(ack_of(t, p)["id"] for t, p in broker.published) == sorted(
+        f"gw-1:btn-{i % 7}:{i}" for i in range(1, 301)
+    )
 
 
 async def test_an_event_whose_commit_fails_is_not_pubacked_and_is_handled_after_reconnect(
