@@ -10,7 +10,13 @@ from pathlib import Path
 from centre.config import CentreConfig, load_config, render_config
 from centre.frames import MAX_VILLAGES, valid_id
 from centre.store import Gateway, Store, now_ms
-from onekey.signing import generate_private_key, load_private_key, load_public_hex, public_hex
+from onekey.signing import (
+    generate_private_key,
+    load_private_key,
+    load_public_hex,
+    private_dir,
+    public_hex,
+)
 
 CONFIG_NAME = "centre.toml"
 KEY_NAME = "centre.key"
@@ -47,7 +53,7 @@ def init_centre(
     for p in (config_path, key_path):
         if p.exists():
             raise EnrolError(f"{p} already exists; this directory already holds a centre")
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)  # 0700 when new: it holds the centre's key and database
     key = generate_private_key(key_path)
     text = render_config(
         db="centre.db",

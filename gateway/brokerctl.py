@@ -18,11 +18,13 @@ import asyncio
 import os
 import shlex
 import signal
+import stat
 from pathlib import Path
 
 from gateway.config import check_reload_spec
 from gateway.errors import GatewayError
 from onekey.brokers import MOSQUITTO_PASSWD
+from onekey.signing import private_file
 
 _TIMEOUT_S = 30.0
 
@@ -45,10 +47,20 @@ class BrokerControl:
                 "this gateway cannot issue broker credentials: set [admin] broker_passwd in its "
                 "configuration to the village broker's password file"
             )
-        if not self.passwd.exists():
-            # Mosquitto reads an empty file as "no users"; mosquitto_passwd needs it to exist.
-            self.passwd.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.passwd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        # Mosquitto reads an empty file as "no users"; mosquitto_passwd needs it to exist, and
+        # keeps the mode of the file it rewrites. A new file is 0600 whatever the umask; an
+        # existing one keeps its owner and group bits (Mosquitto running as its own user may
+        # read it through its group, docs/provisioning.md) but never stays readable by others.
+        try:
+            if not self.passwd.exists():
+                private_file(self.passwd)
+            elif (mode := stat.S_IMODE(self.passwd.stat().st_mode)) & 0o007:
+                os.chmod(self.passwd, mode & 0o770)
+        except OSError as exc:
+            raise BrokerControlError(
+                f"broker password file {self.passwd}: {exc}; it must exist and not be readable "
+                "by others"
+            ) from None
         return self.passwd
 
     async def _passwd(self, *args: str) -> tuple[int, str]:

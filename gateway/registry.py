@@ -19,6 +19,7 @@ from typing import Any
 from device_fw import okproto
 from gateway.errors import RegistryError
 from gateway.store import COLUMN_MIGRATIONS, SCHEMA, Store
+from onekey.signing import private_db, private_dir
 
 ROLES = ("button", "speaker")
 
@@ -83,7 +84,9 @@ ADMIN_COLUMNS = ("ALTER TABLE devices ADD COLUMN hw_id TEXT NOT NULL DEFAULT ''"
 
 
 def open_admin(db_path: Path) -> sqlite3.Connection:
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    # The database holds the device keys: 0600 before sqlite creates it (gateway/store.py).
+    private_dir(db_path.parent, tighten=True)
+    private_db(db_path)
     conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from gateway.errors import StoreError
+from onekey.signing import private_db, private_dir
 
 log = logging.getLogger("onekey.gateway.store")
 
@@ -134,7 +135,10 @@ class Store:
         return self._db
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # gateway.db holds the device keys: its directory 0700, the file 0600 before sqlite
+        # opens it (SQLite gives -wal and -shm the database file's mode), whatever the umask.
+        private_dir(self.path.parent, tighten=True)
+        private_db(self.path)
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")

@@ -28,6 +28,7 @@ from typing import Self
 from onekey.mqtt import TlsFiles
 from onekey.pki import CertFiles
 from onekey.procs import ManagedProcess, ProcessError
+from onekey.signing import private_dir, private_file
 
 MOSQUITTO = os.environ.get("ONEKEY_MOSQUITTO", "/usr/sbin/mosquitto")
 MOSQUITTO_PASSWD = os.environ.get("ONEKEY_MOSQUITTO_PASSWD", "/usr/bin/mosquitto_passwd")
@@ -99,7 +100,7 @@ def centre_acl(centre_users: Sequence[str] = ("centre",)) -> str:
 
 
 def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.chmod(tmp, mode)
@@ -200,7 +201,8 @@ class _Broker:
         """Write the configuration, start Mosquitto, return once it accepts TCP connections."""
         if self.running:
             raise BrokerError(f"{self.kind} broker on {self.host}:{self.port} is already running")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # The broker's own directory: its password file, ACL and persisted messages.
+        private_dir(self.dir, tighten=True)
         self._prepare()
         self.write_config()
         proc = ManagedProcess(
@@ -333,10 +335,8 @@ class VillageBroker(_Broker):
         return super().write_acl()
 
     def _ensure_password_file(self) -> None:
-        if not self.password_path.exists():
-            self.password_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
+        # 0600 whatever the umask (mosquitto_passwd keeps the mode of the file it rewrites).
+        private_file(self.password_path)
 
     def _passwd(self, *args: str) -> None:
         try:

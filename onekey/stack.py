@@ -27,7 +27,7 @@ from gateway.metrics import read_metrics
 from onekey import pki
 from onekey.brokers import CentreBroker, VillageBroker
 from onekey.procs import ManagedProcess, ProcessError, free_port
-from onekey.signing import generate_private_key, public_hex, write_secret
+from onekey.signing import generate_private_key, private_dir, public_hex, write_secret
 
 if TYPE_CHECKING:
     from onekey.simdevice import SimButton
@@ -87,7 +87,8 @@ class LocalStack:
     # -- set-up
 
     def setup(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Keys, passwords, device configurations and databases live under it: 0700.
+        private_dir(self.root, tighten=True)
         self.http_port = self.http_port or free_port()
         ca = pki.create_ca(self.pki_dir, name="onekey demo CA")
         server = pki.issue_server(ca, self.pki_dir, "centre-broker")

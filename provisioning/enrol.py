@@ -33,8 +33,10 @@ from gateway.config import render_config
 from onekey import pki
 from onekey.signing import (
     KeyFileError,
+    PrivatePathError,
     generate_private_key,
     load_private_key,
+    private_dir,
     public_hex,
     write_secret,
 )
@@ -55,7 +57,7 @@ def _copy(src: Path, dst: Path, secret: bool = False) -> None:
     if secret:
         write_secret(dst, src.read_bytes())
     else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dst.parent)
         shutil.copyfile(src, dst)
         dst.chmod(0o644)
 
@@ -106,7 +108,7 @@ def enrol(
     centre_config = centre_dir / "centre.toml"
     ccfg = load_centre_config(centre_config)
     state_dir = state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir, tighten=True)  # keys, the broker password and the admin token
     config = config or state_dir / "gateway.toml"
     _check_owner(config, gateway_id)
 
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
             centre_host=args.centre_host, centre_port=args.centre_port,
             village_host=args.village_host, village_port=args.village_port, name=args.name,
         )
-    except (EnrolError, KeyFileError, pki.PkiError) as exc:
+    except (EnrolError, KeyFileError, pki.PkiError, PrivatePathError) as exc:
         raise EnrolmentError(str(exc)) from None
     print(f"gateway {e.gateway_id} enrolled; its public key {e.public_key}")
     print(f"centre key pinned: {e.centre_key}")
