@@ -256,6 +256,7 @@ _OPT = {
         "rep": ("i", 1, 6),
         "lang": ("s", 0, 8),
         "text": ("s", 0, MAX_TEXT),
+        "ts": ("i", 1, MAX_INT),
     },
 }
 _HB_ORDER = ("bat", "mv", "rssi", "fw", "ob", "up", "ov")
@@ -302,9 +303,10 @@ def encode_ack(
 
 def encode_bc(key: bytes, device_id: str, counter: int, bc: dict[str, object]) -> tuple[str, bytes]:
     # §8.2: one speaker's copy of a broadcast. `bc` holds id, mt, st, pri, exp and optionally
-    # ref, clip, rep, lang, text.
+    # ts (the gateway's Unix time in ms as it sends the copy: the speaker's clock), ref, clip,
+    # rep, lang, text.
     pairs = [("t", "bc"), ("d", device_id), ("c", counter)]
-    for name in ("id", "mt", "st", "pri", "exp", "ref", "clip", "rep", "lang", "text"):
+    for name in ("id", "mt", "st", "pri", "exp", "ts", "ref", "clip", "rep", "lang", "text"):
         pairs.append((name, bc.get(name)))
     topic = topic_down(device_id, "bc")
     return topic, frame(key, topic, encode_body(pairs, MAX_BC_BODY))

@@ -163,7 +163,9 @@ class BroadcastSide:
             f = fields[d.bc]
             if key is None or f is None:
                 continue
-            topic, payload = okproto.encode_bc(key, d.device, self.village.next_counter(), f)
+            # ts: the speaker's clock (§8.2.1); the counter is for replay only, not a time.
+            copy = {**f, "ts": now_ms()}
+            topic, payload = okproto.encode_bc(key, d.device, self.village.next_counter(), copy)
             try:
                 client.publish_nowait(topic, payload, qos=1).add_done_callback(_log_failure)
             except MqttError:
