@@ -10,6 +10,7 @@ from pathlib import Path
 from centre.config import CentreConfig, load_config, render_config
 from centre.frames import MAX_VILLAGES, valid_id
 from centre.store import Gateway, Store, now_ms
+from device_fw import okproto
 from onekey.signing import (
     generate_private_key,
     load_private_key,
@@ -83,6 +84,11 @@ def centre_public_key(config: CentreConfig | Path) -> str:
 def check_gateway(gateway_id: str, public_key_hex: str) -> str:
     if not valid_id(gateway_id):
         raise EnrolError(f"gateway id {gateway_id!r} must be 1-32 of a-z, 0-9, '-'")
+    if okproto.reserved_id(gateway_id):  # its certificate's CN would carry a service's rights
+        raise EnrolError(
+            f"gateway id {gateway_id!r} is reserved for a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}..., §1.1); choose another"
+        )
     text = public_key_hex.strip().lower()
     if len(text) != 64:
         raise EnrolError("public key must be 64 hex digits (32 bytes of Ed25519)")

@@ -132,6 +132,17 @@ def valid_id(text: object) -> bool:
     return True
 
 
+# §1.1: names that carry rights on the brokers: the gateway's village login, the centre's
+# certificate name, and every further service login (`svc-...`). No device id or gateway id is
+# ever one of them: registering one would hand over that login's password and ACL rights.
+RESERVED_IDS = ("gateway", "centre")
+SERVICE_PREFIX = "svc-"
+
+
+def reserved_id(text: object) -> bool:
+    return isinstance(text, str) and (text in RESERVED_IDS or text.startswith(SERVICE_PREFIX))
+
+
 def topic_up(device_id: str, kind: str) -> str:
     return PREFIX + "dev/" + device_id + "/up/" + kind
 
@@ -146,8 +157,8 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     if len(parts) != 6 or parts[0] != "ok" or parts[1] != VERSION or parts[2] != "dev":
         raise ProtocolError(BAD_TOPIC, "not an ok/v1/dev topic: " + topic[:80])
     device_id, direction, kind = parts[3], parts[4], parts[5]
-    if not valid_id(device_id):
-        raise ProtocolError(BAD_TOPIC, "bad device id in topic")
+    if not valid_id(device_id) or reserved_id(device_id):
+        raise ProtocolError(BAD_TOPIC, "bad or reserved device id in topic")
     if direction == "up" and kind in KINDS_UP:
         return device_id, direction, kind
     if direction == "down" and kind in KINDS_DOWN:

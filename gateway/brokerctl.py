@@ -19,8 +19,10 @@ import os
 import shlex
 import signal
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
+from device_fw import okproto
 from gateway.config import check_reload_spec
 from gateway.errors import GatewayError
 from onekey.brokers import MOSQUITTO_PASSWD
@@ -34,12 +36,27 @@ class BrokerControlError(GatewayError):
 
 
 class BrokerControl:
-    """Changes go through one lock: `mosquitto_passwd` rewrites the whole file."""
+    """Changes go through one lock: `mosquitto_passwd` rewrites the whole file.
 
-    def __init__(self, passwd: Path | None, reload: str = "none") -> None:
+    Only device logins are changed here: a reserved name (protocol §1.1) or one of
+    `service_users` (the gateway's own login) is refused, so that device administration can
+    neither hand out nor remove a service's password."""
+
+    def __init__(
+        self, passwd: Path | None, reload: str = "none", *, service_users: Sequence[str] = ()
+    ) -> None:
         self.passwd = passwd
         self.reload_spec = check_reload_spec(reload)
+        self.service_users = tuple(service_users)
         self._lock = asyncio.Lock()
+
+    def _check_device_login(self, name: str) -> None:
+        if okproto.reserved_id(name) or name in self.service_users:
+            raise BrokerControlError(
+                f"{name!r} is a service login on the village broker (reserved names: "
+                f"{', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}...); device "
+                "administration never sets or removes it"
+            )
 
     def _file(self) -> Path:
         if self.passwd is None:
@@ -80,6 +97,7 @@ class BrokerControl:
         return proc.returncode or 0, out.decode(errors="replace").strip()
 
     async def set_user(self, name: str, password: str) -> None:
+        self._check_device_login(name)
         async with self._lock:
             path = self._file()
             rc, out = await self._passwd("-b", str(path), name, password)
@@ -89,6 +107,7 @@ class BrokerControl:
 
     async def remove_user(self, name: str) -> bool:
         """Removes `name`; False if it was not there (revoking twice is not an error)."""
+        self._check_device_login(name)
         async with self._lock:
             path = self._file()
             rc, out = await self._passwd("-D", str(path), name)

@@ -108,10 +108,20 @@ def _bump(conn: sqlite3.Connection) -> None:
     )
 
 
+class ReservedIdError(RegistryError):
+    """The id is a service login's name on the brokers (protocol §1.1)."""
+
+
 def _check_entry(device_id: str, role: str, groups: Sequence[str]) -> None:
     """The rules every registry entry follows, however it is made."""
     if not okproto.valid_id(device_id):
         raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
+    if okproto.reserved_id(device_id):
+        raise ReservedIdError(
+            f"device id {device_id!r} is reserved: it names a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)} and {okproto.SERVICE_PREFIX}...), whose password "
+            "and rights a device must never get (protocol §1.1); choose another id"
+        )
     if role not in ROLES:
         raise RegistryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     for g in groups:

@@ -25,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from device_fw import okproto
 from onekey.mqtt import TlsFiles
 from onekey.pki import CertFiles
 from onekey.procs import ManagedProcess, ProcessError
@@ -59,6 +60,19 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_service_user(name: str) -> str:
+    """A login the ACL gives service rights must have a reserved name (§1.1), or a device
+    could be registered under it and take its password and rights."""
+    _check_name(name)
+    if not okproto.reserved_id(name):
+        raise BrokerError(
+            f"service user {name!r} is not a reserved name: a device could be registered under "
+            f"it and take its rights. Use {', '.join(okproto.RESERVED_IDS)} or a name starting "
+            f"{okproto.SERVICE_PREFIX!r} (docs/protocol.md §1.1)"
+        )
+    return name
+
+
 def village_acl(service_users: Sequence[str] = ("gateway",)) -> str:
     """The village ACL (§2.1): devices only their own topics; service users all devices'."""
     lines = [
@@ -71,7 +85,7 @@ def village_acl(service_users: Sequence[str] = ("gateway",)) -> str:
     ]
     for user in service_users:
         lines += [
-            f"user {_check_name(user)}",
+            f"user {_check_service_user(user)}",
             "topic read ok/v1/dev/+/up/#",
             "topic write ok/v1/dev/+/down/#",
             "",
@@ -91,7 +105,7 @@ def centre_acl(centre_users: Sequence[str] = ("centre",)) -> str:
     ]
     for user in centre_users:
         lines += [
-            f"user {_check_name(user)}",
+            f"user {_check_service_user(user)}",
             "topic read ok/v1/gw/+/up/#",
             "topic write ok/v1/gw/+/down/#",
             "",
@@ -292,7 +306,8 @@ class VillageBroker(_Broker):
 
     `service_users` (default: `gateway`) read every device's up topics and write every
     device's down topics; every other user is a device, confined to `ok/v1/dev/{user}/...`.
-    A device must therefore never be given a service user's name.
+    A device must therefore never be given a service user's name: service users must have
+    reserved names (`gateway`, `centre`, `svc-...`, protocol §1.1), which no device id may be.
     """
 
     kind = "village"
@@ -308,7 +323,7 @@ class VillageBroker(_Broker):
         user: str | None = None,
     ) -> None:
         super().__init__(dir, port, host, user)
-        self.service_users = [_check_name(u) for u in service_users]
+        self.service_users = [_check_service_user(u) for u in service_users]
         self.max_packet_size = max_packet_size
         self.password_path = self.dir / "passwd"
 
@@ -331,7 +346,7 @@ class VillageBroker(_Broker):
     def write_acl(self, service_users: Sequence[str] | None = None) -> Path:
         """Write the ACL (and remember `service_users` if given); call reload() if running."""
         if service_users is not None:
-            self.service_users = [_check_name(u) for u in service_users]
+            self.service_users = [_check_service_user(u) for u in service_users]
         return super().write_acl()
 
     def _ensure_password_file(self) -> None:
@@ -373,6 +388,7 @@ class CentreBroker(_Broker):
 
     `centre_users` (default: `centre`) read every gateway's up topics and write every
     gateway's down topics; every other CN is a gateway confined to `ok/v1/gw/{cn}/...`.
+    Centre users must have reserved names (protocol §1.1), which no gateway id may be.
     `server` is the broker's certificate, key and the CA that verifies clients.
     """
 
@@ -391,7 +407,7 @@ class CentreBroker(_Broker):
     ) -> None:
         super().__init__(dir, port, host, user)
         self.server = server
-        self.centre_users = [_check_name(u) for u in centre_users]
+        self.centre_users = [_check_service_user(u) for u in centre_users]
         self.max_packet_size = max_packet_size
 
     @property
@@ -417,7 +433,7 @@ class CentreBroker(_Broker):
 
     def write_acl(self, centre_users: Sequence[str] | None = None) -> Path:
         if centre_users is not None:
-            self.centre_users = [_check_name(u) for u in centre_users]
+            self.centre_users = [_check_service_user(u) for u in centre_users]
         return super().write_acl()
 
 

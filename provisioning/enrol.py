@@ -103,8 +103,13 @@ def enrol(
     for what, value in (("gateway id", gateway_id), ("village", village)):
         if not okproto.valid_id(value):
             raise EnrolmentError(f"{what} {value!r} must be 1-32 characters of a-z, 0-9, '-'")
-    if gateway_id == "centre":
-        raise EnrolmentError("'centre' is the centre service's broker identity; choose another id")
+    if okproto.reserved_id(gateway_id):
+        # The gateway's certificate CN is its id: a reserved one (`centre`, ...) would carry
+        # that service's rights on the centre broker (§1.1, §6).
+        raise EnrolmentError(
+            f"gateway id {gateway_id!r} is reserved for a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}...); choose another id"
+        )
     centre_config = centre_dir / "centre.toml"
     ccfg = load_centre_config(centre_config)
     state_dir = state_dir.resolve()
