@@ -91,7 +91,9 @@ class MetricsOut(BaseModel):
     connected: bool = Field(description="the centre is connected to the centre broker")
     counts: dict[str, int]
     rejected: dict[str, int] = Field(description="refused messages by reason")
-    pending_downlinks: int = Field(description="staff acks not yet confirmed by the broker")
+    pending_downlinks: int = Field(
+        description="staff acks and broadcast copies not yet confirmed by their gateway (§6.6)"
+    )
     gateways_offline: int = Field(description="enrolled gateways silent beyond the timeout")
 
 

@@ -40,7 +40,7 @@ MAX_REPORTS_PAYLOAD = 24 * 1024  # a signed §8.3 report batch
 SUB_EVENTS = "ok/v1/gw/+/up/event"
 SUB_HEARTBEATS = "ok/v1/gw/+/up/hb"
 SUB_REPORTS = "ok/v1/gw/+/up/bcr"
-UP_KINDS = ("event", "hb", "bcr")
+UP_KINDS = ("event", "hb", "bcr", "conf")  # conf: centre/confs.py (§6.6)
 
 
 class Rejected(Exception):
@@ -86,7 +86,7 @@ def reports_topic(gw: str) -> str:
 
 
 def parse_topic(topic: str) -> tuple[str, str]:
-    """`ok/v1/gw/{gw}/up/{event|hb|bcr}` -> (gw, kind)."""
+    """`ok/v1/gw/{gw}/up/{event|hb|bcr|conf}` -> (gw, kind)."""
     parts = topic.split("/")
     if (
         len(parts) != 6
@@ -202,8 +202,8 @@ def open_uplink(
         raise Rejected(UNKNOWN_GATEWAY, gw)
     try:
         # 200 reports (§8.3) with 32-character device ids take about 16 KB, more than the
-        # 8 KiB of other signed frames.
-        limit = MAX_REPORTS_PAYLOAD if kind == "bcr" else MAX_SIGNED_PAYLOAD
+        # 8 KiB of other signed frames; so can 200 confirmations (§6.6).
+        limit = MAX_REPORTS_PAYLOAD if kind in ("bcr", "conf") else MAX_SIGNED_PAYLOAD
         body = verify_frame(pub, topic, payload, limit)
     except SignatureError as exc:
         raise Rejected(exc.reason, exc.detail) from None

@@ -1,17 +1,22 @@
 """The centre's side of the centre broker: one task that owns the MQTT connection.
 
-It subscribes to every gateway's events, heartbeats and broadcast reports (QoS 1, persistent
-session under a fixed client id, so the broker keeps what arrives while the centre restarts),
-checks each message (frames.open_uplink), commits good events to SQLite and only then publishes
-the signed `received` ack (§6.4). A duplicate is answered with the event's current state. Acks
-that staff gave and broadcast copies that are due are taken from the store's pending downlinks,
-published, and deleted on PUBACK; whatever is still pending when the link drops is published
-again after the next connect.
+It subscribes to every gateway's events, heartbeats, broadcast reports and confirmations (QoS
+1, persistent session under a fixed client id, so the broker keeps what arrives while the
+centre restarts). Whatever messages have gathered are checked (frames.open_uplink) and
+committed together in one transaction (group commit); only then are the signed `received` acks
+published (§6.4) and the messages PUBACKed, in arrival order. A duplicate event is answered
+with its current state.
+
+Acks that staff gave and broadcast copies that are due are taken from the store's `downlinks`
+and published; each stays there until its gateway confirms it on `up/conf` (§6.6), not merely
+until the broker's PUBACK (a broker killed before its autosave loses what it held). Unconfirmed
+downlinks are published again after every connect, when their gateway is heard again (its
+heartbeat, its confirmation sent on connecting, or any message after a silence), and every
+`downlink_resend_s` while the gateway is online.
 
 Bad input never stops the task: a message is either handled or rejected with one reason, which
 is logged as a key=value line and counted.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -28,15 +33,17 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import bcreports, frames
+from centre import bcreports, confs, frames
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
 from centre.store import (
+    Downlink,
     Event,
     InsertResult,
     NewEvent,
     Store,
     StoreError,
+    confirm_acks,
     insert_events,
     now_ms,
     record_heartbeat,
@@ -121,7 +128,7 @@ class _Item:
     payload: bytes
     gw: str = ""
     kind: str = ""
-    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | None = None
+    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | None = None
     rejected: frames.Rejected | None = None
     result: InsertResult | None = None
     changed: int = 0
@@ -168,6 +175,10 @@ class Ingest:
         self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # When each gateway was last heard (loop time), and the gateways whose unconfirmed
+        # downlinks go again at the pump's next pass (§6.6).
+        self._heard: dict[str, float] = {}
+        self._resync: set[str] = set()
 
     def kick(self) -> None:
         """New pending downlinks are in the store: publish them now if connected."""
@@ -231,6 +242,8 @@ class Ingest:
                 it.op = frames.parse_heartbeat(body, gw)
             elif kind == "bcr":
                 it.op = bcreports.parse_reports(body, gw)
+            elif kind == "conf":
+                it.op = confs.parse_conf(body, gw)
             else:
                 it.op = frames.parse_event(body, gw)
         except frames.Rejected as exc:
@@ -259,6 +272,9 @@ class Ingest:
                         it.changed = await record_reports(db, op, now)
                     except BroadcastNotFound as exc:
                         it.rejected = frames.Rejected(bcreports.UNKNOWN_BROADCAST, str(exc))
+                elif isinstance(op, confs.Conf):
+                    it.changed = await confirm_acks(db, op.gw, op.acks)
+                    it.changed += await self.broadcasts.confirm_copies(db, op.gw, op.bc, now)
 
     def _after_commit(self, it: _Item) -> list[tuple[str, bytes]]:
         """Count and log one message of a committed batch; its ack, if it is an event."""
@@ -270,8 +286,23 @@ class Ingest:
             )
             return []
         op = it.op
+        if op is not None:
+            # A gateway's heartbeat, or the confirmation it sends on connecting, says it is
+            # there now: what it has not confirmed goes again (§6.6).
+            self._gateway_heard(it.gw, isinstance(op, frames.Heartbeat) or (
+                isinstance(op, confs.Conf) and op.empty
+            ))
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
+            return []
+        if isinstance(op, confs.Conf):
+            self.metrics.inc("confs")
+            self.metrics.inc("downlinks_confirmed", it.changed)
+            if not op.empty:
+                log.info(
+                    kv(event="conf", gw=op.gw, acks=len(op.acks), bc=len(op.bc),
+                       confirmed=it.changed)
+                )
             return []
         if isinstance(op, bcreports.ReportBatch):
             self.metrics.inc("bc_reports")
@@ -313,6 +344,7 @@ class Ingest:
                 await client.subscribe(frames.SUB_EVENTS, qos=1)
                 await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
                 await client.subscribe(frames.SUB_REPORTS, qos=1)
+                await client.subscribe(confs.SUB_CONF, qos=1)
                 self.metrics.connected = True
                 self.metrics.inc("connects")
                 log.info(
@@ -386,57 +418,88 @@ class Ingest:
         else:
             log.warning(kv(event="ack_not_sent", error=str(exc)))
 
+    def _gateway_heard(self, gw: str, prompt: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        last = self._heard.get(gw)
+        self._heard[gw] = now
+        if prompt or last is None or now - last >= self.config.downlink_resend_s:
+            self._resync.add(gw)
+            self._wake.set()
+
+    def _online(self, gw: str, now: float) -> bool:
+        last = self._heard.get(gw)
+        return last is not None and now - last <= self.config.gateway_timeout_s
+
     async def _pump(self, client: MqttLike) -> None:
-        """Publish pending staff acks; each is deleted from the store on its PUBACK."""
-        inflight: set[int] = set()
+        """Publish the downlinks no gateway has confirmed yet (§6.6): each at once, then again
+        when its gateway is heard again, and every `downlink_resend_s` while its gateway is
+        online (a gateway that is away gets its downlinks when it is heard again, instead of a
+        copy every period piling up in its broker session). A new connection starts with a
+        new pass over all of them."""
+        loop = asyncio.get_running_loop()
+        published: dict[int, float] = {}  # downlink id -> when last published on this link
+        inflight: set[int] = set()  # published, PUBACK not yet in
+        resend_s = self.config.downlink_resend_s
         while True:
             self._wake.clear()
+            resync, self._resync = self._resync, set()
             try:
                 pending = await self.store.pending_downlinks()
             except StoreError as exc:
                 log.error(kv(event="store_failed", on="pending_downlinks", error=str(exc)))
                 await asyncio.sleep(1.0)
                 continue
+            now = loop.time()
+            live = {dl.id for dl in pending}
+            for dl_id in [i for i in published if i not in live]:
+                del published[dl_id]  # confirmed (or expired)
             for dl in pending:
-                if dl.id in inflight:
+                last = published.get(dl.id)
+                if dl.id in inflight or not (
+                    last is None
+                    or dl.gw in resync
+                    or (now - last >= resend_s and self._online(dl.gw, now))
+                ):
                     continue
                 try:
                     fut = client.publish_nowait(dl.topic, dl.payload, qos=1)
                 except MqttError as exc:  # the link is going down; all is sent after reconnect
                     log.warning(kv(event="downlink_not_sent", id=dl.event_id, error=str(exc)))
                     return
+                published[dl.id] = now
                 inflight.add(dl.id)
-                task = asyncio.create_task(
-                    self._confirm(dl.id, dl.event_id, dl.state, fut, inflight)
-                )
+                if last is not None:
+                    self.metrics.inc("downlinks_resent")
+                    log.info(kv(event="downlink_resent", id=dl.event_id, gw=dl.gw,
+                                kind=dl.state))
+                task = asyncio.create_task(self._published(dl, fut, inflight))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, resend_s / 3)):
+                    await self._wake.wait()
 
-    async def _confirm(
-        self,
-        dl_id: int,
-        event_id: str,
-        state: str,
-        fut: asyncio.Future[None],
-        inflight: set[int],
+    async def _published(
+        self, dl: Downlink, fut: asyncio.Future[None], inflight: set[int]
     ) -> None:
+        """The broker's PUBACK for one downlink: a broadcast copy is then `sent`. The downlink
+        stays held until its gateway confirms it."""
         try:
             await fut
         except MqttError as exc:
-            log.warning(kv(event="downlink_not_sent", id=event_id, error=str(exc)))
-            inflight.discard(dl_id)  # sent again after the next connect (or kick)
-            return
-        try:
-            await self.broadcasts.downlink_sent(dl_id, self.clock())
-        except StoreError as exc:
-            # Left pending: published again later, which the gateway ignores as a repeat.
-            log.error(kv(event="store_failed", on="downlink_sent", error=str(exc)))
-        inflight.discard(dl_id)
+            log.warning(kv(event="downlink_not_sent", id=dl.event_id, error=str(exc)))
+            return  # sent again after the next connect
+        finally:
+            inflight.discard(dl.id)
         self.metrics.inc("downlinks_sent")
-        if state == DOWNLINK_STATE:
-            self.metrics.inc("broadcast_copies_sent")
-        log.info(kv(event="downlink_sent", id=event_id, kind=state))
+        if dl.state == DOWNLINK_STATE:
+            try:
+                if await self.broadcasts.downlink_sent(dl.id, self.clock()):
+                    self.metrics.inc("broadcast_copies_sent")
+            except StoreError as exc:
+                # The copy stays `pending` until its gateway confirms it, which marks it sent.
+                log.error(kv(event="store_failed", on="downlink_sent", error=str(exc)))
+        log.info(kv(event="downlink_sent", id=dl.event_id, gw=dl.gw, kind=dl.state))
 
     # -- supervision
 

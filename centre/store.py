@@ -394,6 +394,19 @@ async def insert_events(
     return results
 
 
+async def confirm_acks(db: aiosqlite.Connection, gw: str, acks: Sequence[tuple[str, str]]) -> int:
+    """The gateway confirmed these acks (§6.6): drop them from the outbox, in the caller's
+    transaction. Returns how many were still held (a repeat confirms nothing)."""
+    if not acks:
+        return 0
+    before = db.total_changes
+    await db.executemany(
+        "DELETE FROM downlinks WHERE gw = ? AND event_id = ? AND state = ?",
+        [(gw, event_id, state) for event_id, state in acks],
+    )
+    return db.total_changes - before
+
+
 class Store:
     """`async with Store(path) as store:` opens (creating or migrating the schema) and closes."""
 
@@ -630,7 +643,7 @@ class Store:
         downlink = Downlink(dl_id, ev.gw, ev.id, "acked", topic, payload, at)
         return AckResult(ev, changed=True, downlink=downlink)
 
-    # -- acks still owed to gateways
+    # -- downlinks the gateways have not yet confirmed (§6.6): staff acks, broadcast copies
 
     async def pending_downlinks(self) -> list[Downlink]:
         async with self._tx(write=False) as db:

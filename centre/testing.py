@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,19 @@ def signed_reports(
         "bc": bc,
         "reports": [{"device": d, "s": s, "at": at} for d, s, at in reports],
     }
+    return topic, sign_frame(key, topic, encode_json(body))
+
+
+def signed_conf(
+    key: Ed25519PrivateKey,
+    gw: str,
+    acks: Sequence[tuple[str, str]] = (),
+    bc: Sequence[str] = (),
+    ts: int = 1_700_000_000_000,
+) -> tuple[str, bytes]:
+    """A §6.6 confirmation: `acks` as (event id, state), `bc` broadcast ids."""
+    topic = f"ok/v1/gw/{gw}/up/conf"
+    body = {"gw": gw, "ts": ts, "acks": [list(a) for a in acks], "bc": list(bc)}
     return topic, sign_frame(key, topic, encode_json(body))
 
 

@@ -3,6 +3,11 @@
 An event leaves the outbox only when the centre's signed `received` ack for its id arrives
 (§6.3). Up to `forward_window` events are in flight; anything unconfirmed after
 `resend_after_s` is sent again from the oldest, in order. The centre deduplicates by id.
+
+What the centre sends down that carries state (a staff `acked` ack, a broadcast copy) is
+confirmed on `up/conf` once it is committed here, or known as a repeat, or refused for good
+for a reason other than a bad signature (§6.6); the centre holds it until then and sends it
+again. An empty confirmation right after each connect tells the centre we are there.
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from onekey.mqtt import Message, MqttClient, MqttError, TlsFiles
 from onekey.signing import SignatureError, encode_json, sign_frame, verify_frame
 
 log = logging.getLogger("onekey.gateway.forwarder")
+
+
+# Confirmations per message (§6.6): at most 200 items; 100 ids of the longest kind (32-character
+# gateway and device ids, a 16-digit counter) keep the body near 10 KB, well below the centre
+# broker's packet limit.
+CONF_ITEMS = 100
 
 
 @dataclass
@@ -87,7 +98,12 @@ class CentreSide:
         self.hb_topic = f"ok/v1/gw/{gw}/up/hb"
         self.down_topic = f"ok/v1/gw/{gw}/down/ack"
         self.bc_topic = f"ok/v1/gw/{gw}/down/bc"
-        self.on_broadcast: Callable[[str, bytes], Awaitable[None]] | None = None
+        self.conf_topic = f"ok/v1/gw/{gw}/up/conf"
+        # Takes a broadcast from the centre; returns its id once it is settled here (stored,
+        # a repeat, or refused for good), None if the centre must send it again.
+        self.on_broadcast: Callable[[str, bytes], Awaitable[str | None]] | None = None
+        self._conf_acks: list[tuple[str, str]] = []
+        self._conf_bc: list[str] = []
         store.stored_listeners.append(self._wake.set)
 
     async def run(self) -> None:
@@ -109,6 +125,7 @@ class CentreSide:
                 await client.subscribe(self.down_topic, qos=1)
                 await client.subscribe(self.bc_topic, qos=1)
                 self.client = client
+                self._publish_conf(client, [], [])  # §6.6: here now, send what I lack
                 self.metrics.gauge("centre_link", "up")
                 log.info("event=centre_link_up broker=%s:%d", cb.host, cb.port)
                 delay = 0.5
@@ -118,7 +135,9 @@ class CentreSide:
                 async for msg in client.messages():
                     if msg.topic == self.bc_topic:
                         if self.on_broadcast is not None:
-                            await self.on_broadcast(msg.topic, msg.payload)
+                            settled = await self.on_broadcast(msg.topic, msg.payload)
+                            if settled is not None:
+                                self.confirm(bc=[settled])
                     else:
                         await self._on_ack(msg)
             except MqttError as exc:
@@ -205,14 +224,58 @@ class CentreSide:
         try:
             moved = await self.store.advance_state(device, counter, str(state), acked_by=by)
         except StoreError as exc:
+            # Not confirmed: the centre sends it again (an `acked` until we confirm it, §6.6;
+            # a `received` when the event is forwarded again).
             log.error("event=store_failed on=centre_ack id=%s error=%r", eid, str(exc))
             return
         if self._inflight.pop(str(eid), None) is not None:
             self._wake.set()
+        if state == "acked":
+            # Committed, or already this far (a repeat): the centre may let it go. A `received`
+            # needs no confirmation: the outbox sends the event until it gets one.
+            self.confirm(acks=[(str(eid), "acked")])
         if moved:
             self.metrics.inc(f"centre_{state}")
             log.info("event=centre_%s id=%s by=%r", state, eid, by)
             self.village.send_ack(device, counter, str(state), by=by)
+
+    # -- confirmations to the centre (§6.6)
+
+    def confirm(self, acks: list[tuple[str, str]] | None = None, bc: list[str] | None = None) -> None:
+        """Queue confirmations; they go out together at the end of this turn of the loop."""
+        first = not self._conf_acks and not self._conf_bc
+        self._conf_acks += acks or []
+        self._conf_bc += bc or []
+        if first and (self._conf_acks or self._conf_bc):
+            asyncio.get_running_loop().call_soon(self._flush_conf)
+
+    def _flush_conf(self) -> None:
+        acks, bcs = self._conf_acks, self._conf_bc
+        self._conf_acks, self._conf_bc = [], []
+        client = self.client
+        if client is None:
+            return  # the centre sends them again when we are back, and we confirm then
+        while acks or bcs:
+            n_acks = min(len(acks), CONF_ITEMS)
+            n_bc = min(len(bcs), CONF_ITEMS - n_acks)
+            self._publish_conf(client, acks[:n_acks], bcs[:n_bc])
+            acks, bcs = acks[n_acks:], bcs[n_bc:]
+
+    def _publish_conf(
+        self, client: MqttClient, acks: list[tuple[str, str]], bcs: list[str]
+    ) -> None:
+        body = {
+            "gw": self.cfg.gateway_id,
+            "ts": now_ms(),
+            "acks": [[eid, state] for eid, state in acks],
+            "bc": bcs,
+        }
+        payload = sign_frame(self.key, self.conf_topic, encode_json(body))
+        try:
+            client.publish_nowait(self.conf_topic, payload, qos=1).add_done_callback(_log_failure)
+        except MqttError:
+            return  # lost with the link: the centre sends again, we confirm again
+        self.metrics.inc("confs_out")
 
     # -- supervision
 

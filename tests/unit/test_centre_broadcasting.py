@@ -31,7 +31,13 @@ from centre.enrol import (
     init_centre,
 )
 from centre.store import _MIGRATIONS, SCHEMA_VERSION, Store, now_ms
-from centre.testing import FakeBroker, signed_heartbeat, signed_reports, wait_until
+from centre.testing import (
+    FakeBroker,
+    signed_conf,
+    signed_heartbeat,
+    signed_reports,
+    wait_until,
+)
 from onekey.cli import main
 from onekey.signing import load_public_hex, public_hex, verify_frame
 
@@ -56,7 +62,9 @@ class Centre:
 
     def handled(self) -> int:
         m = self.app.state.metrics
-        return int(sum(m.counts[k] for k in ("bc_reports", "heartbeats", "rejected", "events")))
+        return int(
+            sum(m.counts[k] for k in ("bc_reports", "heartbeats", "rejected", "events", "confs"))
+        )
 
     def copies(self) -> list[tuple[str, dict[str, Any]]]:
         """Broadcast copies the centre published: (gateway, verified body)."""
@@ -167,6 +175,12 @@ async def test_a_broadcast_goes_signed_to_each_gateway_that_serves_its_villages(
     ]
     assert got["summary"] == {"gateways": {"sent": 2}, "speakers": {}}
     assert got["speakers"] == []
+    # Each copy is held until its gateway confirms it (§6.6); another's confirmation is not it.
+    assert (await centre.http.get("/api/metrics")).json()["pending_downlinks"] == 2
+    await centre.receive(*signed_conf(KEYS["gw-2"], "gw-2", bc=[out["id"]]))
+    await centre.receive(*signed_conf(KEYS["gw-3"], "gw-3", bc=[out["id"]]))
+    assert (await centre.http.get("/api/metrics")).json()["pending_downlinks"] == 1
+    await centre.receive(*signed_conf(KEYS["gw-1"], "gw-1", bc=[out["id"]]))
     assert (await centre.http.get("/api/metrics")).json()["pending_downlinks"] == 0
 
 
