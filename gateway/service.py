@@ -88,6 +88,8 @@ class Gateway:
             # Group commit made visible: transactions against the events they carried.
             self.metrics.gauge("store_commits", self.store.commits)
             self.metrics.gauge("store_ops", self.store.committed_ops)
+            self.metrics.gauge("store_failed_ops", self.store.failed_ops)
+            self.metrics.gauge("store_writer_restarts", self.store.writer_restarts)
             self.metrics.write(self.cfg.metrics_path)
             await asyncio.sleep(0.5)
 

@@ -4,6 +4,12 @@ Durability rule (DESIGN.md): an event is acknowledged to its device only after t
 transaction holding it has committed with WAL and synchronous=FULL. Writes are queued to one
 writer task that commits whatever has gathered in a single transaction (group commit), so a
 burst of presses costs a few fsyncs, not one each.
+
+One failing operation fails only itself: each runs under its own SAVEPOINT inside the group
+transaction, and whatever it raises (not only sqlite3.Error) is rolled back to that savepoint and
+given to its future alone as a StoreError, while the rest of the batch commits. A listener that
+raises is logged and skipped. The writer task itself runs under a supervisor that restarts it if
+it ever ends, so a fault never leaves later writes waiting forever.
 """
 
 from __future__ import annotations
@@ -116,16 +122,33 @@ class InsertResult:
 _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 
+# A writer that ends (it never should) is started again after this long.
+WRITER_RESTART_S = 0.5
+
+
+class _Pending:
+    """One queued operation and its future."""
+
+    __slots__ = ("fut", "op")
+
+    def __init__(self, op: _Op, fut: asyncio.Future[Any]) -> None:
+        self.op = op
+        self.fut = fut
+
+
 class Store:
     """Owns the SQLite connection and the single writer task. `start()` opens; `close()` ends."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[_Op, asyncio.Future[Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._batch: list[_Pending] = []
         self.commits = 0
         self.committed_ops = 0
+        self.failed_ops = 0
+        self.writer_restarts = 0
         self.stored_listeners: list[Callable[[], None]] = []
 
     @property
@@ -153,7 +176,7 @@ class Store:
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open gateway database {self.path}: {exc}") from None
-        self._writer = asyncio.create_task(self._write_loop(), name="gateway-store-writer")
+        self._writer = asyncio.create_task(self._supervise_writer(), name="gateway-store-writer")
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -175,41 +198,111 @@ class Store:
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, fut))
+        self._queue.put_nowait(_Pending(op, fut))
         return fut
 
-    async def _write_loop(self) -> None:
-        db = self.db
+    async def _supervise_writer(self) -> None:
+        """The writer under supervision: if it ever ends, what it held fails and it restarts."""
         while True:
-            batch = [await self._queue.get()]
+            try:
+                await self._write_loop()
+                log.error("event=task_ended task=store_writer restart_in=%.1fs", WRITER_RESTART_S)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    self._fail_batch(StoreError("the gateway store was closed before this write"))
+                    raise
+                # An operation raised CancelledError without the writer being cancelled.
+                log.error("event=task_crashed task=store_writer error=CancelledError")
+                self._fail_batch(StoreError(f"write to {self.path} was cancelled"))
+            except Exception as exc:
+                log.exception(
+                    "event=task_crashed task=store_writer restart_in=%.1fs", WRITER_RESTART_S
+                )
+                self._fail_batch(
+                    StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc!r}")
+                )
+            self.writer_restarts += 1
+            await self._rollback()
+            await asyncio.sleep(WRITER_RESTART_S)
+
+    def _fail_batch(self, err: StoreError) -> None:
+        for p in self._batch:
+            if not p.fut.done():
+                p.fut.set_exception(err)
+        self._batch = []
+
+    async def _rollback(self) -> None:
+        db = self._db
+        if db is None or not db.in_transaction:
+            return
+        try:
+            await db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("event=store_rollback_failed error=%r", str(exc))
+
+    async def _write_loop(self) -> None:
+        while True:
+            self._batch = [await self._queue.get()]
             # One turn of the loop lets handlers that are already running add their writes.
             await asyncio.sleep(0)
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            results: list[Any] = []
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                for op, _fut in batch:
-                    results.append(await op(db))
-                await db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            while len(self._batch) < MAX_BATCH and not self._queue.empty():
+                self._batch.append(self._queue.get_nowait())
+            batch = self._batch
+            if await self._commit(batch):
+                self._notify()
+            self._batch = []
+
+    async def _commit(self, batch: list[_Pending]) -> bool:
+        """One transaction for the batch, one SAVEPOINT per operation. True if it committed."""
+        db = self.db
+        results: list[tuple[_Pending, Any]] = []
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for p in batch:
+                if p.fut.done():  # the caller gave up (cancelled): nothing to do
+                    continue
+                # Savepoints of successful operations are left to the COMMIT to release: one
+                # statement per operation instead of two. ROLLBACK TO names the newest of them.
+                await db.execute("SAVEPOINT op")
                 try:
-                    await db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                err = StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc}")
-                log.error("event=store_write_failed batch=%d error=%r", len(batch), str(exc))
-                for _op, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            self.commits += 1
-            self.committed_ops += len(batch)
-            for (_op, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
-            for listener in self.stored_listeners:
+                    results.append((p, await p.op(db)))
+                except Exception as exc:
+                    # Undo what this operation wrote; the others in the batch still commit.
+                    # If SQLite already rolled the whole transaction back (disk full, I/O
+                    # error), ROLLBACK TO raises and the batch fails as a whole below.
+                    await db.execute("ROLLBACK TO op")
+                    self.failed_ops += 1
+                    log.error(
+                        "event=store_op_failed error=%r batch=%d", _describe(exc), len(batch)
+                    )
+                    err = StoreError(f"write to {self.path} failed: {_describe(exc)}")
+                    err.__cause__ = exc
+                    p.fut.set_exception(err)
+                    p.fut.exception()  # retrieved: a caller that dropped it is not warned
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            await self._rollback()
+            err = StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc}")
+            log.error("event=store_write_failed batch=%d error=%r", len(batch), str(exc))
+            for p in batch:
+                if not p.fut.done():
+                    p.fut.set_exception(err)
+            return False
+        self.commits += 1
+        self.committed_ops += len(results)
+        for p, result in results:
+            if not p.fut.done():
+                p.fut.set_result(result)
+        return True
+
+    def _notify(self) -> None:
+        for listener in list(self.stored_listeners):
+            try:
                 listener()
+            except Exception:
+                # A listener's fault is its own: the writer goes on.
+                log.exception("event=store_listener_failed listener=%r", listener)
 
     # -- events
 
@@ -342,3 +435,9 @@ def _event(r: Any) -> StoredEvent:
         gw_ts=r[7], dev_ts=r[8], dev_up=r[9],
     )
     return StoredEvent(seq=int(r[0]), record=rec, state=str(r[10]), acked_by=r[11])
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
