@@ -142,8 +142,8 @@ class CentreSide:
                         await self._on_ack(msg)
             except MqttError as exc:
                 log.warning(
-                    "event=centre_link_down broker=%s:%d error=%r outbox=%d",
-                    cb.host, cb.port, str(exc), len(self._inflight),
+                    "event=centre_link_down broker=%s:%d error=%r outbox=%d inflight=%d",
+                    cb.host, cb.port, str(exc), self.store.outbox_count, len(self._inflight),
                 )
             finally:
                 self.client = None
@@ -283,11 +283,7 @@ class CentreSide:
         while True:
             client = self.client
             if client is not None:
-                try:
-                    depth = await self.store.outbox_depth()
-                except StoreError:
-                    depth = -1
-                self.metrics.gauge("outbox", depth)
+                depth = self.store.outbox_count  # exact, kept by the store on every commit
                 body = {
                     "gw": self.cfg.gateway_id,
                     "ts": now_ms(),

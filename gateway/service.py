@@ -65,7 +65,7 @@ class Gateway:
                 now_ms() - RESEND_PROGRESS_MS
             ):
                 village.send_ack(device, counter, state, by=by)
-            self.metrics.gauge("outbox", await self.store.outbox_depth())
+            self.metrics.gauge("outbox", self.store.outbox_count)
             log.info(
                 "event=gateway_start id=%s village=%s devices=%d outbox=%s",
                 self.cfg.gateway_id, self.cfg.village, len(self.registry.devices),
@@ -90,6 +90,9 @@ class Gateway:
             self.metrics.gauge("store_ops", self.store.committed_ops)
             self.metrics.gauge("store_failed_ops", self.store.failed_ops)
             self.metrics.gauge("store_writer_restarts", self.store.writer_restarts)
+            # The backlog for the centre, kept exact by the store on every commit, so that it
+            # shows whether the uplink is up or not.
+            self.metrics.gauge("outbox", self.store.outbox_count)
             self.metrics.write(self.cfg.metrics_path)
             await asyncio.sleep(0.5)
 

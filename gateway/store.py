@@ -127,13 +127,15 @@ WRITER_RESTART_S = 0.5
 
 
 class _Pending:
-    """One queued operation and its future."""
+    """One queued operation, its future, and how it changes the outbox depth once committed."""
 
-    __slots__ = ("fut", "op")
+    __slots__ = ("fut", "op", "outbox_delta")
 
     def __init__(self, op: _Op, fut: asyncio.Future[Any]) -> None:
         self.op = op
         self.fut = fut
+        self.outbox_delta = 0
+
 
 
 class Store:
@@ -145,10 +147,13 @@ class Store:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._batch: list[_Pending] = []
+        self._current: _Pending | None = None
         self.commits = 0
         self.committed_ops = 0
         self.failed_ops = 0
         self.writer_restarts = 0
+        # Events not yet received by the centre, kept exact on every commit (the outbox gauge).
+        self.outbox_count = 0
         self.stored_listeners: list[Callable[[], None]] = []
 
     @property
@@ -174,6 +179,7 @@ class Store:
                 "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            self.outbox_count = await self.outbox_depth()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open gateway database {self.path}: {exc}") from None
         self._writer = asyncio.create_task(self._supervise_writer(), name="gateway-store-writer")
@@ -265,9 +271,12 @@ class Store:
                 # Savepoints of successful operations are left to the COMMIT to release: one
                 # statement per operation instead of two. ROLLBACK TO names the newest of them.
                 await db.execute("SAVEPOINT op")
+                self._current = p
                 try:
                     results.append((p, await p.op(db)))
                 except Exception as exc:
+                    self._current = None
+                    p.outbox_delta = 0
                     # Undo what this operation wrote; the others in the batch still commit.
                     # If SQLite already rolled the whole transaction back (disk full, I/O
                     # error), ROLLBACK TO raises and the batch fails as a whole below.
@@ -280,6 +289,7 @@ class Store:
                     err.__cause__ = exc
                     p.fut.set_exception(err)
                     p.fut.exception()  # retrieved: a caller that dropped it is not warned
+                self._current = None
             await db.execute("COMMIT")
         except sqlite3.Error as exc:
             await self._rollback()
@@ -292,6 +302,7 @@ class Store:
         self.commits += 1
         self.committed_ops += len(results)
         for p, result in results:
+            self.outbox_count += p.outbox_delta
             if not p.fut.done():
                 p.fut.set_result(result)
         return True
@@ -303,6 +314,12 @@ class Store:
             except Exception:
                 # A listener's fault is its own: the writer goes on.
                 log.exception("event=store_listener_failed listener=%r", listener)
+
+    def _outbox_changed(self, delta: int) -> None:
+        """Called by an operation, inside the writer: the outbox depth moves by `delta` once
+        (and only if) this operation commits."""
+        if self._current is not None:
+            self._current.outbox_delta += delta
 
     # -- events
 
@@ -321,6 +338,7 @@ class Store:
                 ),
             )
             for row in rows:
+                self._outbox_changed(+1)
                 return InsertResult(seq=int(row[0]), state="stored", new=True, acked_by=None)
             old = await db.execute_fetchall(
                 "SELECT seq, state, acked_by FROM events WHERE device=? AND counter=?",
@@ -337,15 +355,21 @@ class Store:
     ) -> asyncio.Future[bool]:
         """Move an event forward (stored -> received -> acked). True if it moved."""
         allowed_from = STATES[: STATES.index(state)]
-        marks = ",".join("?" for _ in allowed_from)
 
         async def op(db: aiosqlite.Connection) -> bool:
-            rows = await db.execute_fetchall(
-                f"UPDATE events SET state=?, acked_by=COALESCE(?, acked_by), updated_at=?"
-                f" WHERE device=? AND counter=? AND state IN ({marks}) RETURNING seq",
-                (state, acked_by, now_ms(), device, counter, *allowed_from),
-            )
-            return len(list(rows)) > 0
+            # One state at a time, oldest first, so that a move out of `stored` (the outbox)
+            # is known without reading the row first.
+            for old in allowed_from:
+                rows = await db.execute_fetchall(
+                    "UPDATE events SET state=?, acked_by=COALESCE(?, acked_by), updated_at=?"
+                    " WHERE device=? AND counter=? AND state=? RETURNING seq",
+                    (state, acked_by, now_ms(), device, counter, old),
+                )
+                if len(list(rows)) > 0:
+                    if old == "stored":
+                        self._outbox_changed(-1)
+                    return True
+            return False
 
         return self._submit(op)
 

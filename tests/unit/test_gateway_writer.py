@@ -1,5 +1,5 @@
-"""The gateway store's writer under faults (one operation's failure is its own), on a real
-SQLite file."""
+"""The gateway store's writer under faults (one operation's failure is its own) and the exact
+outbox depth it keeps, on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -118,3 +118,45 @@ async def test_the_writer_is_restarted_if_it_ever_fails(
     res = await bounded(store.insert_event(rec("btn-1", 1)))
     assert isinstance(res, InsertResult) and res.new
     assert store.writer_restarts == 1
+
+
+# -- the outbox depth, exact on every commit (fault 10)
+
+
+async def test_outbox_count_follows_every_commit(store: Store) -> None:
+    assert store.outbox_count == 0
+    for counter in range(1, 6):
+        await bounded(store.insert_event(rec("btn-1", counter)))
+    assert store.outbox_count == 5
+    await bounded(store.insert_event(rec("btn-1", 3)))  # a duplicate adds nothing
+    assert store.outbox_count == 5
+    assert await store.advance_state("btn-1", 1, "received")
+    assert await store.advance_state("btn-1", 2, "acked")  # straight from stored
+    assert await store.advance_state("btn-1", 1, "acked")  # received -> acked: not the outbox
+    assert not await store.advance_state("btn-1", 2, "received")
+    assert store.outbox_count == 3 == await store.outbox_depth()
+
+    async def bad(db: aiosqlite.Connection) -> None:
+        await db.execute("UPDATE events SET state='received' WHERE counter=4")
+        raise RuntimeError("rolled back")
+
+    async def insert_then_fail(db: aiosqlite.Connection) -> None:
+        raise RuntimeError("nothing")
+
+    await bounded(asyncio.gather(store.submit(bad), store.submit(insert_then_fail), return_exceptions=True))
+    assert store.outbox_count == 3 == await store.outbox_depth()
+
+
+async def test_outbox_count_is_read_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    first = Store(path)
+    await first.start()
+    for counter in range(1, 4):
+        await first.insert_event(rec("btn-1", counter))
+    await first.close()
+    again = Store(path)
+    await again.start()
+    try:
+        assert again.outbox_count == 3
+    finally:
+        await again.close()
