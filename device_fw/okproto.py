@@ -323,6 +323,31 @@ def encode_bc(key: bytes, device_id: str, counter: int, bc: dict[str, object]) -
     return topic, frame(key, topic, encode_body(pairs, MAX_BC_BODY))
 
 
+# -- §5.5 the event counter window (the gateway's rule; pure, so that vectors pin it)
+
+REORDER_COUNTERS = const(64)
+REORDER_MS = const(120000)
+
+
+def check_event_window(counter: int, high: int, age_ms: int) -> None:
+    # An alarm, cancel or test that is not stored yet (a copy of a stored one is a duplicate,
+    # §5.2, and never comes here). `high`: the highest event counter stored from the device
+    # (0: none); `age_ms`: how long ago, by the gateway's clock, that event was stored.
+    # Above `high`: accepted. Below: only within REORDER_COUNTERS of it and while `high` is
+    # younger than REORDER_MS; otherwise `replay`.
+    if counter > high:
+        return
+    below = high - counter
+    if below <= REORDER_COUNTERS and 0 <= age_ms < REORDER_MS:
+        return
+    raise ProtocolError(
+        REPLAY,
+        "event counter %d is %d below the highest stored event %d (stored %d ms ago); "
+        "the reorder window is %d counters for %d ms"
+        % (counter, below, high, age_ms, REORDER_COUNTERS, REORDER_MS),
+    )
+
+
 # -- decoding
 
 

@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from device_fw import okproto
 from gateway.errors import StoreError
 from onekey.signing import private_db, private_dir
 
@@ -117,6 +118,16 @@ class InsertResult:
     state: str
     new: bool
     acked_by: str | None
+
+
+@dataclass(frozen=True)
+class Refused:
+    """An event the store would not take: `reason` is a §3.4 reason (`replay`), `detail` says
+    why, for the log."""
+
+    reason: str
+    detail: str
+
 
 
 _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
@@ -323,30 +334,46 @@ class Store:
 
     # -- events
 
-    def insert_event(self, rec: EventRecord) -> asyncio.Future[InsertResult]:
-        """Queue an event; the future resolves once it is committed (or was already there)."""
+    def insert_event(
+        self, rec: EventRecord, *, window: bool = True
+    ) -> asyncio.Future[InsertResult | Refused]:
+        """Queue an event; the future resolves once it is committed (or was already there:
+        a duplicate, answered with its state), or with Refused when its counter is outside the
+        device's reorder window (§5.5; `window=False` skips that check)."""
 
-        async def op(db: aiosqlite.Connection) -> InsertResult:
-            # execute_fetchall: one hop to the SQLite thread per statement.
+        async def op(db: aiosqlite.Connection) -> InsertResult | Refused:
+            # The fast path, one statement: a counter above every stored event of the device.
             rows = await db.execute_fetchall(
-                "INSERT OR IGNORE INTO events(device, counter, kind, ref, village, household,"
-                " gw_ts, dev_ts, dev_up, state, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,'stored',?) RETURNING seq",
-                (
-                    rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
-                    rec.gw_ts, rec.dev_ts, rec.dev_up, rec.gw_ts,
-                ),
+                _INSERT_EVENT + " WHERE ? > COALESCE((SELECT MAX(counter) FROM events"
+                " WHERE device=?), 0) RETURNING seq",
+                (*_event_values(rec), rec.counter, rec.device),
             )
             for row in rows:
                 self._outbox_changed(+1)
                 return InsertResult(seq=int(row[0]), state="stored", new=True, acked_by=None)
+            # At or below the device's high-water mark: a copy of a stored event (§5.2) ...
             old = await db.execute_fetchall(
                 "SELECT seq, state, acked_by FROM events WHERE device=? AND counter=?",
                 (rec.device, rec.counter),
             )
             for r in old:
                 return InsertResult(seq=int(r[0]), state=str(r[1]), new=False, acked_by=r[2])
-            raise sqlite3.IntegrityError("event vanished during insert")  # pragma: no cover
+            # ... or a new one, which only the reorder window lets in (§5.5).
+            high = await db.execute_fetchall(
+                "SELECT counter, gw_ts FROM events WHERE device=? ORDER BY counter DESC LIMIT 1",
+                (rec.device,),
+            )
+            for h in high:
+                if window:
+                    try:
+                        okproto.check_event_window(rec.counter, int(h[0]), rec.gw_ts - int(h[1]))
+                    except okproto.ProtocolError as exc:
+                        return Refused(exc.reason, exc.detail)
+            rows = await db.execute_fetchall(_INSERT_EVENT + " RETURNING seq", _event_values(rec))
+            for row in rows:
+                self._outbox_changed(+1)
+                return InsertResult(seq=int(row[0]), state="stored", new=True, acked_by=None)
+            raise StoreError("event insert returned no row")  # pragma: no cover
 
         return self._submit(op)
 
@@ -459,6 +486,21 @@ def _event(r: Any) -> StoredEvent:
         gw_ts=r[7], dev_ts=r[8], dev_up=r[9],
     )
     return StoredEvent(seq=int(r[0]), record=rec, state=str(r[10]), acked_by=r[11])
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events(device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
+    " state, updated_at) SELECT ?,?,?,?,?,?,?,?,?,'stored',?"
+)
+
+
+
+def _event_values(rec: EventRecord) -> tuple[Any, ...]:
+    return (
+        rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
+        rec.gw_ts, rec.dev_ts, rec.dev_up, rec.gw_ts,
+    )
+
 
 
 def _describe(exc: BaseException) -> str:

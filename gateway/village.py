@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
-from gateway.store import EventRecord, Store, now_ms
+from gateway.store import EventRecord, Refused, Store, now_ms
 from onekey.mqtt import Message, MqttClient, MqttError
 
 log = logging.getLogger("onekey.gateway.village")
@@ -167,6 +167,14 @@ class VillageSide:
             # No "stored" ack: the device keeps the alarm on its flash and sends it again.
             self.metrics.inc("store_failed")
             log.error("event=store_failed device=%s counter=%d error=%r", rec.device, rec.counter, str(exc))
+            return
+        if isinstance(res, Refused):
+            # §5.5: outside the device's counter window (a withheld frame injected later).
+            self.metrics.reject(res.reason)
+            log.warning(
+                "event=rejected reason=%s device=%s counter=%d detail=%r",
+                res.reason, rec.device, rec.counter, res.detail,
+            )
             return
         if res.new:
             self.metrics.inc(f"stored_{rec.kind}")

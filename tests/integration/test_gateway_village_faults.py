@@ -1,19 +1,45 @@
-"""The gateway's village side under faults: an uplink outage."""
+"""The gateway's village side under faults: a withheld alarm injected later, an uplink outage."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from typing import Any
 
 import pytest
 
+from device_fw import okproto
 from onekey.protodevice import ProtoDevice
 from onekey.stack import LocalStack
 from tests.support import wait_for
 
 pytestmark = pytest.mark.integration
+
+
+def stored_events(stack: LocalStack) -> list[tuple[str, int]]:
+    """(device, counter) of every event in the gateway's database, in seq order."""
+    conn = sqlite3.connect(f"file:{stack.gateway_dir / 'gateway.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT device, counter FROM events ORDER BY seq").fetchall()
+    finally:
+        conn.close()
+    return [(str(r[0]), int(r[1])) for r in rows]
+
+
+async def test_a_withheld_alarm_injected_after_later_ones_is_rejected_as_replay(
+    stack: LocalStack, proto_device: ProtoDevice
+) -> None:
+    topic, withheld, first = proto_device.frame("alarm")  # captured on the village network
+    later = [await proto_device.send("alarm") for _ in range(okproto.REORDER_COUNTERS + 2)]
+    await proto_device.wait_ack(later[-1], "stored", timeout=20)
+    await proto_device.publish_raw(topic, withheld)
+    await wait_for(lambda: stack.gateway_metrics().get("rejected", {}).get("replay", 0) >= 1)
+    log = (stack.root / "gateway.log").read_text()
+    assert f"event=rejected reason=replay device={proto_device.id}" in log
+    assert first not in proto_device.acks.seen
+    assert [c for dev, c in stored_events(stack) if dev == proto_device.id] == later
 
 
 def gateway_stats(stack: LocalStack) -> dict[str, Any]:

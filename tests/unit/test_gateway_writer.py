@@ -1,5 +1,5 @@
-"""The gateway store's writer under faults (one operation's failure is its own) and the exact
-outbox depth it keeps, on a real SQLite file."""
+"""The gateway store's writer under faults (one operation's failure is its own), the exact
+outbox depth it keeps, and the event counter window (§5.5), on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import aiosqlite
 import pytest
 
 from gateway.errors import StoreError
-from gateway.store import EventRecord, InsertResult, Store
+from gateway.store import EventRecord, InsertResult, Refused, Store
 
 T = TypeVar("T")
 BOUND_S = 5.0  # a write that hangs fails the test instead of hanging it
@@ -23,8 +23,8 @@ async def bounded(aw: Awaitable[T]) -> T:
     return await asyncio.wait_for(aw, BOUND_S)
 
 
-def rec(device: str, counter: int) -> EventRecord:
-    return EventRecord(device, counter, "alarm", None, "v1", "h1", 1000 + counter, None, None)
+def rec(device: str, counter: int, gw_ts: int = 1_000_000) -> EventRecord:
+    return EventRecord(device, counter, "alarm", None, "v1", "h1", gw_ts, None, None)
 
 
 @pytest.fixture
@@ -158,5 +158,55 @@ async def test_outbox_count_is_read_at_start(tmp_path: Path) -> None:
     await again.start()
     try:
         assert again.outbox_count == 3
+    finally:
+        await again.close()
+
+
+# -- the event counter window (§5.5, fault 5)
+
+
+async def test_an_event_far_below_the_high_water_mark_is_refused_as_replay(store: Store) -> None:
+    await store.insert_event(rec("btn-1", 1))
+    await store.insert_event(rec("btn-1", 100))
+    res = await store.insert_event(rec("btn-1", 20, gw_ts=1_000_500))
+    assert isinstance(res, Refused) and res.reason == "replay"
+    assert "80 below" in res.detail
+    assert await count_events(store, "btn-1") == 2
+    # Other devices have their own high-water mark.
+    other = await store.insert_event(rec("btn-2", 20))
+    assert isinstance(other, InsertResult) and other.new
+
+
+async def test_a_late_event_is_taken_only_within_the_reorder_window(store: Store) -> None:
+    t0 = 5_000_000
+    await store.insert_event(rec("btn-1", 70, gw_ts=t0))
+    late = await store.insert_event(rec("btn-1", 66, gw_ts=t0 + 1_000))
+    assert isinstance(late, InsertResult) and late.new
+    # The high-water event was stored more than 120 s ago: the window has closed.
+    stale = await store.insert_event(rec("btn-1", 65, gw_ts=t0 + 121_000))
+    assert isinstance(stale, Refused) and stale.reason == "replay"
+
+
+async def test_a_copy_of_a_stored_event_is_a_duplicate_however_old(store: Store) -> None:
+    first = await store.insert_event(rec("btn-1", 1, gw_ts=0))
+    assert isinstance(first, InsertResult)
+    await store.advance_state("btn-1", 1, "acked", acked_by="Li")
+    await store.insert_event(rec("btn-1", 500, gw_ts=1_000))
+    again = await store.insert_event(rec("btn-1", 1, gw_ts=10_000_000))
+    assert isinstance(again, InsertResult)
+    assert (again.new, again.seq, again.state, again.acked_by) == (False, first.seq, "acked", "Li")
+
+
+async def test_a_restart_does_not_reopen_the_window(tmp_path: Path) -> None:
+    path = tmp_path / "gw.db"
+    first = Store(path)
+    await first.start()
+    await first.insert_event(rec("btn-1", 100, gw_ts=1_000_000))
+    await first.close()
+    again = Store(path)
+    await again.start()
+    try:
+        res = await again.insert_event(rec("btn-1", 99, gw_ts=1_000_000 + 600_000))
+        assert isinstance(res, Refused) and res.reason == "replay"
     finally:
         await again.close()
