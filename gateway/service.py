@@ -58,6 +58,8 @@ class Gateway:
             village.on_report = broadcasts.on_report
             centre.on_broadcast = broadcasts.on_centre_message
             broadcasts.centre_client = lambda: centre.client
+            # The downlink counter resumes above its reserved block (§4.2).
+            await village.init()
             # A crash between committing the centre's `received` or `acked` and publishing it to
             # the device loses that ack, and a device does not ask again after `stored`: tell
             # recent ones their state once more (a device ignores an ack that moves nothing).

@@ -135,6 +135,8 @@ _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 # A writer that ends (it never should) is started again after this long.
 WRITER_RESTART_S = 0.5
+# The meta row that holds the end of the gateway's reserved downlink counter block (§4.2).
+DOWNLINK_COUNTER = "downlink_counter_end"
 
 
 class _Pending:
@@ -422,6 +424,31 @@ class Store:
             )
 
         return self._submit(op)
+
+    # -- meta
+
+    def put_meta_int(self, name: str, value: int) -> asyncio.Future[None]:
+        """Durably record an integer setting (committed when the future resolves)."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO meta(name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                (name, str(value)),
+            )
+
+        return self._submit(op)
+
+    async def get_meta_int(self, name: str) -> int | None:
+        rows = await self.db.execute_fetchall("SELECT value FROM meta WHERE name=?", (name,))
+        for r in rows:
+            try:
+                return int(r[0])
+            except ValueError:
+                raise StoreError(
+                    f"meta {name!r} in {self.path} is {r[0]!r}, not an integer"
+                ) from None
+        return None
 
     async def outbox(self, after_seq: int, limit: int) -> list[StoredEvent]:
         """Events not yet received by the centre, in order, with seq > after_seq."""

@@ -16,7 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
-from gateway.store import EventRecord, Refused, Store, now_ms
+from gateway.store import DOWNLINK_COUNTER, EventRecord, Refused, Store, now_ms
 from onekey.mqtt import Message, MqttClient, MqttError
 
 log = logging.getLogger("onekey.gateway.village")
@@ -27,29 +27,91 @@ MAX_PENDING_ACKS = 5000
 # Messages from unknown devices make the gateway look at the registry version (a cheap read)
 # at most this often; a device provisioned a moment ago is then accepted at once.
 UNKNOWN_RELOAD_S = 0.05
+# §4.2: the downlink counter is reserved this far ahead (counter units: a minute of
+# milliseconds, so a restart moves it at most a minute ahead of the clock); a new block is
+# reserved once half of the current one is used (a meta row riding a group commit).
+COUNTER_BLOCK = 60_000
 
 
 class AckCounter:
-    """§4.2: the gateway's downlink counter, Unix ms made strictly increasing."""
+    """§4.2: the gateway's downlink counter: strictly increasing, never reused across
+    restarts, whatever the clock does.
 
-    def __init__(self) -> None:
+    Values are `max(last + 1, clock())`, drawn from a block whose end is committed to the
+    store's meta table before any value of it is used (as a device does with its counter,
+    §5.1); after a restart counting resumes above the reserved end. A clock that is set back
+    therefore cannot make `c` go backwards; a clock that jumps forward is followed only once
+    a block covering it is committed.
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], int] = now_ms) -> None:
+        self.store = store
+        self.clock = clock
         self._last = 0
+        self._reserved = 0  # committed end of the block
+        self._reserving: asyncio.Future[None] | None = None
+        self._started = False
+
+    async def start(self) -> None:
+        saved = await self.store.get_meta_int(DOWNLINK_COUNTER)
+        self._last = max(self._last, saved or 0)
+        end = max(self._last, self.clock()) + COUNTER_BLOCK
+        await self.store.put_meta_int(DOWNLINK_COUNTER, end)
+        self._reserved = end
+        self._started = True
+        log.info("event=downlink_counter_reserved from=%d to=%d", self._last, end)
 
     def next(self) -> int:
-        self._last = max(self._last + 1, now_ms())
-        return self._last
+        if not self._started:
+            raise StoreError("the downlink counter is not started: call VillageSide.init() first")
+        now = self.clock()
+        value = self._last + 1
+        if value <= now <= self._reserved:
+            value = now
+        if value > self._reserved:
+            # Half a block used before the next reservation committed: it cannot happen at
+            # the rates this gateway sees, but say so if it ever does.
+            log.error("event=downlink_counter_ahead value=%d reserved=%d", value, self._reserved)
+        self._last = value
+        if self._reserved - max(value, now) < COUNTER_BLOCK // 2:
+            self._reserve(max(value, now) + COUNTER_BLOCK)
+        return value
+
+    def _reserve(self, end: int) -> None:
+        if self._reserving is not None and not self._reserving.done():
+            return
+        fut = self.store.put_meta_int(DOWNLINK_COUNTER, end)
+        self._reserving = fut
+
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:
+                log.error("event=downlink_counter_reserve_failed end=%d error=%r", end, str(exc))
+                return
+            self._reserved = max(self._reserved, end)
+
+        fut.add_done_callback(done)
 
 
 class VillageSide:
     def __init__(
-        self, cfg: GatewayConfig, store: Store, registry: Registry, metrics: Metrics
+        self,
+        cfg: GatewayConfig,
+        store: Store,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.registry = registry
         self.metrics = metrics
+        self.clock = clock
         self.client: MqttClient | None = None
-        self._acks = AckCounter()
+        self._acks = AckCounter(store, clock)
         self._pending: deque[tuple[str, bytes]] = deque(maxlen=MAX_PENDING_ACKS)
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_unknown_reload = 0.0
@@ -58,6 +120,11 @@ class VillageSide:
         self.on_device_seen: Callable[[str], None] = lambda device: None
         self.on_device_offline: Callable[[str], None] = lambda device: None
         self.on_report: Callable[[intake.Accepted], Coroutine[Any, Any, None]] | None = None
+
+    async def init(self) -> None:
+        """Reserve the downlink counter (a store write); call once before `run()`."""
+        await self._acks.start()
+
 
     # -- connection supervision
 
