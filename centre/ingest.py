@@ -118,6 +118,7 @@ class Metrics:
 
 
 MAX_BATCH = 500  # messages committed in one transaction at most
+THREAD_CHECK_FROM = 8  # a batch this large has its signatures checked in a worker thread
 
 
 @dataclass
@@ -228,14 +229,23 @@ class Ingest:
             except frames.Rejected as exc:
                 it.rejected = exc
         keys = await self._keys_for({it.gw for it in items if it.rejected is None})
-        for it in items:
-            if it.rejected is None:
-                self._check(it, keys)
+        to_check = [it for it in items if it.rejected is None]
+        if len(to_check) >= THREAD_CHECK_FROM:
+            # Ed25519 verification lets go of the GIL: in a worker thread it runs beside the
+            # event loop, which meanwhile reads the next messages and answers the API.
+            await asyncio.to_thread(self._check_all, to_check, keys)
+        else:
+            self._check_all(to_check, keys)
         await self._commit(items, now)
         return [self._after_commit(it) for it in items]
 
+    def _check_all(self, items: list[_Item], keys: dict[str, Ed25519PublicKey]) -> None:
+        """No I/O and no shared state: safe in a worker thread."""
+        for it in items:
+            self._check(it, keys)
+
     def _check(self, it: _Item, keys: dict[str, Ed25519PublicKey]) -> None:
-        """Signature, then fields (§6, §8.3); sets `it.op` or `it.rejected`."""
+        """Signature, then fields (§6, §8.3, §6.6); sets `it.op` or `it.rejected`."""
         try:
             gw, kind, body = frames.open_uplink(it.topic, it.payload, keys.get)
             if kind == "hb":

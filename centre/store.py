@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -265,6 +265,15 @@ def _event(row: Any) -> Event:
     return Event(*row)
 
 
+def _event_row(e: Event) -> tuple[Any, ...]:
+    """The values of _EVENT_COLS (dataclasses.astuple deep-copies, at a cost per event)."""
+    return (
+        e.id, e.gw, e.seq, e.kind, e.device, e.counter, e.ref, e.village, e.household, e.gw_ts,
+        e.dev_ts, e.dev_up, e.received_at, e.state, e.acked_by, e.acked_note, e.acked_at,
+        e.cancelled_at,
+    )
+
+
 def _gateway(row: Any) -> Gateway:
     reported = None if row[9] is None else tuple(json.loads(row[9]))
     return Gateway(
@@ -383,7 +392,7 @@ async def insert_events(
         await db.executemany(
             f"INSERT INTO alarms ({_EVENT_COLS}) VALUES "
             "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [astuple(e) for e in new],
+            [_event_row(e) for e in new],
         )
     if cancels:
         await db.executemany(

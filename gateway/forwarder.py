@@ -18,6 +18,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -37,6 +39,8 @@ log = logging.getLogger("onekey.gateway.forwarder")
 # gateway and device ids, a 16-digit counter) keep the body near 10 KB, well below the centre
 # broker's packet limit.
 CONF_ITEMS = 100
+# A batch of centre acks this large has its signatures checked in a worker thread.
+THREAD_VERIFY_FROM = 8
 
 
 @dataclass
@@ -104,6 +108,10 @@ class CentreSide:
         self.on_broadcast: Callable[[str, bytes], Awaitable[str | None]] | None = None
         self._conf_acks: list[tuple[str, str]] = []
         self._conf_bc: list[str] = []
+        # Centre acks taken from the message loop and not yet handed to the store (_on_ack).
+        self._acks_in: list[tuple[Message, asyncio.Future[bool]]] = []
+        self._acks_tail: asyncio.Task[None] | None = None
+        self._ack_tasks: set[asyncio.Task[None]] = set()
         store.stored_listeners.append(self._wake.set)
 
     async def run(self) -> None:
@@ -139,7 +147,7 @@ class CentreSide:
                             if settled is not None:
                                 self.confirm(bc=[settled])
                     else:
-                        await self._on_ack(msg)
+                        self._on_ack(msg)  # committed in the background, in order (see there)
             except MqttError as exc:
                 log.warning(
                     "event=centre_link_down broker=%s:%d error=%r outbox=%d inflight=%d",
@@ -201,12 +209,75 @@ class CentreSide:
 
     # -- acks from the centre
 
-    async def _on_ack(self, msg: Message) -> None:
+    def _on_ack(self, msg: Message) -> asyncio.Future[bool]:
+        """Take a centre ack (§6.4): its signature is checked, its state change queued in the
+        store's group commit, and the device told, while the message loop goes on with the
+        next messages, so a burst of acks costs a few commits, not one each. Returns a future:
+        True once the state is committed and relayed (or the message is refused as bad input),
+        False if it was not committed (nothing is confirmed then: the centre sends it again).
+        PUBACK the message once it is done, in arrival order (a refused message is done at
+        once, a committed one when its commit is: wait on each in turn)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._acks_in.append((msg, done))
+        if len(self._acks_in) == 1:
+            loop.call_soon(self._take_acks)  # whatever arrives in this turn goes with it
+        return done
+
+    def _take_acks(self) -> None:
+        batch, self._acks_in = self._acks_in, []
+        task = asyncio.get_running_loop().create_task(self._check_acks(batch, self._acks_tail))
+        self._acks_tail = task
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._acks_taken)
+
+    def _acks_taken(self, task: asyncio.Task[None]) -> None:
+        self._ack_tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:  # its acks were not committed: the centre sends them again
+            log.error("event=centre_acks_failed error=%r", exc, exc_info=exc)
+
+    async def _check_acks(
+        self, batch: list[tuple[Message, asyncio.Future[bool]]], previous: asyncio.Task[None] | None
+    ) -> None:
+        applied = 0
         try:
-            body = verify_frame(self.centre_key, msg.topic, msg.payload)
-        except SignatureError as exc:
-            self.metrics.reject(f"centre_{exc.reason}")
-            log.warning("event=centre_ack_rejected reason=%s detail=%r", exc.reason, exc.detail)
+            msgs = [m for m, _ in batch]
+            if len(msgs) >= THREAD_VERIFY_FROM:
+                # Ed25519 verification lets go of the GIL: in a worker thread it runs beside
+                # the loop, which meanwhile forwards events and reads the next messages.
+                bodies = await asyncio.to_thread(self._verify_all, msgs)
+            else:
+                bodies = self._verify_all(msgs)
+            if previous is not None:
+                await asyncio.wait([previous])  # the batch before goes to the store first
+            for (_msg, done), body in zip(batch, bodies, strict=True):
+                self._apply_ack(body, done)
+                applied += 1
+        finally:
+            for _msg, done in batch[applied:]:
+                if not done.done():  # cancelled, or a fault above: the centre sends it again
+                    done.set_result(False)
+
+    def _verify_all(self, msgs: list[Message]) -> list[dict[str, Any] | SignatureError]:
+        """No shared state: safe in a worker thread."""
+        out: list[dict[str, Any] | SignatureError] = []
+        for msg in msgs:
+            try:
+                out.append(verify_frame(self.centre_key, msg.topic, msg.payload))
+            except SignatureError as exc:
+                out.append(exc)
+        return out
+
+    def _apply_ack(
+        self, body: dict[str, Any] | SignatureError, done: asyncio.Future[bool]
+    ) -> None:
+        if isinstance(body, SignatureError):
+            self.metrics.reject(f"centre_{body.reason}")
+            log.warning(
+                "event=centre_ack_rejected reason=%s detail=%r", body.reason, body.detail
+            )
+            done.set_result(True)
             return
         eid, state = body.get("id"), body.get("s")
         parts = eid.split(":") if isinstance(eid, str) else []
@@ -218,26 +289,42 @@ class CentreSide:
         ):
             self.metrics.reject("centre_bad_field")
             log.warning("event=centre_ack_rejected reason=bad_field body=%r", body)
+            done.set_result(True)
             return
         device, counter = parts[1], int(parts[2])
         by = body.get("by") if isinstance(body.get("by"), str) else None
-        try:
-            moved = await self.store.advance_state(device, counter, str(state), acked_by=by)
-        except StoreError as exc:
+        fut = self.store.advance_state(device, counter, str(state), acked_by=by)
+        fut.add_done_callback(
+            partial(self._ack_committed, eid=str(eid), state=str(state), by=by, done=done)
+        )
+
+    def _ack_committed(
+        self, fut: asyncio.Future[bool], *, eid: str, state: str, by: str | None,
+        done: asyncio.Future[bool],
+    ) -> None:
+        if done.done():
+            return
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
             # Not confirmed: the centre sends it again (an `acked` until we confirm it, §6.6;
             # a `received` when the event is forwarded again).
-            log.error("event=store_failed on=centre_ack id=%s error=%r", eid, str(exc))
+            why = str(exc) if isinstance(exc, StoreError) else repr(exc)
+            log.error("event=store_failed on=centre_ack id=%s error=%r", eid, why)
+            done.set_result(False)
             return
-        if self._inflight.pop(str(eid), None) is not None:
+        moved = fut.result()
+        if self._inflight.pop(eid, None) is not None:
             self._wake.set()
         if state == "acked":
             # Committed, or already this far (a repeat): the centre may let it go. A `received`
             # needs no confirmation: the outbox sends the event until it gets one.
-            self.confirm(acks=[(str(eid), "acked")])
+            self.confirm(acks=[(eid, "acked")])
         if moved:
+            _gw, device, counter = eid.split(":")
             self.metrics.inc(f"centre_{state}")
             log.info("event=centre_%s id=%s by=%r", state, eid, by)
-            self.village.send_ack(device, counter, str(state), by=by)
+            self.village.send_ack(device, int(counter), state, by=by)
+        done.set_result(True)
 
     # -- confirmations to the centre (§6.6)
 
