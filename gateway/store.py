@@ -129,9 +129,7 @@ class Refused:
     detail: str
 
 
-
 _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
-
 
 # A writer that ends (it never should) is started again after this long.
 WRITER_RESTART_S = 0.5
@@ -148,7 +146,6 @@ class _Pending:
         self.op = op
         self.fut = fut
         self.outbox_delta = 0
-
 
 
 class Store:
@@ -402,6 +399,24 @@ class Store:
 
         return self._submit(op)
 
+    def event_states(
+        self, device: str, counters: list[int]
+    ) -> asyncio.Future[dict[int, tuple[str, str | None]]]:
+        """counter -> (state, acked_by) of the device's events among `counters`. It runs in the
+        writer and resolves after the commit, so a state it reports is durable (§4.3)."""
+
+        async def op(db: aiosqlite.Connection) -> dict[int, tuple[str, str | None]]:
+            if not counters:
+                return {}
+            marks = ",".join("?" for _ in counters)
+            rows = await db.execute_fetchall(
+                f"SELECT counter, state, acked_by FROM events WHERE device=? AND counter IN ({marks})",
+                (device, *counters),
+            )
+            return {int(r[0]): (str(r[1]), r[2]) for r in rows}
+
+        return self._submit(op)
+
     def record_heartbeat(
         self, device: str, counter: int, status_json: str, at: int
     ) -> asyncio.Future[None]:
@@ -461,15 +476,22 @@ class Store:
         await cur.close()
         return [_event(r) for r in rows]
 
-    async def recent_progress(self, since_ms: int) -> list[tuple[str, int, str, str | None]]:
+    def recent_progress(
+        self, since_ms: int
+    ) -> asyncio.Future[list[tuple[str, int, str, str | None]]]:
         """(device, counter, state, acked_by) of events that moved past `stored` since
-        `since_ms`: their acks to the device may have been lost with the process."""
-        rows = await self.db.execute_fetchall(
-            "SELECT device, counter, state, acked_by FROM events"
-            " WHERE state<>'stored' AND updated_at>=? ORDER BY seq",
-            (since_ms,),
-        )
-        return [(str(r[0]), int(r[1]), str(r[2]), r[3]) for r in rows]
+        `since_ms`: their acks to the device may have been lost with the process or with the
+        village broker. Read in the writer, so only committed states are reported."""
+
+        async def op(db: aiosqlite.Connection) -> list[tuple[str, int, str, str | None]]:
+            rows = await db.execute_fetchall(
+                "SELECT device, counter, state, acked_by FROM events"
+                " WHERE state<>'stored' AND updated_at>=? ORDER BY seq",
+                (since_ms,),
+            )
+            return [(str(r[0]), int(r[1]), str(r[2]), r[3]) for r in rows]
+
+        return self._submit(op)
 
     async def outbox_depth(self) -> int:
         cur = await self.db.execute("SELECT COUNT(*) FROM events WHERE state='stored'")
@@ -521,7 +543,6 @@ _INSERT_EVENT = (
 )
 
 
-
 def _event_values(rec: EventRecord) -> tuple[Any, ...]:
     return (
         rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
@@ -529,8 +550,6 @@ def _event_values(rec: EventRecord) -> tuple[Any, ...]:
     )
 
 
-
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-

@@ -5,6 +5,11 @@ durability): the event insert, the heartbeat or report record, or the decision t
 input. PUBACKs go in arrival order (MQTT 3.1.1 §4.6). A message whose write failed is not
 acknowledged: the link is dropped, and the broker sends it again, with everything after it, on
 the next connect; so a kill -9 at any moment loses nothing and keeps each device's order.
+
+Every time the village link comes up, the gateway tells devices once more the state of events
+that progressed recently (an ack may have been lost with the process or with the broker), and a
+heartbeat that lists events the device still waits on (§4.3, `ev`) is answered with the
+current state of each one that is ahead of the device's view.
 """
 
 from __future__ import annotations
@@ -35,10 +40,16 @@ MAX_PENDING_ACKS = 5000
 # Messages from unknown devices make the gateway look at the registry version (a cheap read)
 # at most this often; a device provisioned a moment ago is then accepted at once.
 UNKNOWN_RELOAD_S = 0.05
+# On every village link-up, states that moved this recently are sent to their devices again.
+RESEND_PROGRESS_MS = 15 * 60 * 1000
 # A message whose write failed this many times is acknowledged anyway (and logged), so that
 # one message that cannot be stored does not hold up the village: a device keeps an event on
 # its flash until it has `stored`, and sends it again.
 MAX_WRITE_ATTEMPTS = 3
+# §4.3: at most this many [counter, state] pairs in a heartbeat's `ev`.
+MAX_EV = 8
+# A device's view of an event, in the order states move (§4.2, §7).
+DEVICE_STATES = ("sending", "stored", "received", "acked")
 # §4.2: the downlink counter is reserved this far ahead (counter units: a minute of
 # milliseconds, so a restart moves it at most a minute ahead of the clock); a new block is
 # reserved once half of the current one is used (a meta row riding a group commit).
@@ -200,6 +211,7 @@ class VillageSide:
                 log.info("event=village_link_up broker=%s:%d", vb.host, vb.port)
                 delay = 0.5
                 self._flush_pending()
+                await self._resend_progress()
                 async for msg in client.messages():
                     order.add(msg, await self.handle(msg))
             except MqttError as exc:
@@ -217,6 +229,19 @@ class VillageSide:
         log.warning("event=village_link_reset reason=write_failed")
         self.metrics.inc("village_link_resets")
         self._spawn(client.disconnect())
+
+    async def _resend_progress(self) -> None:
+        """Acks lost with a crash or with the village broker (it may lose what it held since
+        its last save): send recent states again. A device ignores an ack that moves nothing."""
+        try:
+            recent = await self.store.recent_progress(self.clock() - RESEND_PROGRESS_MS)
+        except StoreError as exc:
+            log.error("event=store_failed on=resend_progress error=%r", str(exc))
+            return
+        for device, counter, state, by in recent:
+            self.send_ack(device, counter, state, by=by)
+        if recent:
+            log.info("event=progress_resent acks=%d", len(recent))
 
     # -- device messages
 
@@ -316,22 +341,52 @@ class VillageSide:
         del self._write_failures[key]
         return True
 
-    # -- heartbeats (§4)
+    # -- heartbeats (§4, §4.3)
 
     async def _heartbeat(self, acc: intake.Accepted) -> bool:
         self.metrics.inc("heartbeats")
         dev = acc.device.id
-        status = {k: v for k, v in acc.body.items() if k not in ("t", "d", "c")}
+        status = {k: v for k, v in acc.body.items() if k not in ("t", "d", "c", "ev")}
         bat = status.get("bat")
         if isinstance(bat, int) and bat <= 20:
             log.warning("event=low_battery device=%s battery=%d", dev, bat)
         recorded = self.store.record_heartbeat(dev, acc.counter, json.dumps(status), self.clock())
+        pairs = _ev_pairs(acc.body.get("ev"))
+        states = self.store.event_states(dev, [c for c, _s in pairs]) if pairs else None
         try:
             await recorded
         except StoreError as exc:
             # A heartbeat is QoS 0 and the next one comes soon: nothing to send again.
             log.warning("event=store_failed on=heartbeat device=%s error=%r", dev, str(exc))
+        if states is not None:
+            await self._answer_ev(dev, pairs, states)
         return True
+
+    async def _answer_ev(
+        self,
+        dev: str,
+        pairs: list[tuple[int, str]],
+        states: asyncio.Future[dict[int, tuple[str, str | None]]],
+    ) -> None:
+        """§4.3: the device lists events whose final state it has not seen; tell it the state
+        of each one the gateway has moved further."""
+        try:
+            ours = await states
+        except StoreError as exc:
+            log.warning("event=store_failed on=device_sync device=%s error=%r", dev, str(exc))
+            return
+        sent = 0
+        for counter, theirs in pairs:
+            found = ours.get(counter)
+            if found is None:
+                continue  # not stored: the device sends it again itself
+            state, by = found
+            if DEVICE_STATES.index(state) > DEVICE_STATES.index(theirs):
+                self.send_ack(dev, counter, state, by=by)
+                sent += 1
+        if sent:
+            self.metrics.inc("sync_acks", sent)
+            log.info("event=device_sync device=%s asked=%d answered=%d", dev, len(pairs), sent)
 
     # -- broadcast reports (§8.3)
 
@@ -403,8 +458,36 @@ class VillageSide:
             except MqttError:
                 self._pending.appendleft((topic, payload))
                 return
-            fut.add_done_callback(_log_failure)
+            fut.add_done_callback(self._ack_delivered)
             self.metrics.inc("acks_out")
+
+    def _ack_delivered(self, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.warning("event=write_failed error=%r", str(exc))
+        else:
+            self.metrics.inc("acks_out_confirmed")  # the village broker has it
+
+
+def _ev_pairs(value: object) -> list[tuple[int, str]]:
+    """§4.3: the `ev` list of a heartbeat, as (counter, device state) pairs; entries that are
+    not a valid pair are skipped, and at most MAX_EV are read."""
+    if not isinstance(value, list):
+        return []
+    out: list[tuple[int, str]] = []
+    for item in value[:MAX_EV]:
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and type(item[0]) is int
+            and 1 <= item[0] < okproto.MAX_INT
+            and item[1] in DEVICE_STATES
+        ):
+            out.append((item[0], str(item[1])))
+    return out
+
 
 def _ascii(text: str | None, limit: int) -> str | None:
     """Staff names may be Chinese; the device ack carries printable ASCII only (§4)."""

@@ -1,5 +1,5 @@
-"""The gateway's village side under faults:
-kill -9 mid-stream, a withheld alarm injected later, an uplink outage."""
+"""The gateway's village side under faults: kill -9 mid-stream, a village broker that loses what
+it held, a device that missed its acks, a withheld alarm injected later, an uplink outage."""
 
 from __future__ import annotations
 
@@ -28,6 +28,29 @@ def stored_events(stack: LocalStack) -> list[tuple[str, int]]:
     finally:
         conn.close()
     return [(str(r[0]), int(r[1])) for r in rows]
+
+
+def counts(stack: LocalStack) -> dict[str, int]:
+    data: dict[str, int] = stack.gateway_metrics().get("counts", {})
+    return data
+
+
+async def connect_device(stack: LocalStack, dev_id: str, *, clean: bool = True) -> ProtoDevice:
+    key, password = stack.register_device(dev_id, f"h-{dev_id}")
+    assert stack.village_broker is not None
+    dev = ProtoDevice(dev_id, key, HOST, stack.village_broker.port, password, clean=clean)
+    await dev.connect()
+    return dev
+
+
+async def again(stack: LocalStack, dev: ProtoDevice, *, clean: bool) -> ProtoDevice:
+    """The same device (key, password, counter) on a new connection."""
+    assert stack.village_broker is not None
+    password = dev.client._password or ""
+    back = ProtoDevice(dev.id, dev.key, HOST, stack.village_broker.port, password, clean=clean)
+    back.counter = dev.counter
+    await back.connect()
+    return back
 
 
 async def test_gateway_killed_mid_stream_loses_nothing_and_keeps_each_devices_order(
@@ -76,6 +99,58 @@ async def test_gateway_killed_mid_stream_loses_nothing_and_keeps_each_devices_or
         assert missing == [], f"{d.id} lost {missing}"
         assert counters == list(range(1, per_device + 1)), f"{d.id} out of order: {counters}"
     assert len(events) == total  # none twice
+
+
+async def test_a_received_lost_with_a_village_broker_crash_still_reaches_the_device(
+    stack: LocalStack,
+) -> None:
+    assert stack.village_broker
+    dev = await connect_device(stack, "btn-vb", clean=False)
+    await dev.close()
+    # A graceful restart saves the device's persistent session (its subscription) to disk.
+    await asyncio.to_thread(stack.village_broker.restart)
+    dev = await again(stack, dev, clean=False)
+    c = await dev.send("alarm")
+    await dev.wait_ack(c, "stored", timeout=20)
+    await dev.close()
+    # The centre's `received` is relayed while the device is away: it waits in the village
+    # broker's memory (the stored ack and the received ack, both PUBACKed by the broker) ...
+    await wait_for(lambda: counts(stack).get("acks_out_confirmed", 0) >= 2, timeout=20)
+    # ... which a crash loses: nothing saved since the restart.
+    stack.village_broker.kill()
+    await asyncio.to_thread(stack.village_broker.start)
+    back = await again(stack, dev, clean=False)
+    try:
+        await back.wait_ack(c, "received", timeout=20)
+    finally:
+        await back.close()
+
+
+def hb_with_ev(dev: ProtoDevice, ev: list[list[object]]) -> tuple[str, bytes]:
+    """§4.3: a heartbeat listing the events the device still waits on, built by hand."""
+    dev.counter += 1
+    topic = okproto.topic_up(dev.id, "hb")
+    body = json.dumps(
+        {"t": "hb", "d": dev.id, "c": dev.counter, "ev": ev}, separators=(",", ":")
+    ).encode()
+    return topic, okproto.frame(dev.key, topic, body)
+
+
+async def test_a_device_that_missed_its_acks_learns_the_state_from_its_heartbeat(
+    stack: LocalStack,
+) -> None:
+    dev = await connect_device(stack, "btn-sync", clean=True)
+    c = await dev.send("alarm")
+    await dev.wait_ack(c, "stored", timeout=20)
+    await dev.close()  # a clean session: whatever is sent to it now is dropped by the broker
+    await wait_for(lambda: counts(stack).get("centre_received", 0) >= 1, timeout=20)
+    back = await again(stack, dev, clean=True)
+    try:
+        assert back.acks.seen == {}
+        await back.publish_raw(*hb_with_ev(back, [[c, "stored"]]), qos=0)
+        await back.wait_ack(c, "received", timeout=20)
+    finally:
+        await back.close()
 
 
 async def test_a_withheld_alarm_injected_after_later_ones_is_rejected_as_replay(

@@ -1,9 +1,10 @@
-"""The village side without a broker: PUBACKs only after commit and in arrival order. A fake
-MQTT client records what the gateway sends."""
+"""The village side without a broker: PUBACKs only after commit and in arrival order, and the
+answer to a heartbeat's `ev` list (§4.3). A fake MQTT client records what the gateway sends."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -77,6 +78,15 @@ def up(kind: str, counter: int, mid: int, **fields: Any) -> Message:
     return Message(topic, payload, 1, False, mid=mid, conn=1)
 
 
+def hb_with_ev(counter: int, ev: list[list[object]], mid: int) -> Message:
+    # §4.3: the heartbeat body with its `ev` list, framed as the firmware frames it.
+    topic = okproto.topic_up(DEV, "hb")
+    body = json.dumps(
+        {"t": "hb", "d": DEV, "c": counter, "bat": 80, "ev": ev}, separators=(",", ":")
+    ).encode()
+    return Message(topic, okproto.frame(KEY, topic, body), 1, False, mid=mid, conn=1)
+
+
 async def wait_until(pred: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -128,3 +138,33 @@ async def test_a_message_not_committed_stops_the_acks_and_resets_the_link() -> N
     done[1].set_result(False)  # not committed: the broker must send 2 and 3 again
     await asyncio.sleep(0)
     assert client.acked == [1] and resets == [1]
+
+
+async def test_a_heartbeat_ev_list_is_answered_with_the_states_ahead_of_the_device(
+    village: VillageSide,
+) -> None:
+    store = village.store
+    for c in (1, 2, 3, 4):
+        await store.insert_event(village._record(_accepted(village, c)))
+    await store.advance_state(DEV, 1, "received")
+    await store.advance_state(DEV, 3, "acked", acked_by="Li Wei")
+    await store.advance_state(DEV, 4, "received")
+    client = FakeClient()
+    village.client = cast(MqttClient, client)
+    ev: list[list[object]] = [
+        [1, "stored"],  # the gateway has received: tell it
+        [2, "stored"],  # the same state: nothing to say
+        [3, "sending"],  # acked, by whom
+        [4, "received"],  # the same
+        [9, "sending"],  # never stored here: the device sends it again itself
+    ]
+    done = await village.handle(hb_with_ev(10, ev, mid=21))
+    assert done is not None and await asyncio.wait_for(done, 5)
+    assert client.acks_to_device() == [(1, "received", None), (3, "acked", "Li Wei")]
+    assert village.metrics.counts["sync_acks"] == 2
+
+
+def _accepted(village: VillageSide, counter: int) -> Any:
+    from gateway import intake
+
+    return intake.Accepted(village.registry.devices[DEV], "alarm", counter, {"c": counter})
