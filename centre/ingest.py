@@ -119,6 +119,7 @@ class Metrics:
 
 MAX_BATCH = 500  # messages committed in one transaction at most
 THREAD_CHECK_FROM = 8  # a batch this large has its signatures checked in a worker thread
+INTERNAL_ERROR = "internal_error"  # rejection reason of a message the centre's code failed on
 
 
 @dataclass
@@ -149,9 +150,9 @@ async def _next_batch(inbox: asyncio.Queue[Any]) -> tuple[list[Any], BaseExcepti
     return batch, None
 
 
-def _reader_done(task: asyncio.Task[None], *, inbox: asyncio.Queue[Any]) -> None:
+def _task_ended(task: asyncio.Task[None], *, inbox: asyncio.Queue[Any]) -> None:
     if not task.cancelled():
-        inbox.put_nowait(task.exception() or MqttError("message stream ended"))
+        inbox.put_nowait(task.exception() or MqttError(f"{task.get_name()} ended"))
 
 
 class Ingest:
@@ -258,6 +259,11 @@ class Ingest:
                 it.op = frames.parse_event(body, gw)
         except frames.Rejected as exc:
             it.rejected = exc
+        except Exception as exc:  # a fault in the code, not in the input: this message only
+            # One message must not stop the others, nor come back after every reconnect and
+            # stop them again: it is refused (and PUBACKed) like bad input, with the traceback.
+            log.exception(kv(event="check_failed", topic=it.topic, error=type(exc).__name__))
+            it.rejected = frames.Rejected(INTERNAL_ERROR, type(exc).__name__)
 
     async def _commit(self, items: list[_Item], now: int) -> None:
         """Everything the batch carries, in one transaction."""
@@ -364,10 +370,13 @@ class Ingest:
                     )
                 )
                 delay = self.config.reconnect_min_s
-                pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
+                # If the reader or the pump ends, so does this connection (with its error, if
+                # any: the supervisor sees it), and the next one starts both again.
                 inbox: asyncio.Queue[Any] = asyncio.Queue()
+                pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
+                pump.add_done_callback(partial(_task_ended, inbox=inbox))
                 reader = asyncio.create_task(self._read(client, inbox), name="centre-reader")
-                reader.add_done_callback(partial(_reader_done, inbox=inbox))
+                reader.add_done_callback(partial(_task_ended, inbox=inbox))
                 while True:
                     batch, end = await _next_batch(inbox)
                     if batch:
@@ -382,8 +391,6 @@ class Ingest:
                 self.metrics.inc("store_errors")
                 log.error(kv(event="store_failed", on="ingest", error=str(exc),
                              retry_s=f"{delay:.1f}"))
-            except Exception:  # supervisor: log, reconnect
-                log.exception(kv(event="ingest_failed", retry_s=f"{delay:.1f}"))
             finally:
                 self.metrics.connected = False
                 await self._stop_tasks(pump, reader)

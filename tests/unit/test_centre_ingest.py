@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from centre import frames
+from centre import confs, frames
 from centre.config import CentreConfig
 from centre.ingest import Ingest, Metrics, kv
 from centre.store import Event, Store
@@ -240,6 +240,27 @@ async def test_a_burst_is_committed_in_a_few_transactions_and_every_event_answer
     assert sorted(ack_of(t, p)["id"] for t, p in broker.published) == sorted(
         f"gw-1:btn-{i % 7}:{i}" for i in range(1, 301)
     )
+
+
+async def test_a_message_the_centre_fails_on_is_refused_alone_and_the_rest_goes_on(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(body: dict[str, Any], gw: str) -> None:
+        raise RuntimeError("a fault in the code")
+
+    monkeypatch.setattr(confs, "parse_conf", broken)
+    broker = FakeBroker()
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 1)))
+        client.deliver(*signed_conf(GW_KEY, "gw-1"))
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 2)))
+        await wait_until(lambda: len(broker.acked) == 3)  # not sent again after a reconnect
+        assert len(broker.clients) == 1
+    assert ingest.metrics.rejected["internal_error"] == 1
+    assert [ack_of(t, p)["id"] for t, p in broker.published] == ["gw-1:btn-1:1", "gw-1:btn-1:2"]
 
 
 async def test_an_event_whose_commit_fails_is_not_pubacked_and_is_handled_after_reconnect(
