@@ -453,6 +453,25 @@ async def test_a_broadcast_posted_while_the_broker_is_away_is_sent_when_it_retur
         assert (await c.get(out["id"]))["state"] == "sent"
 
 
+async def test_an_unconfirmed_copy_is_held_until_its_broadcast_expires(tmp_path: Path) -> None:
+    cfg = await setup_centre(tmp_path)
+    broker, now = FakeBroker(), [NOW]
+    async with running(cfg, broker, now) as c:
+        out = await c.post(area=[{"village": "v-1"}, {"village": "v-3"}], valid_for_s=10)
+        await wait_until(lambda: c.app.state.metrics.counts["broadcast_copies_sent"] == 2)
+        metrics = (await c.http.get("/api/metrics")).json()
+        assert metrics["pending_downlinks"] == 2  # the broker has them; no gateway confirmed
+        now[0] = NOW + 11_000  # expired: a gateway would refuse it, nothing left to deliver
+
+        async def released() -> bool:
+            return (await c.http.get("/api/metrics")).json()["pending_downlinks"] == 0
+
+        await poll(released)
+        got = await c.get(out["id"])
+        assert [g["state"] for g in got["gateways"]] == ["sent", "sent"]
+        assert c.app.state.metrics.counts["broadcast_copies_expired"] == 0
+
+
 # -- listing, CAP over HTTP, the API description
 
 
