@@ -48,7 +48,7 @@ async def test_staff_ack_and_broadcast_survive_a_centre_broker_crash_while_the_g
 
     async def broker_took_both() -> bool:
         counts = (await centre_metrics(stack))["counts"]
-        return int(counts.get("downlinks_sent", 0)) >= sent_before + 2
+        return bool(int(counts.get("downlinks_sent", 0)) >= sent_before + 2)
 
     await until(broker_took_both)
     # Held for the gateway in the broker's memory only: a crash before its autosave loses it.

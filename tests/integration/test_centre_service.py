@@ -60,7 +60,7 @@ async def test_signed_event_is_stored_acked_and_relayed_to_the_gateway(site: Sit
         )
 
         async def no_pending() -> bool:
-            return (await http.get("/api/metrics")).json()["pending_downlinks"] == 0
+            return bool((await http.get("/api/metrics")).json()["pending_downlinks"] == 0)
 
         await poll(no_pending)
 

@@ -464,7 +464,7 @@ async def test_an_unconfirmed_copy_is_held_until_its_broadcast_expires(tmp_path:
         now[0] = NOW + 11_000  # expired: a gateway would refuse it, nothing left to deliver
 
         async def released() -> bool:
-            return (await c.http.get("/api/metrics")).json()["pending_downlinks"] == 0
+            return bool((await c.http.get("/api/metrics")).json()["pending_downlinks"] == 0)
 
         await poll(released)
         got = await c.get(out["id"])
