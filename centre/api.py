@@ -29,6 +29,7 @@ from centre.households import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
+from centre.supervisor import supervise
 from transport.keys import load_private_key, public_hex
 
 log = logging.getLogger("onekey.centre.api")
@@ -91,7 +92,9 @@ class MetricsOut(BaseModel):
     connected: bool = Field(description="the centre is connected to the centre broker")
     counts: dict[str, int]
     rejected: dict[str, int] = Field(description="refused messages by reason")
-    pending_downlinks: int = Field(description="staff acks not yet confirmed by the broker")
+    pending_downlinks: int = Field(
+        description="staff acks and broadcast copies not yet confirmed by their gateway (§6.6)"
+    )
     gateways_offline: int = Field(description="enrolled gateways silent beyond the timeout")
 
 
@@ -142,10 +145,18 @@ def create_app(
         scheduler = Scheduler(
             ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
         )
+        def crashed(task: str) -> None:
+            metrics.inc("task_crashes")
+            metrics.inc(f"task_crashes_{task}")
+
+        # Each under supervision: one that fails is logged and restarted, the others go on.
         tasks = [
-            asyncio.create_task(ingest.run(), name="centre-ingest"),
-            asyncio.create_task(ingest.watch_gateways(), name="centre-watch-gateways"),
-            asyncio.create_task(scheduler.run(), name="centre-broadcast-scheduler"),
+            asyncio.create_task(supervise(name, run, log=log, on_crash=crashed), name=f"centre-{name}")
+            for name, run in (
+                ("ingest", ingest.run),
+                ("watch-gateways", ingest.watch_gateways),
+                ("broadcast-scheduler", scheduler.run),
+            )
         ]
         rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))

@@ -4,7 +4,10 @@
 frame, whether it has been sent), `broadcast_reports` the latest state per speaker. A copy that
 is due is put into the store's `downlinks` outbox in the same transaction, so the ingest task
 publishes broadcasts exactly as it publishes staff acks: again after every reconnect and
-restart, until the broker's PUBACK (`downlink_sent`).
+restart, when the gateway is heard again and periodically, until the gateway confirms it
+(§6.6, `confirm_copies`). The broker's PUBACK (`downlink_sent`) marks the copy `sent`; the
+copy stays in the outbox until confirmed, or until its broadcast expires (a gateway refuses an
+expired broadcast, so nothing is left to deliver).
 
 Broadcast states: `scheduled` (held until its start) → `sending` (some copy not yet at the
 broker) → `sent`; or `cancelled` (staff cancelled it, or a Cancel referenced it), `updated` (an
@@ -290,42 +293,67 @@ class BroadcastStore:
         return released
 
     async def expire_unsent(self, now: int) -> int:
-        """Take out of the outbox the copies that expired before the broker took them (a
-        gateway refuses an expired broadcast anyway). Returns how many."""
+        """Take out of the outbox the copies of expired broadcasts (a gateway refuses an expired
+        broadcast anyway): those the broker never took become `expired`, and those it took but
+        their gateway never confirmed are no longer sent. Returns how many became `expired`."""
         async with self.store.transaction() as db:
             rows = await fetch_all(
                 db,
-                "SELECT g.bc, g.gw, g.downlink_id FROM broadcast_gateways g "
-                "JOIN broadcasts b ON b.id = g.bc WHERE g.state = 'pending' AND b.expires <= ?",
-                (now,),
+                "SELECT g.bc, g.gw, g.downlink_id, g.state FROM broadcast_gateways g "
+                "JOIN broadcasts b ON b.id = g.bc "
+                "WHERE g.state IN ('pending', 'sent') AND b.expires <= ? AND g.downlink_id IN "
+                "(SELECT id FROM downlinks WHERE state = ?)",
+                (now, DOWNLINK_STATE),
             )
-            for bc_id, gw, dl_id in rows:
+            for _bc, _gw, dl_id, _state in rows:
                 await db.execute("DELETE FROM downlinks WHERE id = ?", (dl_id,))
+            unsent = [(bc_id, gw) for bc_id, gw, _dl, state in rows if state == "pending"]
+            for bc_id, gw in unsent:
                 await db.execute(
                     "UPDATE broadcast_gateways SET state = 'expired' WHERE bc = ? AND gw = ?",
                     (bc_id, gw),
                 )
-            for bc_id in {r[0] for r in rows}:
+            for bc_id in {bc_id for bc_id, _gw in unsent}:
                 await self._settle(db, bc_id)
-        return len(rows)
+        return len(unsent)
 
-    async def downlink_sent(self, downlink_id: int, now: int) -> None:
-        """The broker took a downlink: delete it, and if it was a broadcast copy, mark the copy
-        sent (and the broadcast, once every copy is)."""
+    async def downlink_sent(self, downlink_id: int, now: int) -> bool:
+        """The broker took a downlink: if it is a broadcast copy still `pending`, it is now
+        `sent` (and the broadcast, once every copy is). The downlink stays in the outbox until
+        its gateway confirms it (§6.6). True if a copy changed."""
         async with self.store.transaction() as db:
-            await db.execute("DELETE FROM downlinks WHERE id = ?", (downlink_id,))
-            row = await fetch_one(
-                db,
-                "SELECT bc FROM broadcast_gateways WHERE downlink_id = ? AND state = 'pending'",
-                (downlink_id,),
+            return await self._mark_sent(db, "downlink_id = ?", (downlink_id,), now)
+
+    async def _mark_sent(
+        self, db: aiosqlite.Connection, where: str, args: tuple[Any, ...], now: int
+    ) -> bool:
+        row = await fetch_one(
+            db, f"SELECT bc, gw FROM broadcast_gateways WHERE {where} AND state = 'pending'", args
+        )
+        if row is None:
+            return False
+        await db.execute(
+            "UPDATE broadcast_gateways SET state = 'sent', sent_at = ? WHERE bc = ? AND gw = ?",
+            (now, row[0], row[1]),
+        )
+        await self._settle(db, row[0])
+        return True
+
+    async def confirm_copies(
+        self, db: aiosqlite.Connection, gw: str, bc_ids: Sequence[str], now: int
+    ) -> int:
+        """Gateway `gw` confirmed these broadcast copies (§6.6), in the caller's transaction:
+        they leave the outbox, and a copy whose PUBACK was never recorded is `sent` now.
+        Returns how many were still held (a repeat confirms nothing)."""
+        held = 0
+        for bc_id in bc_ids:
+            cur = await db.execute(
+                "DELETE FROM downlinks WHERE gw = ? AND event_id = ? AND state = ?",
+                (gw, bc_id, DOWNLINK_STATE),
             )
-            if row is None:
-                return
-            await db.execute(
-                "UPDATE broadcast_gateways SET state = 'sent', sent_at = ? WHERE downlink_id = ?",
-                (now, downlink_id),
-            )
-            await self._settle(db, row[0])
+            held += max(cur.rowcount, 0)
+            await self._mark_sent(db, "bc = ? AND gw = ?", (bc_id, gw), now)
+        return held
 
     async def _settle(self, db: aiosqlite.Connection, bc_id: str) -> None:
         """A sending broadcast with no copy left pending is sent, or expired if none went."""
@@ -344,36 +372,7 @@ class BroadcastStore:
         """Apply a gateway's speaker reports; returns how many changed a speaker's state.
         Raises BroadcastNotFound when no copy of that broadcast went to that gateway."""
         async with self.store.transaction() as db:
-            row = await fetch_one(
-                db,
-                "SELECT state FROM broadcast_gateways WHERE bc = ? AND gw = ?",
-                (batch.bc, batch.gw),
-            )
-            if row is None or row[0] in ("scheduled", "withheld"):
-                raise BroadcastNotFound(f"no broadcast {batch.bc} was sent to {batch.gw}")
-            changed = 0
-            for r in batch.reports:
-                old = await fetch_one(
-                    db,
-                    "SELECT state, at FROM broadcast_reports WHERE bc = ? AND device = ?",
-                    (batch.bc, r.device),
-                )
-                if not supersedes(r.state, r.at, *(old or (None, None))):
-                    continue
-                await db.execute(
-                    "INSERT INTO broadcast_reports (bc, device, gw, state, at, reported_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bc, device) DO UPDATE SET "
-                    "gw = excluded.gw, state = excluded.state, at = excluded.at, "
-                    "reported_at = excluded.reported_at",
-                    (batch.bc, r.device, batch.gw, r.state, r.at, now),
-                )
-                changed += 1
-            await db.execute(
-                "UPDATE broadcast_gateways SET reports = reports + ?, last_report = ? "
-                "WHERE bc = ? AND gw = ?",
-                (len(batch.reports), now, batch.bc, batch.gw),
-            )
-        return changed
+            return await record_reports(db, batch, now)
 
     # -- reading
 
@@ -486,3 +485,38 @@ class BroadcastStore:
         async with self.store.transaction(write=False) as db:
             rows = await fetch_all(db, "SELECT state, COUNT(*) FROM broadcasts GROUP BY state", ())
         return {r[0]: int(r[1]) for r in rows}
+
+
+async def record_reports(db: aiosqlite.Connection, batch: ReportBatch, now: int) -> int:
+    """`BroadcastStore.record_reports` in the caller's transaction (the centre's ingest commits
+    a whole batch of gateway messages at once). Raises BroadcastNotFound before any write."""
+    row = await fetch_one(
+        db,
+        "SELECT state FROM broadcast_gateways WHERE bc = ? AND gw = ?",
+        (batch.bc, batch.gw),
+    )
+    if row is None or row[0] in ("scheduled", "withheld"):
+        raise BroadcastNotFound(f"no broadcast {batch.bc} was sent to {batch.gw}")
+    changed = 0
+    for r in batch.reports:
+        old = await fetch_one(
+            db,
+            "SELECT state, at FROM broadcast_reports WHERE bc = ? AND device = ?",
+            (batch.bc, r.device),
+        )
+        if not supersedes(r.state, r.at, *(old or (None, None))):
+            continue
+        await db.execute(
+            "INSERT INTO broadcast_reports (bc, device, gw, state, at, reported_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (bc, device) DO UPDATE SET "
+            "gw = excluded.gw, state = excluded.state, at = excluded.at, "
+            "reported_at = excluded.reported_at",
+            (batch.bc, r.device, batch.gw, r.state, r.at, now),
+        )
+        changed += 1
+    await db.execute(
+        "UPDATE broadcast_gateways SET reports = reports + ?, last_report = ? "
+        "WHERE bc = ? AND gw = ?",
+        (len(batch.reports), now, batch.bc, batch.gw),
+    )
+    return changed

@@ -429,6 +429,7 @@ def check_speaker_frame(bc: Broadcast) -> None:
         "st": bc.status,
         "pri": bc.priority,
         "exp": bc.expires,
+        "ts": MAX_INT - 1,  # the gateway's clock, added to each copy
         "ref": bc.references[0].id if bc.references else None,
         "clip": bc.clip,
         "rep": bc.repeat,

@@ -7,6 +7,7 @@ Example (`onekey centre init` writes one)::
     key = "centre.key"               # Ed25519 private key (0600) that signs acks
     client_id = "centre"             # MQTT client id of the persistent session
     gateway_timeout_s = 90           # a gateway silent this long is shown as offline
+    downlink_resend_s = 15           # unconfirmed acks and broadcast copies go again (§6.6)
 
     [http]
     host = "127.0.0.1"
@@ -47,6 +48,8 @@ class CentreConfig:
     broker_key: Path
     client_id: str = "centre"
     gateway_timeout_s: float = 90.0
+    # A downlink its gateway has not confirmed (§6.6) is published again this often.
+    downlink_resend_s: float = 15.0
     # Reconnect backoff towards the centre broker: doubles from min to max.
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
@@ -114,6 +117,7 @@ def load_config(path: Path) -> CentreConfig:
         key_path=rel(_str(centre, "key", where)),
         client_id=client_id,
         gateway_timeout_s=_seconds(centre, "gateway_timeout_s", where, 90.0),
+        downlink_resend_s=_seconds(centre, "downlink_resend_s", where, 15.0),
         reconnect_min_s=_seconds(broker, "reconnect_min_s", where_b, 0.5),
         reconnect_max_s=_seconds(broker, "reconnect_max_s", where_b, 30.0),
         http_host=_str(http, "host", where_h),

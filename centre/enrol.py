@@ -10,7 +10,14 @@ from pathlib import Path
 from centre.config import CentreConfig, load_config, render_config
 from centre.frames import MAX_VILLAGES, valid_id
 from centre.store import Gateway, Store, now_ms
-from transport.keys import generate_private_key, load_private_key, load_public_hex, public_hex
+from device_fw import okproto
+from transport.keys import (
+    generate_private_key,
+    load_private_key,
+    load_public_hex,
+    private_dir,
+    public_hex,
+)
 
 CONFIG_NAME = "centre.toml"
 KEY_NAME = "centre.key"
@@ -47,7 +54,7 @@ def init_centre(
     for p in (config_path, key_path):
         if p.exists():
             raise EnrolError(f"{p} already exists; this directory already holds a centre")
-    directory.mkdir(parents=True, exist_ok=True)
+    private_dir(directory)  # 0700 when new: it holds the centre's key and database
     key = generate_private_key(key_path)
     text = render_config(
         db="centre.db",
@@ -77,6 +84,11 @@ def centre_public_key(config: CentreConfig | Path) -> str:
 def check_gateway(gateway_id: str, public_key_hex: str) -> str:
     if not valid_id(gateway_id):
         raise EnrolError(f"gateway id {gateway_id!r} must be 1-32 of a-z, 0-9, '-'")
+    if okproto.reserved_id(gateway_id):  # its certificate's CN would carry a service's rights
+        raise EnrolError(
+            f"gateway id {gateway_id!r} is reserved for a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}..., §1.1); choose another"
+        )
     text = public_key_hex.strip().lower()
     if len(text) != 64:
         raise EnrolError("public key must be 64 hex digits (32 bytes of Ed25519)")

@@ -1,17 +1,22 @@
 """The centre's side of the centre broker: one task that owns the MQTT connection.
 
-It subscribes to every gateway's events, heartbeats and broadcast reports (QoS 1, persistent
-session under a fixed client id, so the broker keeps what arrives while the centre restarts),
-checks each message (frames.open_uplink), commits good events to SQLite and only then publishes
-the signed `received` ack (§6.4). A duplicate is answered with the event's current state. Acks
-that staff gave and broadcast copies that are due are taken from the store's pending downlinks,
-published, and deleted on PUBACK; whatever is still pending when the link drops is published
-again after the next connect.
+It subscribes to every gateway's events, heartbeats, broadcast reports and confirmations (QoS
+1, persistent session under a fixed client id, so the broker keeps what arrives while the
+centre restarts). Whatever messages have gathered are checked (frames.open_uplink) and
+committed together in one transaction (group commit); only then are the signed `received` acks
+published (§6.4) and the messages PUBACKed, in arrival order. A duplicate event is answered
+with its current state.
+
+Acks that staff gave and broadcast copies that are due are taken from the store's `downlinks`
+and published; each stays there until its gateway confirms it on `up/conf` (§6.6), not merely
+until the broker's PUBACK (a broker killed before its autosave loses what it held). Unconfirmed
+downlinks are published again after every connect, when their gateway is heard again (its
+heartbeat, its confirmation sent on connecting, or any message after a silence), and every
+`downlink_resend_s` while the gateway is online.
 
 Bad input never stops the task: a message is either handled or rejected with one reason, which
 is logged as a key=value line and counted.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -21,15 +26,28 @@ import logging
 import random
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import bcreports, frames
-from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore
+from centre import bcreports, confs, frames
+from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
-from centre.store import Event, Store, StoreError, now_ms
+from centre.store import (
+    Downlink,
+    Event,
+    InsertResult,
+    NewEvent,
+    Store,
+    StoreError,
+    confirm_acks,
+    insert_events,
+    now_ms,
+    record_heartbeat,
+)
 from transport.keys import KeyFileError, load_public_hex
 from transport.mqtt import MqttClient, MqttError, TlsFiles
 
@@ -62,6 +80,7 @@ class MqttLike(Protocol):
     async def subscribe(self, topic: str, qos: int = ...) -> None: ...
     def publish_nowait(self, topic: str, payload: bytes, qos: int = ...) -> asyncio.Future[None]: ...
     def messages(self) -> AsyncIterator[Any]: ...
+    def ack(self, msg: Any) -> None: ...
     async def disconnect(self) -> None: ...
 
 
@@ -77,6 +96,9 @@ def broker_client(config: CentreConfig) -> MqttLike:
         tls=TlsFiles(ca=config.broker_ca, cert=config.broker_cert, key=config.broker_key),
         clean_session=False,  # events that arrive while the centre is away wait at the broker
         keepalive=30,
+        # PUBACK only once what a message carries is committed (or it is refused as bad
+        # input): a crash before that leaves it in the session, sent again in order.
+        manual_ack=True,
     )
 
 
@@ -93,6 +115,44 @@ class Metrics:
     def reject(self, reason: str) -> None:
         self.rejected[reason] += 1
         self.counts["rejected"] += 1
+
+
+MAX_BATCH = 500  # messages committed in one transaction at most
+THREAD_CHECK_FROM = 8  # a batch this large has its signatures checked in a worker thread
+INTERNAL_ERROR = "internal_error"  # rejection reason of a message the centre's code failed on
+
+
+@dataclass
+class _Item:
+    """One message of a batch, as it goes through checks, commit and answer."""
+
+    topic: str
+    payload: bytes
+    gw: str = ""
+    kind: str = ""
+    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | None = None
+    rejected: frames.Rejected | None = None
+    result: InsertResult | None = None
+    changed: int = 0
+
+
+async def _next_batch(inbox: asyncio.Queue[Any]) -> tuple[list[Any], BaseException | None]:
+    """Waits for one message, then takes whatever else is already there (up to MAX_BATCH);
+    also returns the error that ended the stream, if the reader has put one."""
+    items = [await inbox.get()]
+    while len(items) < MAX_BATCH and not inbox.empty():
+        items.append(inbox.get_nowait())
+    batch: list[Any] = []
+    for item in items:
+        if isinstance(item, BaseException):
+            return batch, item
+        batch.append(item)
+    return batch, None
+
+
+def _task_ended(task: asyncio.Task[None], *, inbox: asyncio.Queue[Any]) -> None:
+    if not task.cancelled():
+        inbox.put_nowait(task.exception() or MqttError(f"{task.get_name()} ended"))
 
 
 class Ingest:
@@ -117,53 +177,160 @@ class Ingest:
         self._keys: dict[str, tuple[str, Ed25519PublicKey]] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # When each gateway was last heard (loop time), and the gateways whose unconfirmed
+        # downlinks go again at the pump's next pass (§6.6).
+        self._heard: dict[str, float] = {}
+        self._resync: set[str] = set()
 
     def kick(self) -> None:
         """New pending downlinks are in the store: publish them now if connected."""
         self._wake.set()
 
-    # -- one message
+    # -- messages, a batch at a time
 
-    async def _key_for(self, gw: str) -> Ed25519PublicKey | None:
-        gateway = await self.store.get_gateway(gw)
-        if gateway is None:
-            return None
-        cached = self._keys.get(gw)
-        if cached is not None and cached[0] == gateway.public_key:
-            return cached[1]
-        try:
-            pub = load_public_hex(gateway.public_key)
-        except KeyFileError:
-            log.error(kv(event="bad_enrolled_key", gw=gw))
-            return None
-        self._keys[gw] = (gateway.public_key, pub)
-        return pub
+    async def _keys_for(self, gws: set[str]) -> dict[str, Ed25519PublicKey]:
+        """The enrolled keys of `gws` (one read, whatever the batch): a re-enrolled key
+        applies from the next batch on."""
+        enrolled = await self.store.public_keys(gws)
+        keys: dict[str, Ed25519PublicKey] = {}
+        for gw, hex_key in enrolled.items():
+            cached = self._keys.get(gw)
+            if cached is not None and cached[0] == hex_key:
+                keys[gw] = cached[1]
+                continue
+            try:
+                pub = load_public_hex(hex_key)
+            except KeyFileError:
+                log.error(kv(event="bad_enrolled_key", gw=gw))
+                continue
+            self._keys[gw] = (hex_key, pub)
+            keys[gw] = pub
+        return keys
 
     async def handle(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
         """Check and apply one message; returns the acks to publish (topic, payload).
+        Raises StoreError only (nothing is acked then: the gateway sends the event again)."""
+        (acks,) = await self.handle_many([(topic, payload)])
+        return acks
 
-        Raises StoreError only (nothing is acked then: the gateway sends the event again).
+    async def handle_many(
+        self, messages: Sequence[tuple[str, bytes]]
+    ) -> list[list[tuple[str, bytes]]]:
+        """Check and apply messages in arrival order, committing all of them in one
+        transaction (group commit: one fsync for the batch); returns, per message, the acks
+        to publish. A message that is refused changes nothing and gets no ack.
+
+        Raises StoreError only, and then nothing of the batch is committed.
         """
+        now = self.clock()
+        items = [_Item(topic, payload) for topic, payload in messages]
+        for it in items:
+            try:
+                it.gw, it.kind = frames.parse_topic(it.topic)
+            except frames.Rejected as exc:
+                it.rejected = exc
+        keys = await self._keys_for({it.gw for it in items if it.rejected is None})
+        to_check = [it for it in items if it.rejected is None]
+        if len(to_check) >= THREAD_CHECK_FROM:
+            # Ed25519 verification lets go of the GIL: in a worker thread it runs beside the
+            # event loop, which meanwhile reads the next messages and answers the API.
+            await asyncio.to_thread(self._check_all, to_check, keys)
+        else:
+            self._check_all(to_check, keys)
+        await self._commit(items, now)
+        return [self._after_commit(it) for it in items]
+
+    def _check_all(self, items: list[_Item], keys: dict[str, Ed25519PublicKey]) -> None:
+        """No I/O and no shared state: safe in a worker thread."""
+        for it in items:
+            self._check(it, keys)
+
+    def _check(self, it: _Item, keys: dict[str, Ed25519PublicKey]) -> None:
+        """Signature, then fields (§6, §8.3, §6.6); sets `it.op` or `it.rejected`."""
         try:
-            gw, _ = frames.parse_topic(topic)
-            pub = await self._key_for(gw)
-            gw, kind, body = frames.open_uplink(topic, payload, lambda _gw: pub)
+            gw, kind, body = frames.open_uplink(it.topic, it.payload, keys.get)
             if kind == "hb":
-                await self._heartbeat(frames.parse_heartbeat(body, gw))
-                return []
-            if kind == "bcr":
-                await self._reports(bcreports.parse_reports(body, gw))
-                return []
-            new = frames.parse_event(body, gw)
+                it.op = frames.parse_heartbeat(body, gw)
+            elif kind == "bcr":
+                it.op = bcreports.parse_reports(body, gw)
+            elif kind == "conf":
+                it.op = confs.parse_conf(body, gw)
+            else:
+                it.op = frames.parse_event(body, gw)
         except frames.Rejected as exc:
+            it.rejected = exc
+        except Exception as exc:  # a fault in the code, not in the input: this message only
+            # One message must not stop the others, nor come back after every reconnect and
+            # stop them again: it is refused (and PUBACKed) like bad input, with the traceback.
+            log.exception(kv(event="check_failed", topic=it.topic, error=type(exc).__name__))
+            it.rejected = frames.Rejected(INTERNAL_ERROR, type(exc).__name__)
+
+    async def _commit(self, items: list[_Item], now: int) -> None:
+        """Everything the batch carries, in one transaction."""
+        if all(it.op is None for it in items):
+            return
+        events = [(it, it.op) for it in items if isinstance(it.op, NewEvent)]
+        async with self.store.transaction() as db:
+            results = await insert_events(db, [ev for _, ev in events], now)
+            for (it, _), result in zip(events, results, strict=True):
+                it.result = result
+            for it in items:
+                op = it.op
+                if isinstance(op, frames.Heartbeat):
+                    if not await record_heartbeat(
+                        db, op.gw, op.ts, op.outbox, op.devices, now, villages=op.villages
+                    ):
+                        it.rejected = frames.Rejected(
+                            frames.REPLAY, f"heartbeat ts {op.ts} is not newer"
+                        )
+                elif isinstance(op, bcreports.ReportBatch):
+                    try:
+                        it.changed = await record_reports(db, op, now)
+                    except BroadcastNotFound as exc:
+                        it.rejected = frames.Rejected(bcreports.UNKNOWN_BROADCAST, str(exc))
+                elif isinstance(op, confs.Conf):
+                    it.changed = await confirm_acks(db, op.gw, op.acks)
+                    it.changed += await self.broadcasts.confirm_copies(db, op.gw, op.bc, now)
+
+    def _after_commit(self, it: _Item) -> list[tuple[str, bytes]]:
+        """Count and log one message of a committed batch; its ack, if it is an event."""
+        if it.rejected is not None:
+            exc = it.rejected
             self.metrics.reject(exc.reason)
             log.warning(
-                kv(event="rejected", reason=exc.reason, topic=topic, detail=exc.detail or "-")
+                kv(event="rejected", reason=exc.reason, topic=it.topic, detail=exc.detail or "-")
             )
             return []
-        result = await self.store.insert_event(new, self.clock())
-        ev = result.event
-        if result.created:
+        op = it.op
+        if op is not None:
+            # A gateway's heartbeat, or the confirmation it sends on connecting, says it is
+            # there now: what it has not confirmed goes again (§6.6).
+            self._gateway_heard(it.gw, isinstance(op, frames.Heartbeat) or (
+                isinstance(op, confs.Conf) and op.empty
+            ))
+        if isinstance(op, frames.Heartbeat):
+            self.metrics.inc("heartbeats")
+            return []
+        if isinstance(op, confs.Conf):
+            self.metrics.inc("confs")
+            self.metrics.inc("downlinks_confirmed", it.changed)
+            if not op.empty:
+                log.info(
+                    kv(event="conf", gw=op.gw, acks=len(op.acks), bc=len(op.bc),
+                       confirmed=it.changed)
+                )
+            return []
+        if isinstance(op, bcreports.ReportBatch):
+            self.metrics.inc("bc_reports")
+            self.metrics.inc("bc_report_items", len(op.reports))
+            log.info(
+                kv(event="bc_reports", gw=op.gw, bc=op.bc, reports=len(op.reports),
+                   changed=it.changed)
+            )
+            return []
+        assert it.result is not None
+        ev = it.result.event
+        if it.result.created:
             self.metrics.inc("events")
             self.metrics.inc(f"events_{ev.kind}")
             log.info(
@@ -180,25 +347,6 @@ class Ingest:
     def _ack(self, ev: Event) -> tuple[str, bytes]:
         return frames.signed_ack(self.key, ev.gw, frames.ack_body(ev))
 
-    async def _heartbeat(self, hb: frames.Heartbeat) -> None:
-        if not await self.store.record_heartbeat(
-            hb.gw, hb.ts, hb.outbox, hb.devices, self.clock(), villages=hb.villages
-        ):
-            raise frames.Rejected(frames.REPLAY, f"heartbeat ts {hb.ts} is not newer")
-        self.metrics.inc("heartbeats")
-
-    async def _reports(self, batch: bcreports.ReportBatch) -> None:
-        try:
-            changed = await self.broadcasts.record_reports(batch, self.clock())
-        except BroadcastNotFound as exc:
-            raise frames.Rejected(bcreports.UNKNOWN_BROADCAST, str(exc)) from None
-        self.metrics.inc("bc_reports")
-        self.metrics.inc("bc_report_items", len(batch.reports))
-        log.info(
-            kv(event="bc_reports", gw=batch.gw, bc=batch.bc, reports=len(batch.reports),
-               changed=changed)
-        )
-
     # -- the connection
 
     async def run(self) -> None:
@@ -206,11 +354,13 @@ class Ingest:
         while True:
             client = self.client_factory(self.config)
             pump: asyncio.Task[None] | None = None
+            reader: asyncio.Task[None] | None = None
             try:
                 await client.connect()
                 await client.subscribe(frames.SUB_EVENTS, qos=1)
                 await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
                 await client.subscribe(frames.SUB_REPORTS, qos=1)
+                await client.subscribe(confs.SUB_CONF, qos=1)
                 self.metrics.connected = True
                 self.metrics.inc("connects")
                 log.info(
@@ -220,24 +370,43 @@ class Ingest:
                     )
                 )
                 delay = self.config.reconnect_min_s
+                # If the reader or the pump ends, so does this connection (with its error, if
+                # any: the supervisor sees it), and the next one starts both again.
+                inbox: asyncio.Queue[Any] = asyncio.Queue()
                 pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
-                async for msg in client.messages():
-                    await self._on_message(client, msg.topic, msg.payload)
-                raise MqttError("message stream ended")
+                pump.add_done_callback(partial(_task_ended, inbox=inbox))
+                reader = asyncio.create_task(self._read(client, inbox), name="centre-reader")
+                reader.add_done_callback(partial(_task_ended, inbox=inbox))
+                while True:
+                    batch, end = await _next_batch(inbox)
+                    if batch:
+                        await self._on_batch(client, batch)
+                    if end is not None:
+                        raise end
             except MqttError as exc:
                 log.warning(kv(event="broker_down", error=str(exc), retry_s=f"{delay:.1f}"))
-            except Exception:  # supervisor: log, reconnect
-                log.exception(kv(event="ingest_failed", retry_s=f"{delay:.1f}"))
+            except StoreError as exc:
+                # Nothing of that batch was committed and none of it was PUBACKed: the broker
+                # sends it (and everything after it) again on the next connection.
+                self.metrics.inc("store_errors")
+                log.error(kv(event="store_failed", on="ingest", error=str(exc),
+                             retry_s=f"{delay:.1f}"))
             finally:
                 self.metrics.connected = False
-                await self._stop_tasks(pump)
+                await self._stop_tasks(pump, reader)
                 with contextlib.suppress(MqttError):
                     await client.disconnect()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, self.config.reconnect_max_s)
 
-    async def _stop_tasks(self, pump: asyncio.Task[None] | None) -> None:
-        tasks = [*self._tasks, *([pump] if pump is not None else [])]
+    async def _read(self, client: MqttLike, inbox: asyncio.Queue[Any]) -> None:
+        # Moves whatever the client has received into `inbox` at once, so that the batch
+        # loop finds there everything that arrived while it was committing the last batch.
+        async for msg in client.messages():
+            inbox.put_nowait(msg)
+
+    async def _stop_tasks(self, *extra: asyncio.Task[None] | None) -> None:
+        tasks = [*self._tasks, *(t for t in extra if t is not None)]
         for t in tasks:
             t.cancel()
         for t in tasks:
@@ -245,16 +414,17 @@ class Ingest:
                 await t
         self._tasks.clear()
 
-    async def _on_message(self, client: MqttLike, topic: str, payload: bytes) -> None:
-        try:
-            acks = await self.handle(topic, payload)
-        except StoreError as exc:
-            self.metrics.inc("store_errors")
-            log.error(kv(event="store_failed", topic=topic, error=str(exc)))
-            return
-        for ack_topic, ack_payload in acks:
-            fut = client.publish_nowait(ack_topic, ack_payload, qos=1)
-            fut.add_done_callback(self._sent)
+    async def _on_batch(self, client: MqttLike, batch: list[Any]) -> None:
+        """Commit a batch, then publish its acks, then PUBACK its messages in arrival order
+        (a refused message too: bad input must not stay in the session)."""
+        acks = await self.handle_many([(m.topic, m.payload) for m in batch])
+        for out in acks:
+            for ack_topic, ack_payload in out:
+                fut = client.publish_nowait(ack_topic, ack_payload, qos=1)
+                fut.add_done_callback(self._sent)
+        for msg in batch:
+            client.ack(msg)
+        self.metrics.inc("batches")
 
     def _sent(self, fut: asyncio.Future[None]) -> None:
         if fut.cancelled():
@@ -265,57 +435,88 @@ class Ingest:
         else:
             log.warning(kv(event="ack_not_sent", error=str(exc)))
 
+    def _gateway_heard(self, gw: str, prompt: bool) -> None:
+        now = asyncio.get_running_loop().time()
+        last = self._heard.get(gw)
+        self._heard[gw] = now
+        if prompt or last is None or now - last >= self.config.downlink_resend_s:
+            self._resync.add(gw)
+            self._wake.set()
+
+    def _online(self, gw: str, now: float) -> bool:
+        last = self._heard.get(gw)
+        return last is not None and now - last <= self.config.gateway_timeout_s
+
     async def _pump(self, client: MqttLike) -> None:
-        """Publish pending staff acks; each is deleted from the store on its PUBACK."""
-        inflight: set[int] = set()
+        """Publish the downlinks no gateway has confirmed yet (§6.6): each at once, then again
+        when its gateway is heard again, and every `downlink_resend_s` while its gateway is
+        online (a gateway that is away gets its downlinks when it is heard again, instead of a
+        copy every period piling up in its broker session). A new connection starts with a
+        new pass over all of them."""
+        loop = asyncio.get_running_loop()
+        published: dict[int, float] = {}  # downlink id -> when last published on this link
+        inflight: set[int] = set()  # published, PUBACK not yet in
+        resend_s = self.config.downlink_resend_s
         while True:
             self._wake.clear()
+            resync, self._resync = self._resync, set()
             try:
                 pending = await self.store.pending_downlinks()
             except StoreError as exc:
                 log.error(kv(event="store_failed", on="pending_downlinks", error=str(exc)))
                 await asyncio.sleep(1.0)
                 continue
+            now = loop.time()
+            live = {dl.id for dl in pending}
+            for dl_id in [i for i in published if i not in live]:
+                del published[dl_id]  # confirmed (or expired)
             for dl in pending:
-                if dl.id in inflight:
+                last = published.get(dl.id)
+                if dl.id in inflight or not (
+                    last is None
+                    or dl.gw in resync
+                    or (now - last >= resend_s and self._online(dl.gw, now))
+                ):
                     continue
                 try:
                     fut = client.publish_nowait(dl.topic, dl.payload, qos=1)
                 except MqttError as exc:  # the link is going down; all is sent after reconnect
                     log.warning(kv(event="downlink_not_sent", id=dl.event_id, error=str(exc)))
                     return
+                published[dl.id] = now
                 inflight.add(dl.id)
-                task = asyncio.create_task(
-                    self._confirm(dl.id, dl.event_id, dl.state, fut, inflight)
-                )
+                if last is not None:
+                    self.metrics.inc("downlinks_resent")
+                    log.info(kv(event="downlink_resent", id=dl.event_id, gw=dl.gw,
+                                kind=dl.state))
+                task = asyncio.create_task(self._published(dl, fut, inflight))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.05, resend_s / 3)):
+                    await self._wake.wait()
 
-    async def _confirm(
-        self,
-        dl_id: int,
-        event_id: str,
-        state: str,
-        fut: asyncio.Future[None],
-        inflight: set[int],
+    async def _published(
+        self, dl: Downlink, fut: asyncio.Future[None], inflight: set[int]
     ) -> None:
+        """The broker's PUBACK for one downlink: a broadcast copy is then `sent`. The downlink
+        stays held until its gateway confirms it."""
         try:
             await fut
         except MqttError as exc:
-            log.warning(kv(event="downlink_not_sent", id=event_id, error=str(exc)))
-            inflight.discard(dl_id)  # sent again after the next connect (or kick)
-            return
-        try:
-            await self.broadcasts.downlink_sent(dl_id, self.clock())
-        except StoreError as exc:
-            # Left pending: published again later, which the gateway ignores as a repeat.
-            log.error(kv(event="store_failed", on="downlink_sent", error=str(exc)))
-        inflight.discard(dl_id)
+            log.warning(kv(event="downlink_not_sent", id=dl.event_id, error=str(exc)))
+            return  # sent again after the next connect
+        finally:
+            inflight.discard(dl.id)
         self.metrics.inc("downlinks_sent")
-        if state == DOWNLINK_STATE:
-            self.metrics.inc("broadcast_copies_sent")
-        log.info(kv(event="downlink_sent", id=event_id, kind=state))
+        if dl.state == DOWNLINK_STATE:
+            try:
+                if await self.broadcasts.downlink_sent(dl.id, self.clock()):
+                    self.metrics.inc("broadcast_copies_sent")
+            except StoreError as exc:
+                # The copy stays `pending` until its gateway confirms it, which marks it sent.
+                log.error(kv(event="store_failed", on="downlink_sent", error=str(exc)))
+        log.info(kv(event="downlink_sent", id=dl.event_id, gw=dl.gw, kind=dl.state))
 
     # -- supervision
 

@@ -17,13 +17,15 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from transport.keys import private_db
 
 KINDS = ("alarm", "cancel", "test")
 # States: an alarm is open, acked or cancelled; a test is `test`; a cancel event is `cancel`.
@@ -263,6 +265,15 @@ def _event(row: Any) -> Event:
     return Event(*row)
 
 
+def _event_row(e: Event) -> tuple[Any, ...]:
+    """The values of _EVENT_COLS (dataclasses.astuple deep-copies, at a cost per event)."""
+    return (
+        e.id, e.gw, e.seq, e.kind, e.device, e.counter, e.ref, e.village, e.household, e.gw_ts,
+        e.dev_ts, e.dev_up, e.received_at, e.state, e.acked_by, e.acked_note, e.acked_at,
+        e.cancelled_at,
+    )
+
+
 def _gateway(row: Any) -> Gateway:
     reported = None if row[9] is None else tuple(json.loads(row[9]))
     return Gateway(
@@ -293,6 +304,118 @@ def _downlink(row: Any) -> Downlink:
     return Downlink(row[0], row[1], row[2], row[3], row[4], bytes(row[5]), row[6])
 
 
+_CHUNK = 500  # ids per `IN (...)`: well below SQLite's limit on host parameters
+
+
+def _marks(items: Sequence[object]) -> str:
+    return ",".join("?" * len(items))
+
+
+async def record_heartbeat(
+    db: aiosqlite.Connection,
+    gw: str,
+    ts: int,
+    outbox: int,
+    devices: int,
+    now_ms: int,
+    villages: Sequence[str] | None = None,
+) -> bool:
+    """Record a gateway heartbeat in the caller's transaction; False (and nothing written) if
+    `ts` is not newer. `villages` (§6.5, optional) replaces the list the gateway reported
+    before; None (a heartbeat without the field) keeps it."""
+    vjson = None if villages is None else json.dumps(sorted(set(villages)))
+    cur = await db.execute(
+        "UPDATE gateways SET last_seen = ?, hb_ts = ?, outbox = ?, devices = ?, "
+        "reported_villages = COALESCE(?, reported_villages) "
+        "WHERE id = ? AND (hb_ts IS NULL OR hb_ts < ?)",
+        (now_ms, ts, outbox, devices, vjson, gw, ts),
+    )
+    return cur.rowcount == 1
+
+
+async def insert_events(
+    db: aiosqlite.Connection, evs: Sequence[NewEvent], now_ms: int
+) -> list[InsertResult]:
+    """Store events, in order, in the caller's transaction: one result per event.
+
+    An id already stored (or earlier in `evs`) changes nothing and gives the stored row. A
+    cancel marks its alarm `cancelled`; an alarm whose cancel came first is stored cancelled.
+    The statements are few and do not grow per event beyond one row each (group commit: a
+    thousand events cost a handful of round trips to SQLite, not thousands).
+    """
+    for ev in evs:
+        if ev.kind not in KINDS:
+            raise ValueError(f"unknown kind {ev.kind!r}")
+    ids = sorted({ev.id for ev in evs})
+    stored: dict[str, Event] = {}
+    for i in range(0, len(ids), _CHUNK):
+        part = ids[i : i + _CHUNK]
+        rows = await fetch_all(
+            db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id IN ({_marks(part)})", tuple(part)
+        )
+        stored.update({r[0]: _event(r) for r in rows})
+    # When a cancel came before its alarm, the alarm is stored cancelled at that time.
+    alarm_ids = sorted({ev.id for ev in evs if ev.kind == "alarm" and ev.id not in stored})
+    cancelled_at: dict[str, int] = {}
+    for i in range(0, len(alarm_ids), _CHUNK):
+        part = alarm_ids[i : i + _CHUNK]
+        rows = await fetch_all(
+            db,
+            "SELECT ref, MIN(received_at) FROM alarms "
+            f"WHERE kind = 'cancel' AND ref IN ({_marks(part)}) GROUP BY ref",
+            tuple(part),
+        )
+        cancelled_at.update({str(r[0]): int(r[1]) for r in rows})
+    results: list[InsertResult] = []
+    new: list[Event] = []
+    cancels: list[str] = []
+    for ev in evs:
+        old = stored.get(ev.id)
+        if old is not None:
+            results.append(InsertResult(old, created=False))
+            continue
+        state = {"alarm": "open", "test": "test", "cancel": "cancel"}[ev.kind]
+        at: int | None = None
+        if ev.kind == "alarm" and ev.id in cancelled_at:
+            state, at = "cancelled", cancelled_at[ev.id]
+        row = Event(
+            ev.id, ev.gw, ev.seq, ev.kind, ev.device, ev.counter, ev.ref, ev.village,
+            ev.household, ev.gw_ts, ev.dev_ts, ev.dev_up, now_ms, state, None, None, None, at,
+        )
+        stored[ev.id] = row
+        new.append(row)
+        results.append(InsertResult(row, created=True))
+        if ev.kind == "cancel" and ev.ref is not None:
+            cancels.append(ev.ref)
+            cancelled_at.setdefault(ev.ref, now_ms)  # for its alarm, if later in `evs`
+    if new:
+        await db.executemany(
+            f"INSERT INTO alarms ({_EVENT_COLS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [_event_row(e) for e in new],
+        )
+    if cancels:
+        await db.executemany(
+            "UPDATE alarms SET state = 'cancelled', cancelled_at = ? "
+            "WHERE id = ? AND kind = 'alarm' AND state IN ('open', 'acked')",
+            [(now_ms, ref) for ref in cancels],
+        )
+    return results
+
+
+async def confirm_acks(db: aiosqlite.Connection, gw: str, acks: Sequence[tuple[str, str]]) -> int:
+    """The gateway confirmed these acks (§6.6): drop them from the outbox, in the caller's
+    transaction. Returns how many were still held (a repeat confirms nothing)."""
+    if not acks:
+        return 0
+    before = db.total_changes
+    await db.executemany(
+        "DELETE FROM downlinks WHERE gw = ? AND event_id = ? AND state = ?",
+        [(gw, event_id, state) for event_id, state in acks],
+    )
+    return db.total_changes - before
+
+
 class Store:
     """`async with Store(path) as store:` opens (creating or migrating the schema) and closes."""
 
@@ -309,7 +432,8 @@ class Store:
         await self.close()
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 before sqlite opens it (and so its -wal and -shm), in a 0700 directory if new.
+        private_db(self.path)
         try:
             db = await aiosqlite.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
@@ -421,54 +545,31 @@ class Store:
         now_ms: int,
         villages: Sequence[str] | None = None,
     ) -> bool:
-        """Record a gateway heartbeat; False (and nothing written) if `ts` is not newer.
-        `villages` (§6.5, optional) replaces the list the gateway reported before; None (a
-        heartbeat without the field) keeps it."""
-        vjson = None if villages is None else json.dumps(sorted(set(villages)))
+        """Record a gateway heartbeat (see `record_heartbeat`, the function)."""
         async with self._tx() as db:
-            cur = await db.execute(
-                "UPDATE gateways SET last_seen = ?, hb_ts = ?, outbox = ?, devices = ?, "
-                "reported_villages = COALESCE(?, reported_villages) "
-                "WHERE id = ? AND (hb_ts IS NULL OR hb_ts < ?)",
-                (now_ms, ts, outbox, devices, vjson, gw, ts),
-            )
-            return cur.rowcount == 1
+            return await record_heartbeat(db, gw, ts, outbox, devices, now_ms, villages)
+
+    async def public_keys(self, gws: Iterable[str]) -> dict[str, str]:
+        """The enrolled public key (hex) of each of `gws` that is enrolled."""
+        wanted = sorted(set(gws))
+        out: dict[str, str] = {}
+        async with self._tx(write=False) as db:
+            for i in range(0, len(wanted), _CHUNK):
+                part = wanted[i : i + _CHUNK]
+                rows = await self._all(
+                    db,
+                    f"SELECT id, public_key FROM gateways WHERE id IN ({_marks(part)})",
+                    tuple(part),
+                )
+                out.update({str(r[0]): str(r[1]) for r in rows})
+        return out
 
     # -- events
 
     async def insert_event(self, ev: NewEvent, now_ms: int) -> InsertResult:
-        if ev.kind not in KINDS:
-            raise ValueError(f"unknown kind {ev.kind!r}")
         async with self._tx() as db:
-            row = await self._one(db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (ev.id,))
-            if row is not None:
-                return InsertResult(_event(row), created=False)
-            state = {"alarm": "open", "test": "test", "cancel": "cancel"}[ev.kind]
-            cancelled_at: int | None = None
-            if ev.kind == "alarm":
-                earlier = await self._one(
-                    db,
-                    "SELECT MIN(received_at) FROM alarms WHERE ref = ? AND kind = 'cancel'",
-                    (ev.id,),
-                )
-                if earlier is not None and earlier[0] is not None:
-                    state, cancelled_at = "cancelled", int(earlier[0])
-            await db.execute(
-                f"INSERT INTO alarms ({_EVENT_COLS}) VALUES "
-                "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?)",
-                (
-                    ev.id, ev.gw, ev.seq, ev.kind, ev.device, ev.counter, ev.ref, ev.village,
-                    ev.household, ev.gw_ts, ev.dev_ts, ev.dev_up, now_ms, state, cancelled_at,
-                ),
-            )
-            if ev.kind == "cancel" and ev.ref is not None:
-                await db.execute(
-                    "UPDATE alarms SET state = 'cancelled', cancelled_at = ? "
-                    "WHERE id = ? AND kind = 'alarm' AND state IN ('open', 'acked')",
-                    (now_ms, ev.ref),
-                )
-            row = await self._one(db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (ev.id,))
-        return InsertResult(_event(row), created=True)
+            (result,) = await insert_events(db, [ev], now_ms)
+        return result
 
     async def get_event(self, event_id: str) -> Event | None:
         async with self._tx(write=False) as db:
@@ -551,7 +652,7 @@ class Store:
         downlink = Downlink(dl_id, ev.gw, ev.id, "acked", topic, payload, at)
         return AckResult(ev, changed=True, downlink=downlink)
 
-    # -- acks still owed to gateways
+    # -- downlinks the gateways have not yet confirmed (§6.6): staff acks, broadcast copies
 
     async def pending_downlinks(self) -> list[Downlink]:
         async with self._tx(write=False) as db:

@@ -208,6 +208,7 @@ class App:
             "counter": self.counter.last,
             "outbox": len(self.outbox),
             "drops": self.outbox.drops,
+            "oversized": self.client.oversized,
             "led": self.fb.name,
             "led_on": self.fb.led,
             "buzzer": self.fb.buzz,

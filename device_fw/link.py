@@ -45,7 +45,7 @@ class Link:
     def hb_fields(self) -> dict:
         app = self.app
         bat, mv = app.hal.battery()
-        return {
+        f = {
             "bat": bat,
             "mv": mv,
             "rssi": app.hal.rssi(),
@@ -53,6 +53,9 @@ class Link:
             "ob": len(app.outbox),
             "up": app.up_ms,
         }
+        if self.client.oversized:
+            f["ov"] = self.client.oversized
+        return f
 
     async def _send_hb(self) -> None:
         app = self.app
@@ -98,7 +101,8 @@ class Link:
             app.wake.clear()
             while cl.inbox:
                 pid, topic, payload = cl.inbox.pop(0)
-                app.on_down(topic, payload)
+                if topic:  # an empty topic: a message too large to take, dropped by the client
+                    app.on_down(topic, payload)
                 await cl.done(pid)
             await self.send_due()
             now = ticks_ms()
@@ -145,7 +149,10 @@ class SpeakerLink(Link):
     def hb_fields(self) -> dict:
         app = self.app
         bat, mv = app.hal.battery()
-        return {"bat": bat, "mv": mv, "rssi": app.hal.rssi(), "fw": self.cfg["fw"], "up": app.up_ms}
+        f = {"bat": bat, "mv": mv, "rssi": app.hal.rssi(), "fw": self.cfg["fw"], "up": app.up_ms}
+        if self.client.oversized:
+            f["ov"] = self.client.oversized  # downlinks too large to take, dropped since boot
+        return f
 
     def on_connect(self) -> None:
         pass  # reports wait in app.pq.out until the broker has them: nothing to reset

@@ -14,6 +14,17 @@
 # it is checked in place instead of being copied into a queue, and messages are taken in the
 # order they arrive, never dropped (a speaker accepts broadcast counters only increasing, so a
 # dropped and redelivered frame would count as a replay).
+#
+# A PUBLISH larger than the receive buffer cannot be taken: it is read and discarded, counted in
+# `oversized`, and PUBACKed all the same (QoS 1), in its place among the other messages. Left
+# unacknowledged it would stay in flight in the persistent session, come back on every
+# reconnect, and with enough of them fill the broker's in-flight window for this client, so
+# that nothing after them would ever be delivered.
+#
+# Every write is bounded in time (write_timeout_ms): a broker that stops reading (hung, or a
+# link that died without a reset) fills the socket's send buffer, and a write would otherwise
+# wait for ever, with the keepalive check never reached. A write that times out ends the link
+# (OSError), and the owner reconnects.
 import asyncio
 from time import ticks_diff, ticks_ms
 
@@ -29,6 +40,7 @@ _PINGRESP = const(0xD0)
 _RX_SIZE = const(640)  # a downlink frame (513) plus its topic and header
 _TX_SIZE = const(640)
 _INBOX = const(8)
+_WRITE_TIMEOUT_MS = const(10000)
 _PINGREQ = b"\xc0\x00"
 _DISCONNECT = b"\xe0\x00"
 
@@ -53,6 +65,7 @@ class Client:
         will_msg: bytes = b"",
         rx_buf: bytearray | None = None,
         handler=None,
+        write_timeout_ms: int = _WRITE_TIMEOUT_MS,
     ) -> None:
         self.client_id = client_id.encode()
         self.host = host
@@ -60,6 +73,7 @@ class Client:
         self.user = user.encode() if user else None
         self.password = password.encode() if password else None
         self.keepalive_s = keepalive_s
+        self.write_timeout_ms = write_timeout_ms
         self.will_topic = will_topic.encode() if will_topic else None
         self.will_msg = will_msg
         # rx_buf: a receive buffer the caller allocated (a large one is best allocated early,
@@ -82,7 +96,8 @@ class Client:
         self.inbox: list[tuple[int, bytes, bytes]] = []  # (pid or 0, topic, payload)
         self.inbox_drops = 0
         self.handler = handler  # handler(topic, payload) -> None, or None for the inbox
-        self.oversized = 0
+        self.oversized = 0  # PUBLISH packets too large for the buffer: dropped (and PUBACKed)
+        self._drop_pid = 0  # the packet id of the last one dropped (0: QoS 0)
         self.wake = asyncio.Event()  # set when a message arrives or the link dies
         self.up = False
         self.last_rx = ticks_ms()
@@ -120,7 +135,13 @@ class Client:
             raise OSError("not connected")
         async with self._lock:
             w.write(data)
-            await w.drain()
+            try:
+                await asyncio.wait_for_ms(w.drain(), self.write_timeout_ms)
+            except asyncio.TimeoutError:
+                self.up = False  # the stream is left with a partial packet: unusable
+                self._evt.set()
+                self.wake.set()
+                raise OSError("write timed out: the broker takes nothing") from None
         self.last_tx = ticks_ms()
 
     # -- reading
@@ -158,11 +179,25 @@ class Client:
         if n <= self._rx_size:
             await self._readn(n)
             return b0, n
+        # Too large: read a buffer's worth first (a PUBLISH's topic and packet id are at its
+        # start), then discard the rest.
+        k = min(n, self._rx_size)
+        await self._readn(k)
+        pid = 0
+        rx = self._rx
+        if b0 & 0xF0 == _PUBLISH and (b0 >> 1) & 3 == 1:
+            i = 2 + (rx[0] << 8 | rx[1])
+            if i + 2 <= k:
+                pid = rx[i] << 8 | rx[i + 1]
+        print("mqtt: dropped a packet of %d bytes, larger than the %d-byte buffer" % (n, self._rx_size))
+        n -= k
         while n > 0:
             k = min(n, self._rx_size)
             await self._readn(k)
             n -= k
-        self.oversized += 1
+        if b0 & 0xF0 == _PUBLISH:
+            self.oversized += 1
+        self._drop_pid = pid
         return b0, -1
 
     # -- connection
@@ -322,6 +357,11 @@ class Client:
                 kind = b0 & 0xF0
                 rx = self._rx
                 if n < 0:
+                    pid = self._drop_pid
+                    if pid and self.handler is not None:
+                        await self.done(pid)
+                    elif pid:
+                        self._queue(pid, b"", b"")  # an empty topic: nothing to act on
                     continue
                 if kind == _PUBLISH:
                     pid = self._on_publish(b0, n)
@@ -360,9 +400,13 @@ class Client:
         if self.handler is not None:
             self.handler(self._rxv[2 : 2 + tlen], self._rxv[i:n])
             return pid
+        self._queue(pid, bytes(self._rxv[2 : 2 + tlen]), bytes(self._rxv[i:n]))
+        return 0
+
+    def _queue(self, pid: int, topic: bytes, payload: bytes) -> None:
+        # Into the inbox; the application PUBACKs each entry with done(pid) in this order.
         if len(self.inbox) >= _INBOX:
             self.inbox.pop(0)
             self.inbox_drops += 1
-        self.inbox.append((pid, bytes(self._rxv[2 : 2 + tlen]), bytes(self._rxv[i:n])))
+        self.inbox.append((pid, topic, payload))
         self.wake.set()
-        return 0

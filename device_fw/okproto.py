@@ -132,6 +132,17 @@ def valid_id(text: object) -> bool:
     return True
 
 
+# §1.1: names that carry rights on the brokers: the gateway's village login, the centre's
+# certificate name, and every further service login (`svc-...`). No device id or gateway id is
+# ever one of them: registering one would hand over that login's password and ACL rights.
+RESERVED_IDS = ("gateway", "centre")
+SERVICE_PREFIX = "svc-"
+
+
+def reserved_id(text: object) -> bool:
+    return isinstance(text, str) and (text in RESERVED_IDS or text.startswith(SERVICE_PREFIX))
+
+
 def topic_up(device_id: str, kind: str) -> str:
     return PREFIX + "dev/" + device_id + "/up/" + kind
 
@@ -146,8 +157,8 @@ def parse_topic(topic: str) -> tuple[str, str, str]:
     if len(parts) != 6 or parts[0] != "ok" or parts[1] != VERSION or parts[2] != "dev":
         raise ProtocolError(BAD_TOPIC, "not an ok/v1/dev topic: " + topic[:80])
     device_id, direction, kind = parts[3], parts[4], parts[5]
-    if not valid_id(device_id):
-        raise ProtocolError(BAD_TOPIC, "bad device id in topic")
+    if not valid_id(device_id) or reserved_id(device_id):
+        raise ProtocolError(BAD_TOPIC, "bad or reserved device id in topic")
     if direction == "up" and kind in KINDS_UP:
         return device_id, direction, kind
     if direction == "down" and kind in KINDS_DOWN:
@@ -246,6 +257,7 @@ _OPT = {
         "fw": ("s", 0, 16),
         "ob": ("i", 0, MAX_INT),
         "up": ("i", 0, MAX_INT),
+        "ov": ("i", 0, MAX_INT),
     },
     "ack": {"why": ("s", 0, 64), "by": ("s", 0, 32)},
     "bcr": {"why": ("s", 0, 64)},
@@ -255,9 +267,10 @@ _OPT = {
         "rep": ("i", 1, 6),
         "lang": ("s", 0, 8),
         "text": ("s", 0, MAX_TEXT),
+        "ts": ("i", 1, MAX_INT),
     },
 }
-_HB_ORDER = ("bat", "mv", "rssi", "fw", "ob", "up")
+_HB_ORDER = ("bat", "mv", "rssi", "fw", "ob", "up", "ov")
 
 
 def encode_up(
@@ -301,12 +314,38 @@ def encode_ack(
 
 def encode_bc(key: bytes, device_id: str, counter: int, bc: dict[str, object]) -> tuple[str, bytes]:
     # §8.2: one speaker's copy of a broadcast. `bc` holds id, mt, st, pri, exp and optionally
-    # ref, clip, rep, lang, text.
+    # ts (the gateway's Unix time in ms as it sends the copy: the speaker's clock), ref, clip,
+    # rep, lang, text.
     pairs = [("t", "bc"), ("d", device_id), ("c", counter)]
-    for name in ("id", "mt", "st", "pri", "exp", "ref", "clip", "rep", "lang", "text"):
+    for name in ("id", "mt", "st", "pri", "exp", "ts", "ref", "clip", "rep", "lang", "text"):
         pairs.append((name, bc.get(name)))
     topic = topic_down(device_id, "bc")
     return topic, frame(key, topic, encode_body(pairs, MAX_BC_BODY))
+
+
+# -- §5.5 the event counter window (the gateway's rule; pure, so that vectors pin it)
+
+REORDER_COUNTERS = const(64)
+REORDER_MS = const(120000)
+
+
+def check_event_window(counter: int, high: int, age_ms: int) -> None:
+    # An alarm, cancel or test that is not stored yet (a copy of a stored one is a duplicate,
+    # §5.2, and never comes here). `high`: the highest event counter stored from the device
+    # (0: none); `age_ms`: how long ago, by the gateway's clock, that event was stored.
+    # Above `high`: accepted. Below: only within REORDER_COUNTERS of it and while `high` is
+    # younger than REORDER_MS; otherwise `replay`.
+    if counter > high:
+        return
+    below = high - counter
+    if below <= REORDER_COUNTERS and 0 <= age_ms < REORDER_MS:
+        return
+    raise ProtocolError(
+        REPLAY,
+        "event counter %d is %d below the highest stored event %d (stored %d ms ago); "
+        "the reorder window is %d counters for %d ms"
+        % (counter, below, high, age_ms, REORDER_COUNTERS, REORDER_MS),
+    )
 
 
 # -- decoding

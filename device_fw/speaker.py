@@ -160,15 +160,22 @@ class App:
             why = okproto.MALFORMED
         else:
             c = body["c"]
-            if c > self.now():  # forward only: a late or replayed frame never turns it back
-                self.clock = c
-                self.clock_at = ticks_ms()
             if body["t"] != "bc":
-                why = "not_bc"  # acks answer nothing a speaker sends
+                why = "not_bc"  # acks answer nothing a speaker sends, and set no clock
             elif c <= self.bc_c:
-                why = okproto.REPLAY
+                why = okproto.REPLAY  # a late or replayed frame: the clock stays as it is
             else:
                 self.bc_c = c
+                ts = body.get("ts")
+                if ts is not None:
+                    # The gateway's time as it sent this, the newest frame (§8.2.1): taken as
+                    # it is, so a gateway whose clock was corrected brings the speaker along.
+                    self.clock = ts
+                    self.clock_at = ticks_ms()
+                elif c > self.now():
+                    # An older gateway sends no ts: its counter is its time; forward only.
+                    self.clock = c
+                    self.clock_at = ticks_ms()
                 if self.pq.offer(body, self.now()) is not None:
                     path = "bq/%d" % c
                     try:
@@ -263,6 +270,7 @@ class App:
             "counter": self.counter.last, "playing": cur.id if cur else None,
             "queue": [bc.id for bc in pq.queue], "bcs": bcs, "bc_counter": self.bc_c,
             "clock": self.now() or None, "reports": len(pq.out), "refused": self.refused,
+            "oversized": self.client.oversized,
             "connects": self.link.connects, "up_ms": self.up_ms, "errors": self.errors,
             "heap_free": gc.mem_free(),
         }  # fmt: skip

@@ -36,11 +36,12 @@ from fastapi import Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
+from device_fw import okproto
 from gateway import registry
 from gateway.brokerctl import BrokerControl, BrokerControlError
 from gateway.config import AdminConfig, GatewayConfig
 from gateway.errors import ConfigError, RegistryError
-from gateway.registry import DeviceConflict, DeviceRecord, Registry
+from gateway.registry import DeviceConflict, DeviceRecord, Registry, ReservedIdError
 from gateway.store import Store
 from transport.keys import write_secret
 
@@ -159,6 +160,19 @@ def _device_out(rec: DeviceRecord) -> DeviceOut:
     )
 
 
+def _refuse_service_login(ctx: AdminContext, device_id: str) -> None:
+    """A device id is never a service login's name (§1.1): neither a reserved one nor the user
+    this gateway itself logs in to the village broker with, whatever its configuration says."""
+    own = ctx.cfg.village_broker.user
+    if okproto.reserved_id(device_id) or device_id == own:
+        raise ReservedIdError(
+            f"device id {device_id!r} is reserved: it names a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}..., and this gateway's "
+            f"own village login {own!r}), whose password and rights a device must never get "
+            "(protocol §1.1); choose another id"
+        )
+
+
 def create_app(ctx: AdminContext) -> FastAPI:
     app = FastAPI(title="onekey gateway admin", version="1", docs_url=None, redoc_url=None)
 
@@ -172,6 +186,11 @@ def create_app(ctx: AdminContext) -> FastAPI:
     @app.exception_handler(DeviceConflict)
     async def conflict(_: Any, exc: DeviceConflict) -> JSONResponse:
         return JSONResponse({"detail": str(exc), "code": exc.code}, 409)
+
+    @app.exception_handler(ReservedIdError)
+    async def reserved(_: Any, exc: ReservedIdError) -> JSONResponse:
+        log.warning("event=admin_refused reason=reserved_id detail=%r", str(exc))
+        return JSONResponse({"detail": str(exc), "code": "reserved"}, 400)
 
     @app.exception_handler(BrokerControlError)
     async def broker_failed(_: Any, exc: BrokerControlError) -> JSONResponse:
@@ -188,6 +207,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
             raise HTTPException(
                 400, f"this gateway serves village {ctx.cfg.village}, not {body.village}"
             )
+        _refuse_service_login(ctx, body.id)
 
         def write(conn: sqlite3.Connection) -> registry.Registration:
             return registry.register_device(
@@ -197,7 +217,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
 
         try:
             reg = await asyncio.to_thread(_db, ctx, write)
-        except DeviceConflict:
+        except (DeviceConflict, ReservedIdError):
             raise
         except RegistryError as exc:
             raise HTTPException(400, str(exc)) from None
@@ -231,6 +251,8 @@ def create_app(ctx: AdminContext) -> FastAPI:
 
     @app.delete("/admin/devices/{device_id}", dependencies=auth)
     async def revoke(device_id: str) -> RevokedOut:
+        # Never a service login: revoking would remove the gateway's own broker password.
+        _refuse_service_login(ctx, device_id)
         # The registry first: from this moment the gateway refuses the device, whatever
         # happens to the broker step.
         try:
@@ -272,7 +294,10 @@ async def serve(cfg: GatewayConfig, store: Store, reg: Registry) -> None:
     if admin is None or not admin.enabled:
         return
     token = await asyncio.to_thread(ensure_token, admin.token_file)
-    ctx = AdminContext(cfg, admin, store, reg, BrokerControl(admin.broker_passwd, admin.broker_reload), token)
+    broker = BrokerControl(
+        admin.broker_passwd, admin.broker_reload, service_users=(cfg.village_broker.user,)
+    )
+    ctx = AdminContext(cfg, admin, store, reg, broker, token)
     sock = _listen(admin.listen, admin.port)
     server = _Server(
         uvicorn.Config(

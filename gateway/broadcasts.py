@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 from itertools import groupby
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -95,10 +96,15 @@ class BroadcastSide:
 
     # -- from the centre
 
-    async def on_centre_message(self, topic: str, payload: bytes) -> None:
+    async def on_centre_message(self, topic: str, payload: bytes) -> str | None:
+        """Check and store a broadcast copy from the centre. Returns its id once it is settled
+        here, for the centre's confirmation (§6.6): stored, known as a repeat, or refused for
+        good; None when the centre must send it again (a bad signature: it may not be the
+        centre's at all; the store failed)."""
         self.metrics.inc("bc_in")
         now = now_ms()
         parts = topic.split("/")
+        body: dict[str, Any] | None = None
         try:
             try:
                 body = verify_frame(self.centre_key, topic, payload, MAX_BROADCAST_FRAME)
@@ -108,17 +114,20 @@ class BroadcastSide:
             bc = bcpolicy.parse_broadcast(body, self.cfg.gateway_id, topic_gw, now)
             async with self._lock:
                 await self._accept(bc, now)
+            return bc.id
         except BroadcastRejected as exc:
             self.metrics.reject(f"bc_{exc.reason}")
             log.warning(
                 "event=broadcast_rejected reason=%s detail=%r topic=%r size=%d",
                 exc.reason, exc.detail[:200], topic[:100], len(payload),
             )
+            bc_id = body.get("id") if body is not None else None
+            return bc_id if isinstance(bc_id, str) and 0 < len(bc_id) <= 40 else None
         except StoreError as exc:
-            # Nothing was accepted, so nothing plays; the centre sees no report from this
-            # gateway and shows the broadcast as not confirmed here.
+            # Nothing was accepted, so nothing plays; the centre sends it again.
             self.metrics.inc("store_failed")
             log.error("event=store_failed on=broadcast error=%r", str(exc))
+            return None
 
     async def _accept(self, bc: bcpolicy.Broadcast, now: int) -> None:
         # A speaker provisioned a moment ago counts too (a cheap version check).
@@ -162,7 +171,9 @@ class BroadcastSide:
             f = fields[d.bc]
             if key is None or f is None:
                 continue
-            topic, payload = okproto.encode_bc(key, d.device, self.village.next_counter(), f)
+            # ts: the speaker's clock (§8.2.1); the counter is for replay only, not a time.
+            copy = {**f, "ts": now_ms()}
+            topic, payload = okproto.encode_bc(key, d.device, self.village.next_counter(), copy)
             try:
                 client.publish_nowait(topic, payload, qos=1).add_done_callback(_log_failure)
             except MqttError:

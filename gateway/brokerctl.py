@@ -18,11 +18,15 @@ import asyncio
 import os
 import shlex
 import signal
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 
+from device_fw import okproto
 from gateway.config import check_reload_spec
 from gateway.errors import GatewayError
 from transport.brokers import MOSQUITTO_PASSWD
+from transport.keys import private_file
 
 _TIMEOUT_S = 30.0
 
@@ -32,12 +36,27 @@ class BrokerControlError(GatewayError):
 
 
 class BrokerControl:
-    """Changes go through one lock: `mosquitto_passwd` rewrites the whole file."""
+    """Changes go through one lock: `mosquitto_passwd` rewrites the whole file.
 
-    def __init__(self, passwd: Path | None, reload: str = "none") -> None:
+    Only device logins are changed here: a reserved name (protocol §1.1) or one of
+    `service_users` (the gateway's own login) is refused, so that device administration can
+    neither hand out nor remove a service's password."""
+
+    def __init__(
+        self, passwd: Path | None, reload: str = "none", *, service_users: Sequence[str] = ()
+    ) -> None:
         self.passwd = passwd
         self.reload_spec = check_reload_spec(reload)
+        self.service_users = tuple(service_users)
         self._lock = asyncio.Lock()
+
+    def _check_device_login(self, name: str) -> None:
+        if okproto.reserved_id(name) or name in self.service_users:
+            raise BrokerControlError(
+                f"{name!r} is a service login on the village broker (reserved names: "
+                f"{', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}...); device "
+                "administration never sets or removes it"
+            )
 
     def _file(self) -> Path:
         if self.passwd is None:
@@ -45,10 +64,20 @@ class BrokerControl:
                 "this gateway cannot issue broker credentials: set [admin] broker_passwd in its "
                 "configuration to the village broker's password file"
             )
-        if not self.passwd.exists():
-            # Mosquitto reads an empty file as "no users"; mosquitto_passwd needs it to exist.
-            self.passwd.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.passwd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        # Mosquitto reads an empty file as "no users"; mosquitto_passwd needs it to exist, and
+        # keeps the mode of the file it rewrites. A new file is 0600 whatever the umask; an
+        # existing one keeps its owner and group bits (Mosquitto running as its own user may
+        # read it through its group, docs/provisioning.md) but never stays readable by others.
+        try:
+            if not self.passwd.exists():
+                private_file(self.passwd)
+            elif (mode := stat.S_IMODE(self.passwd.stat().st_mode)) & 0o007:
+                os.chmod(self.passwd, mode & 0o770)
+        except OSError as exc:
+            raise BrokerControlError(
+                f"broker password file {self.passwd}: {exc}; it must exist and not be readable "
+                "by others"
+            ) from None
         return self.passwd
 
     async def _passwd(self, *args: str) -> tuple[int, str]:
@@ -68,6 +97,7 @@ class BrokerControl:
         return proc.returncode or 0, out.decode(errors="replace").strip()
 
     async def set_user(self, name: str, password: str) -> None:
+        self._check_device_login(name)
         async with self._lock:
             path = self._file()
             rc, out = await self._passwd("-b", str(path), name, password)
@@ -77,6 +107,7 @@ class BrokerControl:
 
     async def remove_user(self, name: str) -> bool:
         """Removes `name`; False if it was not there (revoking twice is not an error)."""
+        self._check_device_login(name)
         async with self._lock:
             path = self._file()
             rc, out = await self._passwd("-D", str(path), name)

@@ -3,6 +3,11 @@
 An event leaves the outbox only when the centre's signed `received` ack for its id arrives
 (§6.3). Up to `forward_window` events are in flight; anything unconfirmed after
 `resend_after_s` is sent again from the oldest, in order. The centre deduplicates by id.
+
+What the centre sends down that carries state (a staff `acked` ack, a broadcast copy) is
+confirmed on `up/conf` once it is committed here, or known as a repeat, or refused for good
+for a reason other than a bad signature (§6.6); the centre holds it until then and sends it
+again. An empty confirmation right after each connect tells the centre we are there.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -28,6 +34,13 @@ from protocol.signed import encode_json, sign_frame
 from transport.mqtt import Message, MqttClient, MqttError, TlsFiles
 
 log = logging.getLogger("onekey.gateway.forwarder")
+
+
+# Confirmations per message (§6.6): at most 200 items; 100 ids of the longest kind (32-character
+# gateway and device ids, a 16-digit counter) keep the body near 10 KB, well below the centre
+# broker's packet limit.
+# A batch of centre acks this large has its signatures checked in a worker thread.
+THREAD_VERIFY_FROM = 8
 
 
 @dataclass
@@ -75,7 +88,16 @@ class CentreSide:
         self.hb_topic = topics.heartbeat(gw)
         self.down_topic = topics.ack(gw)
         self.bc_topic = topics.broadcast(gw)
-        self.on_broadcast: Callable[[str, bytes], Awaitable[None]] | None = None
+        self.conf_topic = topics.confirmations(gw)
+        # Takes a broadcast from the centre; returns its id once it is settled here (stored,
+        # a repeat, or refused for good), None if the centre must send it again.
+        self.on_broadcast: Callable[[str, bytes], Awaitable[str | None]] | None = None
+        self._conf_acks: list[tuple[str, str]] = []
+        self._conf_bc: list[str] = []
+        # Centre acks taken from the message loop and not yet handed to the store (_on_ack).
+        self._acks_in: list[tuple[Message, asyncio.Future[bool]]] = []
+        self._acks_tail: asyncio.Task[None] | None = None
+        self._ack_tasks: set[asyncio.Task[None]] = set()
         store.stored_listeners.append(self._wake.set)
 
     async def run(self) -> None:
@@ -83,7 +105,7 @@ class CentreSide:
         cb = self.cfg.centre_broker
         while True:
             client = MqttClient(
-                f"onekey-gw-{self.cfg.gateway_id}",
+                self.cfg.gateway_id,  # = the certificate's CN, which the broker makes the id (§6)
                 cb.host,
                 cb.port,
                 tls=TlsFiles(ca=cb.ca, cert=cb.cert, key=cb.key),
@@ -97,6 +119,7 @@ class CentreSide:
                 await client.subscribe(self.down_topic, qos=1)
                 await client.subscribe(self.bc_topic, qos=1)
                 self.client = client
+                self._publish_conf(client, [], [])  # §6.6: here now, send what I lack
                 self.metrics.gauge("centre_link", "up")
                 log.info("event=centre_link_up broker=%s:%d", cb.host, cb.port)
                 delay = 0.5
@@ -106,13 +129,15 @@ class CentreSide:
                 async for msg in client.messages():
                     if msg.topic == self.bc_topic:
                         if self.on_broadcast is not None:
-                            await self.on_broadcast(msg.topic, msg.payload)
+                            settled = await self.on_broadcast(msg.topic, msg.payload)
+                            if settled is not None:
+                                self.confirm(bc=[settled])
                     else:
-                        await self._on_ack(msg)
+                        self._on_ack(msg)  # committed in the background, in order (see there)
             except MqttError as exc:
                 log.warning(
-                    "event=centre_link_down broker=%s:%d error=%r outbox=%d",
-                    cb.host, cb.port, str(exc), len(self._inflight),
+                    "event=centre_link_down broker=%s:%d error=%r outbox=%d inflight=%d",
+                    cb.host, cb.port, str(exc), self.store.outbox_count, len(self._inflight),
                 )
             finally:
                 self.client = None
@@ -170,25 +195,139 @@ class CentreSide:
 
     # -- acks from the centre
 
-    async def _on_ack(self, msg: Message) -> None:
+    def _on_ack(self, msg: Message) -> asyncio.Future[bool]:
+        """Take a centre ack (§6.4): its signature is checked, its state change queued in the
+        store's group commit, and the device told, while the message loop goes on with the
+        next messages, so a burst of acks costs a few commits, not one each. Returns a future:
+        True once the state is committed and relayed (or the message is refused as bad input),
+        False if it was not committed (nothing is confirmed then: the centre sends it again).
+        PUBACK the message once it is done, in arrival order (a refused message is done at
+        once, a committed one when its commit is: wait on each in turn)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+        self._acks_in.append((msg, done))
+        if len(self._acks_in) == 1:
+            loop.call_soon(self._take_acks)  # whatever arrives in this turn goes with it
+        return done
+
+    def _take_acks(self) -> None:
+        batch, self._acks_in = self._acks_in, []
+        task = asyncio.get_running_loop().create_task(self._check_acks(batch, self._acks_tail))
+        self._acks_tail = task
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._acks_taken)
+
+    def _acks_taken(self, task: asyncio.Task[None]) -> None:
+        self._ack_tasks.discard(task)
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:  # its acks were not committed: the centre sends them again
+            log.error("event=centre_acks_failed error=%r", exc, exc_info=exc)
+
+    async def _check_acks(
+        self, batch: list[tuple[Message, asyncio.Future[bool]]], previous: asyncio.Task[None] | None
+    ) -> None:
+        applied = 0
         try:
-            ack = acks.open_ack(self.centre_key, self.cfg.gateway_id, msg.topic, msg.payload)
-        except Rejected as exc:
-            self.metrics.reject(f"centre_{exc.reason}")
-            log.warning("event=centre_ack_rejected reason=%s detail=%r", exc.reason, exc.detail)
+            msgs = [m for m, _ in batch]
+            if len(msgs) >= THREAD_VERIFY_FROM:
+                # Ed25519 verification lets go of the GIL: in a worker thread it runs beside
+                # the loop, which meanwhile forwards events and reads the next messages.
+                bodies = await asyncio.to_thread(self._verify_all, msgs)
+            else:
+                bodies = self._verify_all(msgs)
+            if previous is not None:
+                await asyncio.wait([previous])  # the batch before goes to the store first
+            for (_msg, done), body in zip(batch, bodies, strict=True):
+                self._apply_ack(body, done)
+                applied += 1
+        finally:
+            for _msg, done in batch[applied:]:
+                if not done.done():  # cancelled, or a fault above: the centre sends it again
+                    done.set_result(False)
+
+    def _verify_all(self, msgs: list[Message]) -> list[acks.Ack | Rejected]:
+        """Signature and fields (§6.4, the link's codec). No shared state: safe in a worker
+        thread."""
+        out: list[acks.Ack | Rejected] = []
+        for msg in msgs:
+            try:
+                out.append(acks.open_ack(self.centre_key, self.cfg.gateway_id, msg.topic, msg.payload))
+            except Rejected as exc:
+                out.append(exc)
+        return out
+
+    def _apply_ack(self, ack: acks.Ack | Rejected, done: asyncio.Future[bool]) -> None:
+        if isinstance(ack, Rejected):
+            self.metrics.reject(f"centre_{ack.reason}")
+            log.warning("event=centre_ack_rejected reason=%s detail=%r", ack.reason, ack.detail)
+            done.set_result(True)
             return
         eid, state, device, counter, by = ack.id, ack.state, ack.device, ack.counter, ack.by
-        try:
-            moved = await self.store.advance_state(device, counter, str(state), acked_by=by)
-        except StoreError as exc:
-            log.error("event=store_failed on=centre_ack id=%s error=%r", eid, str(exc))
+        fut = self.store.advance_state(device, counter, str(state), acked_by=by)
+        fut.add_done_callback(
+            partial(self._ack_committed, eid=eid, state=state, by=by, done=done)
+        )
+
+    def _ack_committed(
+        self, fut: asyncio.Future[bool], *, eid: str, state: str, by: str | None,
+        done: asyncio.Future[bool],
+    ) -> None:
+        if done.done():
             return
-        if self._inflight.pop(str(eid), None) is not None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled() or exc is not None:
+            # Not confirmed: the centre sends it again (an `acked` until we confirm it, §6.6;
+            # a `received` when the event is forwarded again).
+            why = str(exc) if isinstance(exc, StoreError) else repr(exc)
+            log.error("event=store_failed on=centre_ack id=%s error=%r", eid, why)
+            done.set_result(False)
+            return
+        moved = fut.result()
+        if self._inflight.pop(eid, None) is not None:
             self._wake.set()
+        if state == "acked":
+            # Committed, or already this far (a repeat): the centre may let it go. A `received`
+            # needs no confirmation: the outbox sends the event until it gets one.
+            self.confirm(acks=[(eid, "acked")])
         if moved:
+            _gw, device, counter = eid.split(":")
             self.metrics.inc(f"centre_{state}")
             log.info("event=centre_%s id=%s by=%r", state, eid, by)
-            self.village.send_ack(device, counter, str(state), by=by)
+            self.village.send_ack(device, int(counter), state, by=by)
+        done.set_result(True)
+
+    # -- confirmations to the centre (§6.6)
+
+    def confirm(self, acks: list[tuple[str, str]] | None = None, bc: list[str] | None = None) -> None:
+        """Queue confirmations; they go out together at the end of this turn of the loop."""
+        first = not self._conf_acks and not self._conf_bc
+        self._conf_acks += acks or []
+        self._conf_bc += bc or []
+        if first and (self._conf_acks or self._conf_bc):
+            asyncio.get_running_loop().call_soon(self._flush_conf)
+
+    def _flush_conf(self) -> None:
+        pending_acks, pending_bc = self._conf_acks, self._conf_bc
+        self._conf_acks, self._conf_bc = [], []
+        client = self.client
+        if client is None:
+            return  # the centre sends them again when we are back, and we confirm then
+        # The link's codec splits them into messages that fit (§6.6).
+        for conf in uplink.confirmations(self.cfg.gateway_id, now_ms(), pending_acks, pending_bc):
+            if not self._publish_conf(client, list(conf.acks), list(conf.bc)):
+                return  # lost with the link: the centre sends again, we confirm again
+
+    def _publish_conf(
+        self, client: MqttClient, acked: list[tuple[str, str]], bcs: list[str]
+    ) -> bool:
+        conf = uplink.Confirmation(self.cfg.gateway_id, now_ms(), tuple(acked), tuple(bcs))
+        payload = sign_frame(self.key, self.conf_topic, encode_json(uplink.encode_confirmation(conf)))
+        try:
+            client.publish_nowait(self.conf_topic, payload, qos=1).add_done_callback(_log_failure)
+        except MqttError:
+            return False
+        self.metrics.inc("confs_out")
+        return True
 
     # -- supervision
 
@@ -196,11 +335,7 @@ class CentreSide:
         while True:
             client = self.client
             if client is not None:
-                try:
-                    depth = await self.store.outbox_depth()
-                except StoreError:
-                    depth = -1
-                self.metrics.gauge("outbox", depth)
+                depth = self.store.outbox_count  # exact, kept by the store on every commit
                 body = uplink.encode_heartbeat(
                     uplink.Heartbeat(
                         self.cfg.gateway_id,

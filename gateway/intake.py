@@ -1,4 +1,6 @@
-"""Checks each device message: framing, device, MAC, fields (okproto) and the replay rule (§5)."""
+"""Checks each device message: framing, device, MAC, fields (okproto) and the replay rule (§5).
+
+The event counter window (§5.5) needs the events table; the store applies it as it inserts."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from typing import Any
 from device_fw import okproto
 from gateway.errors import RegistryError
 from gateway.store import COLUMN_MIGRATIONS, SCHEMA, Store
+from transport.keys import private_db, private_dir
 
 ROLES = ("button", "speaker")
 
@@ -83,7 +84,9 @@ ADMIN_COLUMNS = ("ALTER TABLE devices ADD COLUMN hw_id TEXT NOT NULL DEFAULT ''"
 
 
 def open_admin(db_path: Path) -> sqlite3.Connection:
-    db_path.parent.mkdir(parents=True, exist_ok=True)
+    # The database holds the device keys: 0600 before sqlite creates it (gateway/store.py).
+    private_dir(db_path.parent, tighten=True)
+    private_db(db_path)
     conn = sqlite3.connect(db_path, isolation_level=None, timeout=10)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
@@ -105,10 +108,20 @@ def _bump(conn: sqlite3.Connection) -> None:
     )
 
 
+class ReservedIdError(RegistryError):
+    """The id is a service login's name on the brokers (protocol §1.1)."""
+
+
 def _check_entry(device_id: str, role: str, groups: Sequence[str]) -> None:
     """The rules every registry entry follows, however it is made."""
     if not okproto.valid_id(device_id):
         raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
+    if okproto.reserved_id(device_id):
+        raise ReservedIdError(
+            f"device id {device_id!r} is reserved: it names a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)} and {okproto.SERVICE_PREFIX}...), whose password "
+            "and rights a device must never get (protocol §1.1); choose another id"
+        )
     if role not in ROLES:
         raise RegistryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     for g in groups:

@@ -13,14 +13,13 @@ from gateway.errors import ConfigError
 from gateway.forwarder import CentreSide
 from gateway.metrics import Metrics
 from gateway.registry import Registry
-from gateway.store import Store, now_ms
+from gateway.store import Store
 from gateway.village import VillageSide
 from transport.keys import KeyFileError, load_private_key, load_public_hex
 
 log = logging.getLogger("onekey.gateway")
 
 REGISTRY_POLL_S = 2.0
-RESEND_PROGRESS_MS = 15 * 60 * 1000
 
 
 class Gateway:
@@ -58,14 +57,10 @@ class Gateway:
             village.on_report = broadcasts.on_report
             centre.on_broadcast = broadcasts.on_centre_message
             broadcasts.centre_client = lambda: centre.client
-            # A crash between committing the centre's `received` or `acked` and publishing it to
-            # the device loses that ack, and a device does not ask again after `stored`: tell
-            # recent ones their state once more (a device ignores an ack that moves nothing).
-            for device, counter, state, by in await self.store.recent_progress(
-                now_ms() - RESEND_PROGRESS_MS
-            ):
-                village.send_ack(device, counter, state, by=by)
-            self.metrics.gauge("outbox", await self.store.outbox_depth())
+            # The downlink counter resumes above its reserved block (§4.2). Recent acks are
+            # sent again by the village side each time its link comes up.
+            await village.init()
+            self.metrics.gauge("outbox", self.store.outbox_count)
             log.info(
                 "event=gateway_start id=%s village=%s devices=%d outbox=%s",
                 self.cfg.gateway_id, self.cfg.village, len(self.registry.devices),
@@ -88,6 +83,11 @@ class Gateway:
             # Group commit made visible: transactions against the events they carried.
             self.metrics.gauge("store_commits", self.store.commits)
             self.metrics.gauge("store_ops", self.store.committed_ops)
+            self.metrics.gauge("store_failed_ops", self.store.failed_ops)
+            self.metrics.gauge("store_writer_restarts", self.store.writer_restarts)
+            # The backlog for the centre, kept exact by the store on every commit, so that it
+            # shows whether the uplink is up or not.
+            self.metrics.gauge("outbox", self.store.outbox_count)
             self.metrics.write(self.cfg.metrics_path)
             await asyncio.sleep(0.5)
 

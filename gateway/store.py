@@ -4,6 +4,12 @@ Durability rule (DESIGN.md): an event is acknowledged to its device only after t
 transaction holding it has committed with WAL and synchronous=FULL. Writes are queued to one
 writer task that commits whatever has gathered in a single transaction (group commit), so a
 burst of presses costs a few fsyncs, not one each.
+
+One failing operation fails only itself: each runs under its own SAVEPOINT inside the group
+transaction, and whatever it raises (not only sqlite3.Error) is rolled back to that savepoint and
+given to its future alone as a StoreError, while the rest of the batch commits. A listener that
+raises is logged and skipped. The writer task itself runs under a supervisor that restarts it if
+it ever ends, so a fault never leaves later writes waiting forever.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from device_fw import okproto
 from gateway.errors import StoreError
+from transport.keys import private_db, private_dir
 
 log = logging.getLogger("onekey.gateway.store")
 
@@ -112,7 +120,32 @@ class InsertResult:
     acked_by: str | None
 
 
+@dataclass(frozen=True)
+class Refused:
+    """An event the store would not take: `reason` is a §3.4 reason (`replay`), `detail` says
+    why, for the log."""
+
+    reason: str
+    detail: str
+
+
 _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
+
+# A writer that ends (it never should) is started again after this long.
+WRITER_RESTART_S = 0.5
+# The meta row that holds the end of the gateway's reserved downlink counter block (§4.2).
+DOWNLINK_COUNTER = "downlink_counter_end"
+
+
+class _Pending:
+    """One queued operation, its future, and how it changes the outbox depth once committed."""
+
+    __slots__ = ("fut", "op", "outbox_delta")
+
+    def __init__(self, op: _Op, fut: asyncio.Future[Any]) -> None:
+        self.op = op
+        self.fut = fut
+        self.outbox_delta = 0
 
 
 class Store:
@@ -121,10 +154,16 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[_Op, asyncio.Future[Any]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._batch: list[_Pending] = []
+        self._current: _Pending | None = None
         self.commits = 0
         self.committed_ops = 0
+        self.failed_ops = 0
+        self.writer_restarts = 0
+        # Events not yet received by the centre, kept exact on every commit (the outbox gauge).
+        self.outbox_count = 0
         self.stored_listeners: list[Callable[[], None]] = []
 
     @property
@@ -134,7 +173,10 @@ class Store:
         return self._db
 
     async def start(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # gateway.db holds the device keys: its directory 0700, the file 0600 before sqlite
+        # opens it (SQLite gives -wal and -shm the database file's mode), whatever the umask.
+        private_dir(self.path.parent, tighten=True)
+        private_db(self.path)
         try:
             self._db = await aiosqlite.connect(self.path, isolation_level=None)
             await self._db.execute("PRAGMA journal_mode=WAL")
@@ -147,9 +189,10 @@ class Store:
                 "INSERT OR IGNORE INTO meta(name, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),
             )
+            self.outbox_count = await self.outbox_depth()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open gateway database {self.path}: {exc}") from None
-        self._writer = asyncio.create_task(self._write_loop(), name="gateway-store-writer")
+        self._writer = asyncio.create_task(self._supervise_writer(), name="gateway-store-writer")
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -171,67 +214,165 @@ class Store:
 
     def _submit(self, op: _Op) -> asyncio.Future[Any]:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((op, fut))
+        self._queue.put_nowait(_Pending(op, fut))
         return fut
 
-    async def _write_loop(self) -> None:
-        db = self.db
+    async def _supervise_writer(self) -> None:
+        """The writer under supervision: if it ever ends, what it held fails and it restarts."""
         while True:
-            batch = [await self._queue.get()]
+            try:
+                await self._write_loop()
+                log.error("event=task_ended task=store_writer restart_in=%.1fs", WRITER_RESTART_S)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    self._fail_batch(StoreError("the gateway store was closed before this write"))
+                    raise
+                # An operation raised CancelledError without the writer being cancelled.
+                log.error("event=task_crashed task=store_writer error=CancelledError")
+                self._fail_batch(StoreError(f"write to {self.path} was cancelled"))
+            except Exception as exc:
+                log.exception(
+                    "event=task_crashed task=store_writer restart_in=%.1fs", WRITER_RESTART_S
+                )
+                self._fail_batch(
+                    StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc!r}")
+                )
+            self.writer_restarts += 1
+            await self._rollback()
+            await asyncio.sleep(WRITER_RESTART_S)
+
+    def _fail_batch(self, err: StoreError) -> None:
+        for p in self._batch:
+            if not p.fut.done():
+                p.fut.set_exception(err)
+        self._batch = []
+
+    async def _rollback(self) -> None:
+        db = self._db
+        if db is None or not db.in_transaction:
+            return
+        try:
+            await db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            log.error("event=store_rollback_failed error=%r", str(exc))
+
+    async def _write_loop(self) -> None:
+        while True:
+            self._batch = [await self._queue.get()]
             # One turn of the loop lets handlers that are already running add their writes.
             await asyncio.sleep(0)
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            results: list[Any] = []
-            try:
-                await db.execute("BEGIN IMMEDIATE")
-                for op, _fut in batch:
-                    results.append(await op(db))
-                await db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            while len(self._batch) < MAX_BATCH and not self._queue.empty():
+                self._batch.append(self._queue.get_nowait())
+            batch = self._batch
+            if await self._commit(batch):
+                self._notify()
+            self._batch = []
+
+    async def _commit(self, batch: list[_Pending]) -> bool:
+        """One transaction for the batch, one SAVEPOINT per operation. True if it committed."""
+        db = self.db
+        results: list[tuple[_Pending, Any]] = []
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for p in batch:
+                if p.fut.done():  # the caller gave up (cancelled): nothing to do
+                    continue
+                # Savepoints of successful operations are left to the COMMIT to release: one
+                # statement per operation instead of two. ROLLBACK TO names the newest of them.
+                await db.execute("SAVEPOINT op")
+                self._current = p
                 try:
-                    await db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-                err = StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc}")
-                log.error("event=store_write_failed batch=%d error=%r", len(batch), str(exc))
-                for _op, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                continue
-            self.commits += 1
-            self.committed_ops += len(batch)
-            for (_op, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
-            for listener in self.stored_listeners:
+                    results.append((p, await p.op(db)))
+                except Exception as exc:
+                    self._current = None
+                    p.outbox_delta = 0
+                    # Undo what this operation wrote; the others in the batch still commit.
+                    # If SQLite already rolled the whole transaction back (disk full, I/O
+                    # error), ROLLBACK TO raises and the batch fails as a whole below.
+                    await db.execute("ROLLBACK TO op")
+                    self.failed_ops += 1
+                    log.error(
+                        "event=store_op_failed error=%r batch=%d", _describe(exc), len(batch)
+                    )
+                    err = StoreError(f"write to {self.path} failed: {_describe(exc)}")
+                    err.__cause__ = exc
+                    p.fut.set_exception(err)
+                    p.fut.exception()  # retrieved: a caller that dropped it is not warned
+                self._current = None
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            await self._rollback()
+            err = StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc}")
+            log.error("event=store_write_failed batch=%d error=%r", len(batch), str(exc))
+            for p in batch:
+                if not p.fut.done():
+                    p.fut.set_exception(err)
+            return False
+        self.commits += 1
+        self.committed_ops += len(results)
+        for p, result in results:
+            self.outbox_count += p.outbox_delta
+            if not p.fut.done():
+                p.fut.set_result(result)
+        return True
+
+    def _notify(self) -> None:
+        for listener in list(self.stored_listeners):
+            try:
                 listener()
+            except Exception:
+                # A listener's fault is its own: the writer goes on.
+                log.exception("event=store_listener_failed listener=%r", listener)
+
+    def _outbox_changed(self, delta: int) -> None:
+        """Called by an operation, inside the writer: the outbox depth moves by `delta` once
+        (and only if) this operation commits."""
+        if self._current is not None:
+            self._current.outbox_delta += delta
 
     # -- events
 
-    def insert_event(self, rec: EventRecord) -> asyncio.Future[InsertResult]:
-        """Queue an event; the future resolves once it is committed (or was already there)."""
+    def insert_event(
+        self, rec: EventRecord, *, window: bool = True
+    ) -> asyncio.Future[InsertResult | Refused]:
+        """Queue an event; the future resolves once it is committed (or was already there:
+        a duplicate, answered with its state), or with Refused when its counter is outside the
+        device's reorder window (§5.5; `window=False` skips that check)."""
 
-        async def op(db: aiosqlite.Connection) -> InsertResult:
-            # execute_fetchall: one hop to the SQLite thread per statement.
+        async def op(db: aiosqlite.Connection) -> InsertResult | Refused:
+            # The fast path, one statement: a counter above every stored event of the device.
             rows = await db.execute_fetchall(
-                "INSERT OR IGNORE INTO events(device, counter, kind, ref, village, household,"
-                " gw_ts, dev_ts, dev_up, state, updated_at)"
-                " VALUES (?,?,?,?,?,?,?,?,?,'stored',?) RETURNING seq",
-                (
-                    rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
-                    rec.gw_ts, rec.dev_ts, rec.dev_up, rec.gw_ts,
-                ),
+                _INSERT_EVENT + " WHERE ? > COALESCE((SELECT MAX(counter) FROM events"
+                " WHERE device=?), 0) RETURNING seq",
+                (*_event_values(rec), rec.counter, rec.device),
             )
             for row in rows:
+                self._outbox_changed(+1)
                 return InsertResult(seq=int(row[0]), state="stored", new=True, acked_by=None)
+            # At or below the device's high-water mark: a copy of a stored event (§5.2) ...
             old = await db.execute_fetchall(
                 "SELECT seq, state, acked_by FROM events WHERE device=? AND counter=?",
                 (rec.device, rec.counter),
             )
             for r in old:
                 return InsertResult(seq=int(r[0]), state=str(r[1]), new=False, acked_by=r[2])
-            raise sqlite3.IntegrityError("event vanished during insert")  # pragma: no cover
+            # ... or a new one, which only the reorder window lets in (§5.5).
+            high = await db.execute_fetchall(
+                "SELECT counter, gw_ts FROM events WHERE device=? ORDER BY counter DESC LIMIT 1",
+                (rec.device,),
+            )
+            for h in high:
+                if window:
+                    try:
+                        okproto.check_event_window(rec.counter, int(h[0]), rec.gw_ts - int(h[1]))
+                    except okproto.ProtocolError as exc:
+                        return Refused(exc.reason, exc.detail)
+            rows = await db.execute_fetchall(_INSERT_EVENT + " RETURNING seq", _event_values(rec))
+            for row in rows:
+                self._outbox_changed(+1)
+                return InsertResult(seq=int(row[0]), state="stored", new=True, acked_by=None)
+            raise StoreError("event insert returned no row")  # pragma: no cover
 
         return self._submit(op)
 
@@ -240,15 +381,39 @@ class Store:
     ) -> asyncio.Future[bool]:
         """Move an event forward (stored -> received -> acked). True if it moved."""
         allowed_from = STATES[: STATES.index(state)]
-        marks = ",".join("?" for _ in allowed_from)
 
         async def op(db: aiosqlite.Connection) -> bool:
+            # One state at a time, oldest first, so that a move out of `stored` (the outbox)
+            # is known without reading the row first.
+            for old in allowed_from:
+                rows = await db.execute_fetchall(
+                    "UPDATE events SET state=?, acked_by=COALESCE(?, acked_by), updated_at=?"
+                    " WHERE device=? AND counter=? AND state=? RETURNING seq",
+                    (state, acked_by, now_ms(), device, counter, old),
+                )
+                if len(list(rows)) > 0:
+                    if old == "stored":
+                        self._outbox_changed(-1)
+                    return True
+            return False
+
+        return self._submit(op)
+
+    def event_states(
+        self, device: str, counters: list[int]
+    ) -> asyncio.Future[dict[int, tuple[str, str | None]]]:
+        """counter -> (state, acked_by) of the device's events among `counters`. It runs in the
+        writer and resolves after the commit, so a state it reports is durable (§4.3)."""
+
+        async def op(db: aiosqlite.Connection) -> dict[int, tuple[str, str | None]]:
+            if not counters:
+                return {}
+            marks = ",".join("?" for _ in counters)
             rows = await db.execute_fetchall(
-                f"UPDATE events SET state=?, acked_by=COALESCE(?, acked_by), updated_at=?"
-                f" WHERE device=? AND counter=? AND state IN ({marks}) RETURNING seq",
-                (state, acked_by, now_ms(), device, counter, *allowed_from),
+                f"SELECT counter, state, acked_by FROM events WHERE device=? AND counter IN ({marks})",
+                (device, *counters),
             )
-            return len(list(rows)) > 0
+            return {int(r[0]): (str(r[1]), r[2]) for r in rows}
 
         return self._submit(op)
 
@@ -275,6 +440,31 @@ class Store:
 
         return self._submit(op)
 
+    # -- meta
+
+    def put_meta_int(self, name: str, value: int) -> asyncio.Future[None]:
+        """Durably record an integer setting (committed when the future resolves)."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO meta(name, value) VALUES (?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                (name, str(value)),
+            )
+
+        return self._submit(op)
+
+    async def get_meta_int(self, name: str) -> int | None:
+        rows = await self.db.execute_fetchall("SELECT value FROM meta WHERE name=?", (name,))
+        for r in rows:
+            try:
+                return int(r[0])
+            except ValueError:
+                raise StoreError(
+                    f"meta {name!r} in {self.path} is {r[0]!r}, not an integer"
+                ) from None
+        return None
+
     async def outbox(self, after_seq: int, limit: int) -> list[StoredEvent]:
         """Events not yet received by the centre, in order, with seq > after_seq."""
         cur = await self.db.execute(
@@ -286,15 +476,22 @@ class Store:
         await cur.close()
         return [_event(r) for r in rows]
 
-    async def recent_progress(self, since_ms: int) -> list[tuple[str, int, str, str | None]]:
+    def recent_progress(
+        self, since_ms: int
+    ) -> asyncio.Future[list[tuple[str, int, str, str | None]]]:
         """(device, counter, state, acked_by) of events that moved past `stored` since
-        `since_ms`: their acks to the device may have been lost with the process."""
-        rows = await self.db.execute_fetchall(
-            "SELECT device, counter, state, acked_by FROM events"
-            " WHERE state<>'stored' AND updated_at>=? ORDER BY seq",
-            (since_ms,),
-        )
-        return [(str(r[0]), int(r[1]), str(r[2]), r[3]) for r in rows]
+        `since_ms`: their acks to the device may have been lost with the process or with the
+        village broker. Read in the writer, so only committed states are reported."""
+
+        async def op(db: aiosqlite.Connection) -> list[tuple[str, int, str, str | None]]:
+            rows = await db.execute_fetchall(
+                "SELECT device, counter, state, acked_by FROM events"
+                " WHERE state<>'stored' AND updated_at>=? ORDER BY seq",
+                (since_ms,),
+            )
+            return [(str(r[0]), int(r[1]), str(r[2]), r[3]) for r in rows]
+
+        return self._submit(op)
 
     async def outbox_depth(self) -> int:
         cur = await self.db.execute("SELECT COUNT(*) FROM events WHERE state='stored'")
@@ -338,3 +535,21 @@ def _event(r: Any) -> StoredEvent:
         gw_ts=r[7], dev_ts=r[8], dev_up=r[9],
     )
     return StoredEvent(seq=int(r[0]), record=rec, state=str(r[10]), acked_by=r[11])
+
+
+_INSERT_EVENT = (
+    "INSERT INTO events(device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
+    " state, updated_at) SELECT ?,?,?,?,?,?,?,?,?,'stored',?"
+)
+
+
+def _event_values(rec: EventRecord) -> tuple[Any, ...]:
+    return (
+        rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
+        rec.gw_ts, rec.dev_ts, rec.dev_up, rec.gw_ts,
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,8 +1,21 @@
-"""The village side: device messages in from the village broker, acks out to devices."""
+"""The village side: device messages in from the village broker, acks out to devices.
+
+Each device message is PUBACKed only after what it carries is committed (DESIGN.md,
+durability): the event insert, the heartbeat or report record, or the decision that it is bad
+input. PUBACKs go in arrival order (MQTT 3.1.1 §4.6). A message whose write failed is not
+acknowledged: the link is dropped, and the broker sends it again, with everything after it, on
+the next connect; so a kill -9 at any moment loses nothing and keeps each device's order.
+
+Every time the village link comes up, the gateway tells devices once more the state of events
+that progressed recently (an ack may have been lost with the process or with the broker), and a
+heartbeat that lists events the device still waits on (§4.3, `ev`) is answered with the
+current state of each one that is ahead of the device's view.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -16,7 +29,7 @@ from gateway.config import GatewayConfig
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
-from gateway.store import EventRecord, Store, now_ms
+from gateway.store import DOWNLINK_COUNTER, EventRecord, InsertResult, Refused, Store, now_ms
 from transport.mqtt import Message, MqttClient, MqttError
 
 log = logging.getLogger("onekey.gateway.village")
@@ -27,37 +40,151 @@ MAX_PENDING_ACKS = 5000
 # Messages from unknown devices make the gateway look at the registry version (a cheap read)
 # at most this often; a device provisioned a moment ago is then accepted at once.
 UNKNOWN_RELOAD_S = 0.05
+# On every village link-up, states that moved this recently are sent to their devices again.
+RESEND_PROGRESS_MS = 15 * 60 * 1000
+# A message whose write failed this many times is acknowledged anyway (and logged), so that
+# one message that cannot be stored does not hold up the village: a device keeps an event on
+# its flash until it has `stored`, and sends it again.
+MAX_WRITE_ATTEMPTS = 3
+# §4.3: at most this many [counter, state] pairs in a heartbeat's `ev`.
+MAX_EV = 8
+# A device's view of an event, in the order states move (§4.2, §7).
+DEVICE_STATES = ("sending", "stored", "received", "acked")
+# §4.2: the downlink counter is reserved this far ahead (counter units: a minute of
+# milliseconds, so a restart moves it at most a minute ahead of the clock); a new block is
+# reserved once half of the current one is used (a meta row riding a group commit).
+COUNTER_BLOCK = 60_000
 
 
 class AckCounter:
-    """§4.2: the gateway's downlink counter, Unix ms made strictly increasing."""
+    """§4.2: the gateway's downlink counter: strictly increasing, never reused across
+    restarts, whatever the clock does.
 
-    def __init__(self) -> None:
+    Values are `max(last + 1, clock())`, drawn from a block whose end is committed to the
+    store's meta table before any value of it is used (as a device does with its counter,
+    §5.1); after a restart counting resumes above the reserved end. A clock that is set back
+    therefore cannot make `c` go backwards; a clock that jumps forward is followed only once
+    a block covering it is committed.
+    """
+
+    def __init__(self, store: Store, clock: Callable[[], int] = now_ms) -> None:
+        self.store = store
+        self.clock = clock
         self._last = 0
+        self._reserved = 0  # committed end of the block
+        self._reserving: asyncio.Future[None] | None = None
+        self._started = False
+
+    async def start(self) -> None:
+        saved = await self.store.get_meta_int(DOWNLINK_COUNTER)
+        self._last = max(self._last, saved or 0)
+        end = max(self._last, self.clock()) + COUNTER_BLOCK
+        await self.store.put_meta_int(DOWNLINK_COUNTER, end)
+        self._reserved = end
+        self._started = True
+        log.info("event=downlink_counter_reserved from=%d to=%d", self._last, end)
 
     def next(self) -> int:
-        self._last = max(self._last + 1, now_ms())
-        return self._last
+        if not self._started:
+            raise StoreError("the downlink counter is not started: call VillageSide.init() first")
+        now = self.clock()
+        value = self._last + 1
+        if value <= now <= self._reserved:
+            value = now
+        if value > self._reserved:
+            # Half a block used before the next reservation committed: it cannot happen at
+            # the rates this gateway sees, but say so if it ever does.
+            log.error("event=downlink_counter_ahead value=%d reserved=%d", value, self._reserved)
+        self._last = value
+        if self._reserved - max(value, now) < COUNTER_BLOCK // 2:
+            self._reserve(max(value, now) + COUNTER_BLOCK)
+        return value
+
+    def _reserve(self, end: int) -> None:
+        if self._reserving is not None and not self._reserving.done():
+            return
+        fut = self.store.put_meta_int(DOWNLINK_COUNTER, end)
+        self._reserving = fut
+
+        def done(f: asyncio.Future[None]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is not None:
+                log.error("event=downlink_counter_reserve_failed end=%d error=%r", end, str(exc))
+                return
+            self._reserved = max(self._reserved, end)
+
+        fut.add_done_callback(done)
+
+
+class _AckOrder:
+    """PUBACKs of one connection, in arrival order, each once its message is done with.
+
+    `add()` takes the message and a future that says what became of it: True (committed, or
+    bad input: acknowledge), False (not committed: the broker must send it again). The first
+    False stops all acks on this connection and calls `on_failure` (which drops the link).
+    """
+
+    def __init__(self, client: MqttClient, on_failure: Callable[[], None]) -> None:
+        self.client = client
+        self.on_failure = on_failure
+        self.failed = False
+        self._queue: deque[tuple[Message, asyncio.Future[bool] | None]] = deque()
+
+    def add(self, msg: Message, done: asyncio.Future[bool] | None) -> None:
+        if msg.qos == 0:
+            return  # nothing to acknowledge
+        self._queue.append((msg, done))
+        if done is not None and not done.done():
+            done.add_done_callback(lambda _f: self._drain())
+        else:
+            self._drain()
+
+    def _drain(self) -> None:
+        while self._queue and not self.failed:
+            msg, done = self._queue[0]
+            if done is not None:
+                if not done.done():
+                    return
+                if done.cancelled() or done.exception() is not None or not done.result():
+                    self.failed = True
+                    self.on_failure()
+                    return
+            self._queue.popleft()
+            self.client.ack(msg)
 
 
 class VillageSide:
     def __init__(
-        self, cfg: GatewayConfig, store: Store, registry: Registry, metrics: Metrics
+        self,
+        cfg: GatewayConfig,
+        store: Store,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.registry = registry
         self.metrics = metrics
+        self.clock = clock
         self.client: MqttClient | None = None
-        self._acks = AckCounter()
+        self._acks = AckCounter(store, clock)
         self._pending: deque[tuple[str, bytes]] = deque(maxlen=MAX_PENDING_ACKS)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._last_unknown_reload = 0.0
+        self._write_failures: dict[tuple[str, int], int] = {}
         self.on_new_event: Callable[[], None] = lambda: None
         # Broadcast hooks (gateway/broadcasts.py): presence and speaker reports.
         self.on_device_seen: Callable[[str], None] = lambda device: None
         self.on_device_offline: Callable[[str], None] = lambda device: None
         self.on_report: Callable[[intake.Accepted], Coroutine[Any, Any, None]] | None = None
+
+    async def init(self) -> None:
+        """Reserve the downlink counter (a store write); call once before `run()`."""
+        await self._acks.start()
 
     # -- connection supervision
 
@@ -66,14 +193,16 @@ class VillageSide:
         vb = self.cfg.village_broker
         while True:
             client = MqttClient(
-                f"onekey-gw-{self.cfg.gateway_id}",
+                vb.user,  # the broker makes the client id the user name anyway (§2.2)
                 vb.host,
                 vb.port,
                 username=vb.user,
                 password=vb.password,
                 clean_session=False,  # the broker keeps device messages while we restart
                 keepalive=15,
+                manual_ack=True,  # PUBACK only once what a message carries is committed
             )
+            order = _AckOrder(client, functools.partial(self._drop_link, client))
             try:
                 await client.connect()
                 await client.subscribe(UP_FILTER, qos=1)
@@ -82,8 +211,9 @@ class VillageSide:
                 log.info("event=village_link_up broker=%s:%d", vb.host, vb.port)
                 delay = 0.5
                 self._flush_pending()
+                await self._resend_progress()
                 async for msg in client.messages():
-                    await self.handle(msg)
+                    order.add(msg, await self.handle(msg))
             except MqttError as exc:
                 log.warning("event=village_link_down broker=%s:%d error=%r", vb.host, vb.port, str(exc))
             finally:
@@ -93,9 +223,32 @@ class VillageSide:
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 30.0)
 
+    def _drop_link(self, client: MqttClient) -> None:
+        """A message was not committed: end this connection without acknowledging it, so that
+        the broker sends it again, in order, when we reconnect."""
+        log.warning("event=village_link_reset reason=write_failed")
+        self.metrics.inc("village_link_resets")
+        self._spawn(client.disconnect())
+
+    async def _resend_progress(self) -> None:
+        """Acks lost with a crash or with the village broker (it may lose what it held since
+        its last save): send recent states again. A device ignores an ack that moves nothing."""
+        try:
+            recent = await self.store.recent_progress(self.clock() - RESEND_PROGRESS_MS)
+        except StoreError as exc:
+            log.error("event=store_failed on=resend_progress error=%r", str(exc))
+            return
+        for device, counter, state, by in recent:
+            self.send_ack(device, counter, state, by=by)
+        if recent:
+            log.info("event=progress_resent acks=%d", len(recent))
+
     # -- device messages
 
-    async def handle(self, msg: Message) -> None:
+    async def handle(self, msg: Message) -> asyncio.Future[bool] | None:
+        """Take one device message. Returns None when nothing is left to commit (the message
+        may be acknowledged now), else a future: True once it may be acknowledged, False if
+        it was not committed (the broker must send it again)."""
         self.metrics.inc("messages_in")
         if msg.topic.endswith("/up/will"):
             dev = msg.topic.split("/")[3] if msg.topic.count("/") == 5 else "?"
@@ -103,7 +256,7 @@ class VillageSide:
             self.metrics.inc("device_offline")
             if dev in self.registry.devices:
                 self.on_device_offline(dev)
-            return
+            return None
         result = intake.check(self.registry, msg.topic, msg.payload)
         if (
             isinstance(result, intake.Rejected)
@@ -115,69 +268,170 @@ class VillageSide:
             if await self.registry.reload(self.store):
                 result = intake.check(self.registry, msg.topic, msg.payload)
         if isinstance(result, intake.Rejected):
-            self.metrics.reject(result.reason)
-            log.warning(
-                "event=rejected reason=%s device=%s topic=%r detail=%r size=%d",
-                result.reason, result.device_id, msg.topic[:100], result.detail, len(msg.payload),
-            )
-            return
+            self._rejected(result.reason, result.device_id, msg, result.detail)
+            return None  # bad input: acknowledged at once, it must not sit in the broker
         self.on_device_seen(result.device.id)
+        # Each branch queues its store writes before it returns, so writes go to the store in
+        # the order the messages arrived.
         if result.kind == "hb":
-            self._heartbeat(result)
-            return
+            return self._track(result, self._heartbeat(result))
         if result.kind == "bcr":
-            self.store.record_seen(result.device.id, result.counter, now_ms()).add_done_callback(
-                _log_failure
-            )
-            if self.on_report is not None:
-                self._spawn(self.on_report(result))
-            return
-        self._spawn(self._store_event(result, now_ms()))
+            seen = self.store.record_seen(result.device.id, result.counter, self.clock())
+            return self._track(result, self._report(result, seen))
+        fut = self.store.insert_event(self._record(result))
+        return self._track(result, self._store_event(result, fut, msg))
+
+    def _track(
+        self, acc: intake.Accepted, coro: Coroutine[Any, Any, bool]
+    ) -> asyncio.Future[bool]:
+        task = asyncio.create_task(self._guard(acc, coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, acc: intake.Accepted, coro: Coroutine[Any, Any, bool]) -> bool:
+        """What became of one message: True to acknowledge it, False to have it sent again.
+        The boundary of one message: whatever it raises is its own fault, logged and counted,
+        and never stops the messages after it (DESIGN.md)."""
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, StoreError):
+                log.exception(
+                    "event=message_failed kind=%s device=%s counter=%d",
+                    acc.kind, acc.device.id, acc.counter,
+                )
+            return self._write_failed(acc, exc)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _heartbeat(self, acc: intake.Accepted) -> None:
+    def _rejected(self, reason: str, device_id: str | None, msg: Message, detail: str) -> None:
+        self.metrics.reject(reason)
+        log.warning(
+            "event=rejected reason=%s device=%s topic=%r detail=%r size=%d",
+            reason, device_id, msg.topic[:100], detail, len(msg.payload),
+        )
+
+    def _write_failed(self, acc: intake.Accepted, exc: Exception) -> bool:
+        """Whether to acknowledge a message whose write failed: not until it has failed
+        MAX_WRITE_ATTEMPTS times (the broker sends it again after the link reset). No
+        `stored` ack either: the device keeps an event on its flash and sends it again."""
+        self.metrics.inc("store_failed")
+        key = (acc.device.id, acc.counter)  # a device never reuses a counter (§5.1)
+        n = self._write_failures.get(key, 0) + 1
+        if len(self._write_failures) > 1000:
+            self._write_failures.clear()
+        self._write_failures[key] = n
+        log.error(
+            "event=store_failed kind=%s device=%s counter=%d attempt=%d error=%r",
+            acc.kind, acc.device.id, acc.counter, n, str(exc),
+        )
+        if n < MAX_WRITE_ATTEMPTS:
+            return False
+        self.metrics.inc("store_gave_up")
+        log.error(
+            "event=store_gave_up kind=%s device=%s counter=%d attempts=%d",
+            acc.kind, acc.device.id, acc.counter, n,
+        )
+        del self._write_failures[key]
+        return True
+
+    # -- heartbeats (§4, §4.3)
+
+    async def _heartbeat(self, acc: intake.Accepted) -> bool:
         self.metrics.inc("heartbeats")
-        status = {k: v for k, v in acc.body.items() if k not in ("t", "d", "c")}
+        dev = acc.device.id
+        status = {k: v for k, v in acc.body.items() if k not in ("t", "d", "c", "ev")}
         bat = status.get("bat")
         if isinstance(bat, int) and bat <= 20:
-            log.warning("event=low_battery device=%s battery=%d", acc.device.id, bat)
-        fut = self.store.record_heartbeat(acc.device.id, acc.counter, json.dumps(status), now_ms())
-        fut.add_done_callback(_log_failure)
+            log.warning("event=low_battery device=%s battery=%d", dev, bat)
+        recorded = self.store.record_heartbeat(dev, acc.counter, json.dumps(status), self.clock())
+        pairs = _ev_pairs(acc.body.get("ev"))
+        states = self.store.event_states(dev, [c for c, _s in pairs]) if pairs else None
+        try:
+            await recorded
+        except StoreError as exc:
+            # A heartbeat is QoS 0 and the next one comes soon: nothing to send again.
+            log.warning("event=store_failed on=heartbeat device=%s error=%r", dev, str(exc))
+        if states is not None:
+            await self._answer_ev(dev, pairs, states)
+        return True
 
-    async def _store_event(self, acc: intake.Accepted, gw_ts: int) -> None:
+    async def _answer_ev(
+        self,
+        dev: str,
+        pairs: list[tuple[int, str]],
+        states: asyncio.Future[dict[int, tuple[str, str | None]]],
+    ) -> None:
+        """§4.3: the device lists events whose final state it has not seen; tell it the state
+        of each one the gateway has moved further."""
+        try:
+            ours = await states
+        except StoreError as exc:
+            log.warning("event=store_failed on=device_sync device=%s error=%r", dev, str(exc))
+            return
+        sent = 0
+        for counter, theirs in pairs:
+            found = ours.get(counter)
+            if found is None:
+                continue  # not stored: the device sends it again itself
+            state, by = found
+            if DEVICE_STATES.index(state) > DEVICE_STATES.index(theirs):
+                self.send_ack(dev, counter, state, by=by)
+                sent += 1
+        if sent:
+            self.metrics.inc("sync_acks", sent)
+            log.info("event=device_sync device=%s asked=%d answered=%d", dev, len(pairs), sent)
+
+    # -- broadcast reports (§8.3)
+
+    async def _report(self, acc: intake.Accepted, seen: asyncio.Future[None]) -> bool:
+        await seen
+        if self.on_report is not None:
+            await self.on_report(acc)
+        return True
+
+    # -- events (§4, §5)
+
+    def _record(self, acc: intake.Accepted) -> EventRecord:
         body = acc.body
-        rec = EventRecord(
+        return EventRecord(
             device=acc.device.id,
             counter=acc.counter,
             kind=acc.kind,
             ref=body.get("ref"),
             village=acc.device.village,
             household=acc.device.household,
-            gw_ts=gw_ts,
+            gw_ts=self.clock(),
             dev_ts=body.get("ts"),
             dev_up=body.get("up"),
         )
-        try:
-            res = await self.store.insert_event(rec)
-        except StoreError as exc:
-            # No "stored" ack: the device keeps the alarm on its flash and sends it again.
-            self.metrics.inc("store_failed")
-            log.error("event=store_failed device=%s counter=%d error=%r", rec.device, rec.counter, str(exc))
-            return
+
+    async def _store_event(
+        self, acc: intake.Accepted, fut: asyncio.Future[InsertResult | Refused], msg: Message
+    ) -> bool:
+        dev, counter = acc.device.id, acc.counter
+        res = await fut
+        if isinstance(res, Refused):
+            # §5.5: outside the device's counter window (a withheld frame injected later).
+            self._rejected(res.reason, dev, msg, res.detail)
+            return True
         if res.new:
-            self.metrics.inc(f"stored_{rec.kind}")
+            self.metrics.inc(f"stored_{acc.kind}")
             log.info(
                 "event=stored kind=%s device=%s counter=%d seq=%d household=%s",
-                rec.kind, rec.device, rec.counter, res.seq, rec.household,
+                acc.kind, dev, counter, res.seq, acc.device.household,
             )
         else:
             self.metrics.inc("duplicates")
-            log.info("event=duplicate device=%s counter=%d state=%s", rec.device, rec.counter, res.state)
-        self.send_ack(rec.device, rec.counter, res.state, by=res.acked_by)
+            log.info("event=duplicate device=%s counter=%d state=%s", dev, counter, res.state)
+        self.send_ack(dev, counter, res.state, by=res.acked_by)
+        return True
 
     # -- acks and broadcasts to devices
 
@@ -204,8 +458,35 @@ class VillageSide:
             except MqttError:
                 self._pending.appendleft((topic, payload))
                 return
-            fut.add_done_callback(_log_failure)
+            fut.add_done_callback(self._ack_delivered)
             self.metrics.inc("acks_out")
+
+    def _ack_delivered(self, fut: asyncio.Future[None]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None:
+            log.warning("event=write_failed error=%r", str(exc))
+        else:
+            self.metrics.inc("acks_out_confirmed")  # the village broker has it
+
+
+def _ev_pairs(value: object) -> list[tuple[int, str]]:
+    """§4.3: the `ev` list of a heartbeat, as (counter, device state) pairs; entries that are
+    not a valid pair are skipped, and at most MAX_EV are read."""
+    if not isinstance(value, list):
+        return []
+    out: list[tuple[int, str]] = []
+    for item in value[:MAX_EV]:
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and type(item[0]) is int
+            and 1 <= item[0] < okproto.MAX_INT
+            and item[1] in DEVICE_STATES
+        ):
+            out.append((item[0], str(item[1])))
+    return out
 
 
 def _ascii(text: str | None, limit: int) -> str | None:

@@ -6,7 +6,7 @@ add or override fields, so that a test can also send what the codec would never 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,19 @@ def signed_reports(
     return topic, sign_frame(key, topic, encode_json(reports.encode(batch)))
 
 
+def signed_conf(
+    key: Ed25519PrivateKey,
+    gw: str,
+    acks: Sequence[tuple[str, str]] = (),
+    bc: Sequence[str] = (),
+    ts: int = 1_700_000_000_000,
+) -> tuple[str, bytes]:
+    """A §6.6 confirmation: `acks` as (event id, state), `bc` broadcast ids."""
+    topic = f"ok/v1/gw/{gw}/up/conf"
+    body = {"gw": gw, "ts": ts, "acks": [list(a) for a in acks], "bc": list(bc)}
+    return topic, sign_frame(key, topic, encode_json(body))
+
+
 @dataclass
 class FakeBroker:
     """An in-memory stand-in for the centre broker and the centre's MQTT client: pass
@@ -76,6 +89,16 @@ class FakeBroker:
     clients: list[FakeClient] = field(default_factory=list)
     published: list[tuple[str, bytes]] = field(default_factory=list)
     on_publish: Callable[[str, bytes], None] | None = None
+    # The centre's persistent session: messages delivered and not yet PUBACKed by the
+    # client (manual ack) are delivered again to the next client, in order, as a broker does.
+    unacked: list[Message] = field(default_factory=list)
+    acked: list[Message] = field(default_factory=list)
+    on_ack: Callable[[Message], None] | None = None
+    _mid: int = field(default=0, init=False)
+
+    def next_mid(self) -> int:
+        self._mid += 1
+        return self._mid
 
     def factory(self, _cfg: CentreConfig) -> FakeClient:
         c = FakeClient(self)
@@ -96,6 +119,8 @@ class FakeClient:
             self.broker.fail_connects -= 1
             raise MqttConnectError("refused")
         self.connected = True
+        for msg in self.broker.unacked:  # the session's in-flight messages, sent again
+            self.inbox.put_nowait(msg)
 
     async def subscribe(self, topic: str, qos: int = 1) -> None:
         self.subscriptions.append(topic)
@@ -128,7 +153,18 @@ class FakeClient:
         self.inbox.put_nowait(MqttError("connection lost"))
 
     def deliver(self, topic: str, payload: bytes) -> None:
-        self.inbox.put_nowait(Message(topic, payload, 1, False))
+        msg = Message(topic, payload, 1, False, mid=self.broker.next_mid())
+        self.broker.unacked.append(msg)
+        self.inbox.put_nowait(msg)
+
+    def ack(self, msg: Message) -> None:
+        """The client's PUBACK (manual ack): the message leaves the session."""
+        if not self.connected or msg not in self.broker.unacked:
+            return
+        self.broker.unacked.remove(msg)
+        self.broker.acked.append(msg)
+        if self.broker.on_ack is not None:
+            self.broker.on_ack(msg)
 
     async def disconnect(self) -> None:
         self.connected = False

@@ -26,7 +26,7 @@ from gateway.config import render_config
 from gateway.metrics import read_metrics
 from transport import pki
 from transport.brokers import CentreBroker, VillageBroker
-from transport.keys import generate_private_key, public_hex, write_secret
+from transport.keys import generate_private_key, private_dir, public_hex, write_secret
 from transport.procs import ManagedProcess, ProcessError, free_port
 
 if TYPE_CHECKING:
@@ -87,7 +87,8 @@ class LocalStack:
     # -- set-up
 
     def setup(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        # Keys, passwords, device configurations and databases live under it: 0700.
+        private_dir(self.root, tighten=True)
         self.http_port = self.http_port or free_port()
         ca = pki.create_ca(self.pki_dir, name="onekey demo CA")
         server = pki.issue_server(ca, self.pki_dir, "centre-broker")

@@ -365,9 +365,10 @@ class VBoardProcess:
         import sys
 
         self.dir.mkdir(parents=True, exist_ok=True)
+        # board.json holds the board's unique id, which must outlive a restart (a board keeps
+        # its MAC when it is unplugged): it is left in place, and the board is up once the file
+        # names the new process.
         meta = self.dir / "board.json"
-        with contextlib.suppress(FileNotFoundError):
-            meta.unlink()
         with open(self.dir / "vboard.log", "ab") as log:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "onekey.cli", "vboard", "--dir", str(self.dir),

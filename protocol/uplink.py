@@ -246,6 +246,11 @@ class Confirmation:
     acks: tuple[tuple[str, str], ...] = ()
     bc: tuple[str, ...] = ()
 
+    @property
+    def empty(self) -> bool:
+        """Names nothing: what a gateway sends right after it (re)connects (§6.6)."""
+        return not self.acks and not self.bc
+
 
 def encode_confirmation(c: Confirmation) -> dict[str, Any]:
     return {"gw": c.gw, "ts": c.ts, "acks": [list(a) for a in c.acks], "bc": list(c.bc)}
@@ -278,9 +283,9 @@ def parse_confirmation(body: Mapping[str, Any], gw: str) -> Confirmation:
     """Check an authenticated §6.6 body from gateway `gw`: every event id is one of its own."""
     check_gw(body, gw)
     ts = _int(body, "ts")
-    acks, bcs = body.get("acks", []), body.get("bc", [])
+    acks, bcs = body.get("acks"), body.get("bc")
     if not isinstance(acks, list) or not isinstance(bcs, list):
-        raise Rejected(BAD_FIELD, "acks and bc must be lists")
+        raise Rejected(BAD_FIELD, "acks and bc must both be lists (either may be empty)")
     if len(acks) + len(bcs) > MAX_CONFIRMATIONS:
         raise Rejected(BAD_FIELD, f"at most {MAX_CONFIRMATIONS} acks and broadcast ids in all")
     pairs = []

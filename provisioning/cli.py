@@ -59,12 +59,23 @@ def _admin_args(p: argparse.ArgumentParser) -> None:
                    help="take the admin address and token from this gateway.toml instead")
 
 
+def _device_id(text: str) -> str:
+    """argparse type: a device id a device may have (§1.1); else a usage error saying why."""
+    from provisioning.devconfig import check_device_id
+    from provisioning.errors import DeviceIdError
+
+    try:
+        return check_device_id(text)
+    except DeviceIdError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _board_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, help="the board's serial port (`onekey provision list`)")
     p.add_argument("--village", default=None, help="village id (checked against the gateway's)")
     p.add_argument("--group", action="append", default=[], metavar="GROUP",
                    help="a speaker group for broadcasts (repeat for several)")
-    p.add_argument("--device-id", default=None,
+    p.add_argument("--device-id", default=None, type=_device_id,
                    help="device id (default: btn-/spk- and the end of the board's unique id)")
     p.add_argument("--wifi-ssid", default=None, help="the village Wi-Fi (real boards)")
     p.add_argument("--wifi-psk", default=None)
@@ -97,14 +108,15 @@ def _provision_commands(sub: Any) -> None:
     dev.set_defaults(func=_device)
 
     rep = psub.add_parser("replace", help="move a household to a new board, revoke the old one")
-    rep.add_argument("--old", required=True, metavar="DEVICE_ID", help="the device being replaced")
+    rep.add_argument("--old", required=True, metavar="DEVICE_ID", type=_device_id,
+                     help="the device being replaced")
     rep.add_argument("--role", choices=ROLES, default=None, help="default: the old device's")
     rep.add_argument("--household", default=None, help="default: the old device's")
     _board_args(rep)
     rep.set_defaults(func=_replace)
 
     rv = psub.add_parser("revoke", help="remove a device's key and broker login at the gateway")
-    rv.add_argument("device_id", metavar="DEVICE_ID")
+    rv.add_argument("device_id", metavar="DEVICE_ID", type=_device_id)
     _admin_args(rv)
     rv.set_defaults(func=_revoke)
 

@@ -8,8 +8,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from device_fw import okproto
 from provisioning.board import Board
-from provisioning.errors import AlreadyProvisionedError
+from provisioning.errors import AlreadyProvisionedError, DeviceIdError
 from provisioning.files import upload
 from provisioning.gwadmin import Credentials
 
@@ -49,6 +50,23 @@ def parse_existing(raw: bytes | None) -> Existing | None:
         return v if isinstance(v, str) and v else None
 
     return Existing(text("id"), text("household"), text("village"), data)
+
+
+def check_device_id(device_id: str) -> str:
+    """`device_id` if a device may have it (§1.1), else DeviceIdError saying why."""
+    if not okproto.valid_id(device_id):
+        raise DeviceIdError(
+            f"device id {device_id!r} must be 1-32 characters of a-z, 0-9 and '-', not starting "
+            "with '-' (e.g. btn-0001)"
+        )
+    if okproto.reserved_id(device_id):
+        raise DeviceIdError(
+            f"device id {device_id!r} is reserved for a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}...): a board given it "
+            "would get that service's password and rights. Choose another --device-id, or leave "
+            "it out for btn-/spk- and the board's unique id"
+        )
+    return device_id
 
 
 def default_device_id(role: str, uid: str) -> str:

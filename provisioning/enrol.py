@@ -32,7 +32,15 @@ from device_fw import okproto
 from gateway.config import render_config
 from provisioning.errors import EnrolmentError
 from transport import pki
-from transport.keys import KeyFileError, generate_private_key, load_private_key, public_hex, write_secret
+from transport.keys import (
+    KeyFileError,
+    PrivatePathError,
+    generate_private_key,
+    load_private_key,
+    private_dir,
+    public_hex,
+    write_secret,
+)
 
 
 @dataclass(frozen=True)
@@ -49,7 +57,7 @@ def _copy(src: Path, dst: Path, secret: bool = False) -> None:
     if secret:
         write_secret(dst, src.read_bytes())
     else:
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(dst.parent)
         shutil.copyfile(src, dst)
         dst.chmod(0o644)
 
@@ -95,12 +103,17 @@ def enrol(
     for what, value in (("gateway id", gateway_id), ("village", village)):
         if not okproto.valid_id(value):
             raise EnrolmentError(f"{what} {value!r} must be 1-32 characters of a-z, 0-9, '-'")
-    if gateway_id == "centre":
-        raise EnrolmentError("'centre' is the centre service's broker identity; choose another id")
+    if okproto.reserved_id(gateway_id):
+        # The gateway's certificate CN is its id: a reserved one (`centre`, ...) would carry
+        # that service's rights on the centre broker (§1.1, §6).
+        raise EnrolmentError(
+            f"gateway id {gateway_id!r} is reserved for a service login on the brokers "
+            f"({', '.join(okproto.RESERVED_IDS)}, {okproto.SERVICE_PREFIX}...); choose another id"
+        )
     centre_config = centre_dir / "centre.toml"
     ccfg = load_centre_config(centre_config)
     state_dir = state_dir.resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(state_dir, tighten=True)  # keys, the broker password and the admin token
     config = config or state_dir / "gateway.toml"
     _check_owner(config, gateway_id)
 
@@ -155,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             centre_host=args.centre_host, centre_port=args.centre_port,
             village_host=args.village_host, village_port=args.village_port, name=args.name,
         )
-    except (EnrolError, KeyFileError, pki.PkiError) as exc:
+    except (EnrolError, KeyFileError, pki.PkiError, PrivatePathError) as exc:
         raise EnrolmentError(str(exc)) from None
     print(f"gateway {e.gateway_id} enrolled; its public key {e.public_key}")
     print(f"centre key pinned: {e.centre_key}")

@@ -56,6 +56,11 @@ class GatewayUnreachableError(GatewayAdminError):
     """The gateway's admin API does not answer."""
 
 
+class DeviceIdError(ProvisionError):
+    """The device id is not one a device may have: not 1-32 of a-z, 0-9, '-', or a name
+    reserved for a service login on the brokers (docs/protocol.md §1.1)."""
+
+
 class DeviceIdTakenError(GatewayAdminError):
     """The device id is registered for another board, household or role. `code` says which."""
 

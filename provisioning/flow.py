@@ -34,6 +34,7 @@ from provisioning.devconfig import (
     CONFIG,
     build_config,
     check_binding,
+    check_device_id,
     default_device_id,
     parse_existing,
     write_identity,
@@ -203,6 +204,8 @@ def provision(opts: Options, progress: Progress | None = None, summary: Summary 
 
 
 def _run(opts: Options, progress: Progress, s: Summary, session: Session) -> None:
+    if opts.device_id is not None:
+        check_device_id(opts.device_id)  # before anything is sent to the board or the gateway
     with progress.step("build"):
         files, s.compiled = firmware_files(compile=opts.compile)
         progress.detail(f"{len(files)} files, {'mpy-cross' if s.compiled else 'sources'}")
@@ -242,7 +245,7 @@ def _run(opts: Options, progress: Progress, s: Summary, session: Session) -> Non
         device_id = opts.device_id or (
             existing.device_id if existing and same_household and existing.device_id else None
         ) or default_device_id(opts.role, info.uid)
-        s.device_id = device_id
+        s.device_id = check_device_id(device_id)  # also an id the board brought with it
         wifi = _wifi(opts, existing.data if existing else {}, info)
         _check_id_at_gateway(opts, device_id, info)
         if existing and existing.device_id and existing.device_id != device_id:

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from provisioning.errors import DeviceIdTakenError, GatewayAdminError, GatewayUnreachableError
+from provisioning.errors import (
+    DeviceIdError,
+    DeviceIdTakenError,
+    GatewayAdminError,
+    GatewayUnreachableError,
+)
 
 DEFAULT_URL = "http://127.0.0.1:8081"
 DEFAULT_TOKEN_FILE = "/var/lib/onekey/gateway/admin.token"
@@ -101,6 +106,8 @@ class GatewayAdmin:
             ) from None
         if exc.code == 409:
             raise DeviceIdTakenError(detail, str(payload.get("code", ""))) from None
+        if exc.code == 400 and isinstance(payload, dict) and payload.get("code") == "reserved":
+            raise DeviceIdError(detail) from None
         if exc.code == 404:
             raise NotRegistered(detail) from None
         raise GatewayAdminError(f"the gateway refused the request ({exc.code}): {detail}") from None

@@ -1,8 +1,10 @@
 """Broadcast test helpers: a stand-in for the centre's broadcast sender on the real centre broker.
 
-It connects with the centre's own TLS identity (so the broker's ACL lets it write the gateways'
-down topics), signs broadcasts with the centre's key or with any other key, and collects the
-gateway's signed reports from `ok/v1/gw/+/up/bcr`, checking each signature.
+It connects as a second centre service login (`svc-centre-test`: the broker's ACL lets it
+write the gateways' down topics; the centre's own login `centre` stays the running centre's,
+because the broker makes the client id the certificate's name), signs broadcasts with the
+centre's key or with any other key, and collects the gateway's signed reports from
+`ok/v1/gw/+/up/bcr`, checking each signature.
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from harness.stack import HOST, LocalStack
 from protocol.signed import encode_json, sign_frame, verify_frame
+from transport import pki
 from transport.keys import load_private_key
 from transport.mqtt import MqttClient, MqttError, TlsFiles
+
+STAND_IN = "svc-centre-test"
 
 
 def now_ms() -> int:
@@ -61,7 +66,7 @@ def broadcast(
 class CentreStandIn:
     def __init__(self, stack: LocalStack) -> None:
         assert stack.centre_tls is not None and stack.centre_broker is not None
-        tls = stack.centre_tls
+        tls = pki.issue_client(pki.create_ca(stack.pki_dir), stack.pki_dir, STAND_IN)
         self.stack = stack
         self.key: Ed25519PrivateKey = load_private_key(stack.centre_dir / "centre.key")
         self.gw_pub = load_private_key(stack.gateway_dir / "gateway.key").public_key()
@@ -78,6 +83,11 @@ class CentreStandIn:
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> CentreStandIn:
+        broker = self.stack.centre_broker
+        assert broker is not None
+        if STAND_IN not in broker.centre_users:
+            broker.write_acl([*broker.centre_users, STAND_IN])
+            await asyncio.to_thread(broker.reload)
         await self.client.connect()
         await self.client.subscribe(f"ok/v1/gw/{self.stack.gateway_id}/up/bcr", qos=1)
         self._reader = asyncio.create_task(self._read())

@@ -312,6 +312,11 @@ for v in doc["vectors"]:
         elif op == "open_down":
             body = okproto.open_down(keys[v["key"]], v["device"], v["topic"], payload(v))
             out["ok"] = {"body": body}
+        elif op == "check_id":
+            out["ok"] = {"valid": okproto.valid_id(v["text"]), "reserved": okproto.reserved_id(v["text"])}
+        elif op == "event_window":
+            okproto.check_event_window(v["counter"], v["high"], v["age_ms"])
+            out["ok"] = {"accepted": True}
         else:
             out["crash"] = "unknown op " + op
     except okproto.ProtocolError as e:

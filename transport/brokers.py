@@ -4,6 +4,9 @@
 per service such as the gateway); an ACL that confines each device to its own topics.
 `CentreBroker`: MQTT over TLS only; every client shows a certificate from our CA, and the
 certificate's CN is its user name; an ACL that confines each gateway to its own topics.
+On both, the broker replaces the client id a client sends with its user name
+(`use_username_as_clientid`): one login, one connection and one session, whatever client id
+it claims.
 
 Both write their configuration, ACL and log into one directory and run Mosquitto as a child
 process (tests, the demo). `render_config()` gives the same configuration for a broker run by
@@ -22,6 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from device_fw import okproto
+from transport.keys import private_dir, private_file
 from transport.mqtt import TlsFiles
 from transport.pki import CertFiles
 from transport.procs import ManagedProcess, ProcessError
@@ -55,6 +60,19 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _check_service_user(name: str) -> str:
+    """A login the ACL gives service rights must have a reserved name (§1.1), or a device
+    could be registered under it and take its password and rights."""
+    _check_name(name)
+    if not okproto.reserved_id(name):
+        raise BrokerError(
+            f"service user {name!r} is not a reserved name: a device could be registered under "
+            f"it and take its rights. Use {', '.join(okproto.RESERVED_IDS)} or a name starting "
+            f"{okproto.SERVICE_PREFIX!r} (docs/protocol.md §1.1)"
+        )
+    return name
+
+
 def village_acl(service_users: Sequence[str] = ("gateway",)) -> str:
     """The village ACL (§2.1): devices only their own topics; service users all devices'."""
     lines = [
@@ -67,7 +85,7 @@ def village_acl(service_users: Sequence[str] = ("gateway",)) -> str:
     ]
     for user in service_users:
         lines += [
-            f"user {_check_name(user)}",
+            f"user {_check_service_user(user)}",
             "topic read ok/v1/dev/+/up/#",
             "topic write ok/v1/dev/+/down/#",
             "",
@@ -87,7 +105,7 @@ def centre_acl(centre_users: Sequence[str] = ("centre",)) -> str:
     ]
     for user in centre_users:
         lines += [
-            f"user {_check_name(user)}",
+            f"user {_check_service_user(user)}",
             "topic read ok/v1/gw/+/up/#",
             "topic write ok/v1/gw/+/down/#",
             "",
@@ -96,7 +114,7 @@ def centre_acl(centre_users: Sequence[str] = ("centre",)) -> str:
 
 
 def _write_text(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.chmod(tmp, mode)
@@ -197,7 +215,8 @@ class _Broker:
         """Write the configuration, start Mosquitto, return once it accepts TCP connections."""
         if self.running:
             raise BrokerError(f"{self.kind} broker on {self.host}:{self.port} is already running")
-        self.dir.mkdir(parents=True, exist_ok=True)
+        # The broker's own directory: its password file, ACL and persisted messages.
+        private_dir(self.dir, tighten=True)
         self._prepare()
         self.write_config()
         proc = ManagedProcess(
@@ -287,7 +306,8 @@ class VillageBroker(_Broker):
 
     `service_users` (default: `gateway`) read every device's up topics and write every
     device's down topics; every other user is a device, confined to `ok/v1/dev/{user}/...`.
-    A device must therefore never be given a service user's name.
+    A device must therefore never be given a service user's name: service users must have
+    reserved names (`gateway`, `centre`, `svc-...`, protocol §1.1), which no device id may be.
     """
 
     kind = "village"
@@ -303,12 +323,18 @@ class VillageBroker(_Broker):
         user: str | None = None,
     ) -> None:
         super().__init__(dir, port, host, user)
-        self.service_users = [_check_name(u) for u in service_users]
+        self.service_users = [_check_service_user(u) for u in service_users]
         self.max_packet_size = max_packet_size
         self.password_path = self.dir / "passwd"
 
     def _listener_lines(self) -> list[str]:
-        return [f"password_file {self.password_path}", f"max_packet_size {self.max_packet_size}"]
+        return [
+            f"password_file {self.password_path}",
+            # The client id is the user name (§2.2): a device's login cannot take over another
+            # device's connection or session by sending that device's id as its client id.
+            "use_username_as_clientid true",
+            f"max_packet_size {self.max_packet_size}",
+        ]
 
     def _acl_text(self) -> str:
         return village_acl(self.service_users)
@@ -320,14 +346,12 @@ class VillageBroker(_Broker):
     def write_acl(self, service_users: Sequence[str] | None = None) -> Path:
         """Write the ACL (and remember `service_users` if given); call reload() if running."""
         if service_users is not None:
-            self.service_users = [_check_name(u) for u in service_users]
+            self.service_users = [_check_service_user(u) for u in service_users]
         return super().write_acl()
 
     def _ensure_password_file(self) -> None:
-        if not self.password_path.exists():
-            self.password_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            os.close(fd)
+        # 0600 whatever the umask (mosquitto_passwd keeps the mode of the file it rewrites).
+        private_file(self.password_path)
 
     def _passwd(self, *args: str) -> None:
         try:
@@ -364,6 +388,7 @@ class CentreBroker(_Broker):
 
     `centre_users` (default: `centre`) read every gateway's up topics and write every
     gateway's down topics; every other CN is a gateway confined to `ok/v1/gw/{cn}/...`.
+    Centre users must have reserved names (protocol §1.1), which no gateway id may be.
     `server` is the broker's certificate, key and the CA that verifies clients.
     """
 
@@ -382,7 +407,7 @@ class CentreBroker(_Broker):
     ) -> None:
         super().__init__(dir, port, host, user)
         self.server = server
-        self.centre_users = [_check_name(u) for u in centre_users]
+        self.centre_users = [_check_service_user(u) for u in centre_users]
         self.max_packet_size = max_packet_size
 
     @property
@@ -397,6 +422,9 @@ class CentreBroker(_Broker):
             "tls_version tlsv1.2",
             "require_certificate true",
             "use_identity_as_username true",
+            # ... and the user name is the client id (§6): a gateway cannot take over the
+            # centre's or another gateway's connection or session.
+            "use_username_as_clientid true",
             f"max_packet_size {self.max_packet_size}",
         ]
 
@@ -405,7 +433,7 @@ class CentreBroker(_Broker):
 
     def write_acl(self, centre_users: Sequence[str] | None = None) -> Path:
         if centre_users is not None:
-            self.centre_users = [_check_name(u) for u in centre_users]
+            self.centre_users = [_check_service_user(u) for u in centre_users]
         return super().write_acl()
 
 

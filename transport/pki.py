@@ -2,7 +2,8 @@
 
 Keys are ECDSA P-256. A client certificate's subject CN is the identity the centre broker
 uses as the MQTT user name (`use_identity_as_username`): a gateway id such as `gw-demo`, or
-`centre` for the centre service. Private keys are written atomically with mode 0600.
+`centre` for the centre service. Private keys are written atomically with mode 0600, in a
+directory created 0700, whatever the umask.
 
 Every function is idempotent: when the files already exist they are reused (after checking
 that the certificate matches its key and was issued by the given CA), so running setup twice
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from transport.keys import write_secret
+from transport.keys import private_dir, write_secret
 
 CA_DAYS = 3650
 LEAF_DAYS = 1825
@@ -57,7 +58,7 @@ def _now() -> dt.datetime:
 
 
 def _write_public(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.chmod(tmp, 0o644)

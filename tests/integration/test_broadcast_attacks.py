@@ -87,9 +87,13 @@ async def test_a_thousand_attack_broadcasts_play_nowhere(
     key, password = stack.register_device("btn-evil", "h-evil")
     evil = ProtoDevice("btn-evil", key, HOST, stack.village_broker.port, password)
     await evil.connect()
-    gw_password = (stack.gateway_dir / "village-broker.pass").read_text().strip()
-    insider = MqttClient("stolen-gw-password", HOST, stack.village_broker.port,
-                         username="gateway", password=gw_password)
+    # A login with the gateway's rights (a stolen service password). Not the gateway's own:
+    # the broker makes the client id the user name, so that one would take the gateway's place.
+    stack.village_broker.write_acl(["gateway", "svc-insider"])
+    stack.village_broker.add_user("svc-insider", "stolen")
+    stack.village_broker.reload()
+    insider = MqttClient("svc-insider", HOST, stack.village_broker.port,
+                         username="svc-insider", password="stolen")
     await insider.connect()
     sent = {"centre": 0, "village_device": 0, "village_insider": 0}
     genuine: list[str] = []
@@ -147,7 +151,7 @@ async def test_a_thousand_attack_broadcasts_play_nowhere(
             t, p = okproto.encode_bc(fake_key, target, now_ms() + 10**6, fields)
             await evil.publish_raw(t, p)
             sent["village_device"] += 1
-        # 7. The gateway's broker password stolen, but no device key: forged MACs, and genuine
+        # 7. A service password stolen, but no device key: forged MACs, and genuine
         #    copies replayed (the attacker sniffed them; rebuilt here with the speaker's key).
         fw_sent = 0
         for i in range(20):  # the firmware speaker gets its share too

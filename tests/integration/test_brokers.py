@@ -151,9 +151,9 @@ def test_start_reports_mosquitto_log_when_it_cannot_listen(
 
 
 def test_village_acl_lists_service_users(tmp_path: Path) -> None:
-    broker = VillageBroker(tmp_path, 1883, service_users=["gateway", "monitor"])
+    broker = VillageBroker(tmp_path, 1883, service_users=["gateway", "svc-monitor"])
     text = broker.write_acl().read_text()
-    assert "user monitor\ntopic read ok/v1/dev/+/up/#" in text
+    assert "user svc-monitor\ntopic read ok/v1/dev/+/up/#" in text
     assert "pattern write ok/v1/dev/%u/up/#" in text
     with pytest.raises(BrokerError):
         broker.write_acl(["bad/name"])

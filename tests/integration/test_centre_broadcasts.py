@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from harness.fakegateway import signed_reports
+from harness.fakegateway import signed_conf, signed_reports
 from onekey.cli import main
 from tests import centre_site
 from tests.centre_site import GW, Site, centre_running, connected, next_signed, open_site, poll
@@ -36,7 +36,10 @@ def gateway(site: Site, persistent: bool = False) -> contextlib.AbstractAsyncCon
 
 
 async def next_broadcast(site: Site, client: MqttClient, within: float = 10.0) -> dict[str, Any]:
-    return await next_signed(site, client, BC_TOPIC, within)
+    """The next copy; confirmed (§6.6) as a gateway does once it has stored it."""
+    copy = await next_signed(site, client, BC_TOPIC, within)
+    await client.publish(*signed_conf(site.gw_key, GW, bc=[copy["id"]]), qos=1)
+    return copy
 
 
 def broadcast(**kw: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from harness.fakegateway import event_body, signed_event, signed_heartbeat
+from harness.fakegateway import event_body, signed_conf, signed_event, signed_heartbeat
 from tests import centre_site
 from tests.centre_site import GW, Site, centre_running, next_signed, open_site, poll
 from transport.mqtt import MqttClient
@@ -32,7 +32,11 @@ def gateway(site: Site) -> contextlib.AbstractAsyncContextManager[MqttClient]:
 
 
 async def next_ack(site: Site, client: MqttClient, within: float = 10.0) -> dict[str, Any]:
-    return await next_signed(site, client, ACK_TOPIC, within)
+    """The next ack; an `acked` one is confirmed (§6.6) as a gateway does once it has it."""
+    ack = await next_signed(site, client, ACK_TOPIC, within)
+    if ack["s"] == "acked":
+        await client.publish(*signed_conf(site.gw_key, GW, acks=[(ack["id"], "acked")]), qos=1)
+    return ack
 
 
 async def test_signed_event_is_stored_acked_and_relayed_to_the_gateway(site: Site) -> None:
@@ -56,7 +60,7 @@ async def test_signed_event_is_stored_acked_and_relayed_to_the_gateway(site: Sit
         )
 
         async def no_pending() -> bool:
-            return (await http.get("/api/metrics")).json()["pending_downlinks"] == 0
+            return bool((await http.get("/api/metrics")).json()["pending_downlinks"] == 0)
 
         await poll(no_pending)
 

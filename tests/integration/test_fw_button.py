@@ -195,6 +195,32 @@ def test_acks_sent_while_the_button_is_away_arrive_when_it_returns(
         assert st["outbox"] == 0
 
 
+def test_oversized_acks_are_acknowledged_dropped_counted_and_never_block_later_acks(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    with fw.sim_button(tmp_path / "dev", broker.port, hb_interval_s=1) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press()
+        gw.wait(lambda s: any(m.kind == "alarm" for m in s), 5)
+        c = gw.events("alarm")[0].body["c"]
+        # Larger than the button's receive buffer (640 bytes); more of them than Mosquitto
+        # keeps in flight for one client (20 by default).
+        for _ in range(30):
+            gw.publish(okproto.topic_down(DEV), b"x" * 1000)
+        gw.ack(DEV, c, "stored")
+        button.wait_for(last_is("stored"), 10)
+        st = button.wait_for(lambda st: st["oversized"] == 30, 5)
+        assert st["bad_acks"] == 0 and st["errors"] == 0
+        gw.wait(lambda s: any(m.kind == "hb" and m.body.get("ov") == 30 for m in s), 5)
+        # Every one was PUBACKed: none is delivered again after a reboot.
+        button.kill()
+        button.start()
+        button.wait_for(lambda st: st["connected"], 5)
+        gw.ack(DEV, c, "received")
+        st = button.wait_for(last_is("received"), 5)
+        assert st["oversized"] == 0
+
+
 def test_long_press_cancels_and_test_press_reaches_test_ok(
     tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
 ) -> None:

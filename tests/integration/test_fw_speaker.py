@@ -44,9 +44,11 @@ NOTICE = "村民们请注意：明天上午九点在村委会开会，请准时�
 def make_copy(
     counter: int, bc_id: str, *, key: bytes = KEY, device: str = DEV, **fields: Any
 ) -> tuple[str, bytes]:
-    """A §8.2 copy: a routine Alert valid for a minute unless `fields` say otherwise."""
+    """A §8.2 copy: a routine Alert valid for a minute, with the gateway's time in `ts`, unless
+    `fields` say otherwise (`ts=None`: a copy from an older gateway, which sent no ts)."""
+    now = int(time.time() * 1000)
     bc: dict[str, Any] = {
-        "id": bc_id, "mt": "Alert", "st": "Actual", "pri": 2, "exp": int(time.time() * 1000) + 60_000,
+        "id": bc_id, "mt": "Alert", "st": "Actual", "pri": 2, "exp": now + 60_000, "ts": now,
     }  # fmt: skip
     bc.update(fields)
     return okproto.encode_bc(key, device, counter, bc)
@@ -60,7 +62,8 @@ class Report:
 
 
 class Gateway:
-    """The gateway's part: publishes §8.2 copies (counter = Unix ms, strictly increasing) and
+    """The gateway's part: publishes §8.2 copies (counter strictly increasing, from Unix ms
+    unless a test sets `counter_ahead_ms`) and
     records every uplink after checking it with the shared codec; anything that fails the
     check is kept in `rejected`."""
 
@@ -69,6 +72,7 @@ class Gateway:
         self.seen: list[Report] = []
         self.rejected: list[tuple[str, str]] = []
         self._counter = 0
+        self.counter_ahead_ms = 0  # a persisted counter that ran ahead of real time
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="gw-test")
@@ -102,7 +106,7 @@ class Gateway:
             self._cond.notify_all()
 
     def next_counter(self) -> int:
-        self._counter = max(self._counter + 1, int(time.time() * 1000))
+        self._counter = max(self._counter + 1, int(time.time() * 1000) + self.counter_ahead_ms)
         return self._counter
 
     def copy(self, bc_id: str, *, key: bytes = KEY, device: str = DEV, **fields: Any) -> tuple[str, bytes]:
@@ -489,3 +493,59 @@ def test_ordinary_broadcasts_play_within_a_96k_heap(
         spk.stop(timeout=3)
     assert "heapsize=96K" in spk.command()
     assert "MemoryError" not in spk.log_path.read_text(), spk.log_tail()
+
+
+def test_oversized_downlinks_are_acknowledged_dropped_counted_and_never_block_a_broadcast(
+    speaker: SimSpeaker, gw: Gateway
+) -> None:
+    # Larger than the speaker's receive buffer (speaker.RX_SIZE, 3.4 KB), within the village
+    # broker's packet limit; more of them than the broker keeps in flight for one client (200).
+    topic = okproto.topic_down(DEV, "bc")
+    junk = b"x" * 3600
+    for _ in range(210):
+        gw.publish(topic, junk)
+    gw.send("after-junk", text="大消息之后的通知")
+    gw.wait_states("after-junk", ["played"], 20)
+    st = speaker.wait_for(lambda st: st["oversized"] == 210, 10)
+    assert st["refused"] == {} and st["errors"] == 0
+    gw.wait(lambda: any(r.kind == "hb" and r.body.get("ov") == 210 for r in gw.seen), 5)
+    # Every one was PUBACKed: none is delivered again after a reboot.
+    speaker.kill()
+    speaker.start()
+    speaker.wait_for(lambda st: st["connected"], 10)
+    gw.send("after-reboot", text="重启之后的通知")
+    gw.wait_states("after-reboot", ["played"], 20)
+    assert speaker.status()["oversized"] == 0
+    assert played(speaker, 2) == [("after-junk", "played"), ("after-reboot", "played")]
+
+
+def test_a_gateway_counter_far_ahead_of_real_time_still_gives_the_speaker_the_right_clock(
+    speaker: SimSpeaker, gw: Gateway
+) -> None:
+    # The gateway's downlink counter is persisted and may run far ahead of real time (after a
+    # clock that ran ahead was corrected). The speaker takes its clock from ts, not from c: a
+    # broadcast valid for an hour plays, where a clock taken from c (a day ahead) would have
+    # dropped it as expired.
+    gw.counter_ahead_ms = 86_400_000
+    now = int(time.time() * 1000)
+    late_topic, late = gw.copy("late", text="迟到的副本", ts=now - 600_000)  # sent, then held up
+    gw.send("hour", text="一小时内有效的通知", exp=now + 3_600_000)
+    gw.wait_states("hour", ["received", "playing", "played"], 15)
+    st = speaker.status()
+    assert abs(st["clock"] - time.time() * 1000) < 30_000, st
+    assert st["bc_counter"] > now + 86_000_000  # the counter still guards against replays
+    # A frame delivered late (a lower counter, an older ts) is refused and does not turn the
+    # clock back.
+    gw.publish(late_topic, late)
+    st = speaker.wait_for(lambda st: st["refused"].get("replay") == 1, 5)
+    assert abs(st["clock"] - time.time() * 1000) < 30_000, st
+    assert played(speaker) == [("hour", "played")]
+
+
+def test_a_copy_without_ts_from_an_older_gateway_sets_the_clock_from_its_counter(
+    speaker: SimSpeaker, gw: Gateway
+) -> None:
+    gw.send("old-gateway", text="旧网关的通知", ts=None)
+    gw.wait_states("old-gateway", ["played"], 15)
+    (entry,) = speaker.played()
+    assert abs(entry["at"] - time.time() * 1000) < 30_000

@@ -16,7 +16,14 @@ from fastapi import FastAPI
 from centre.api import create_app
 from centre.config import load_config
 from centre.enrol import enrol_gateway_async, init_centre
-from harness.fakegateway import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
+from harness.fakegateway import (
+    FakeBroker,
+    event_body,
+    signed_conf,
+    signed_event,
+    signed_heartbeat,
+    wait_until,
+)
 from protocol.signed import verify_frame
 from transport.keys import load_public_hex, public_hex
 
@@ -39,7 +46,9 @@ class Centre:
 
     def handled(self) -> int:
         m = self.app.state.metrics
-        return int(sum(m.counts[k] for k in ("events", "duplicates", "heartbeats", "rejected")))
+        return int(
+            sum(m.counts[k] for k in ("events", "duplicates", "heartbeats", "confs", "rejected"))
+        )
 
 
 @pytest.fixture
@@ -118,7 +127,11 @@ async def test_staff_ack_reaches_the_gateway_signed_and_is_idempotent(centre: Ce
     again = await centre.http.post(f"/api/alarms/{eid}/ack", json={"by": "Zhao"})
     assert again.status_code == 200 and again.json() == body
     metrics = (await centre.http.get("/api/metrics")).json()
-    assert metrics["pending_downlinks"] == 0 and metrics["counts"]["downlinks_sent"] == 1
+    assert metrics["pending_downlinks"] == 1 and metrics["counts"]["downlinks_sent"] == 1
+    # Held until the gateway confirms it has committed the ack (§6.6), not the broker's PUBACK.
+    await centre.receive(*signed_conf(GW_KEY, "gw-1", acks=[(eid, "acked")]))
+    metrics = (await centre.http.get("/api/metrics")).json()
+    assert metrics["pending_downlinks"] == 0 and metrics["counts"]["downlinks_confirmed"] == 1
 
 
 async def test_ack_refusals(centre: Centre) -> None:

@@ -31,7 +31,13 @@ from centre.enrol import (
     init_centre,
 )
 from centre.store import _MIGRATIONS, SCHEMA_VERSION, Store, now_ms
-from harness.fakegateway import FakeBroker, signed_heartbeat, signed_reports, wait_until
+from harness.fakegateway import (
+    FakeBroker,
+    signed_conf,
+    signed_heartbeat,
+    signed_reports,
+    wait_until,
+)
 from onekey.cli import main
 from protocol.signed import verify_frame
 from transport.keys import load_public_hex, public_hex
@@ -57,7 +63,9 @@ class Centre:
 
     def handled(self) -> int:
         m = self.app.state.metrics
-        return int(sum(m.counts[k] for k in ("bc_reports", "heartbeats", "rejected", "events")))
+        return int(
+            sum(m.counts[k] for k in ("bc_reports", "heartbeats", "rejected", "events", "confs"))
+        )
 
     def copies(self) -> list[tuple[str, dict[str, Any]]]:
         """Broadcast copies the centre published: (gateway, verified body)."""
@@ -168,6 +176,12 @@ async def test_a_broadcast_goes_signed_to_each_gateway_that_serves_its_villages(
     ]
     assert got["summary"] == {"gateways": {"sent": 2}, "speakers": {}}
     assert got["speakers"] == []
+    # Each copy is held until its gateway confirms it (§6.6); another's confirmation is not it.
+    assert (await centre.http.get("/api/metrics")).json()["pending_downlinks"] == 2
+    await centre.receive(*signed_conf(KEYS["gw-2"], "gw-2", bc=[out["id"]]))
+    await centre.receive(*signed_conf(KEYS["gw-3"], "gw-3", bc=[out["id"]]))
+    assert (await centre.http.get("/api/metrics")).json()["pending_downlinks"] == 1
+    await centre.receive(*signed_conf(KEYS["gw-1"], "gw-1", bc=[out["id"]]))
     assert (await centre.http.get("/api/metrics")).json()["pending_downlinks"] == 0
 
 
@@ -439,6 +453,25 @@ async def test_a_broadcast_posted_while_the_broker_is_away_is_sent_when_it_retur
         assert {b["id"] for _, b in c.copies()} == {out["id"]}
         await wait_until(lambda: c.app.state.metrics.counts["broadcast_copies_sent"] == 2)
         assert (await c.get(out["id"]))["state"] == "sent"
+
+
+async def test_an_unconfirmed_copy_is_held_until_its_broadcast_expires(tmp_path: Path) -> None:
+    cfg = await setup_centre(tmp_path)
+    broker, now = FakeBroker(), [NOW]
+    async with running(cfg, broker, now) as c:
+        out = await c.post(area=[{"village": "v-1"}, {"village": "v-3"}], valid_for_s=10)
+        await wait_until(lambda: c.app.state.metrics.counts["broadcast_copies_sent"] == 2)
+        metrics = (await c.http.get("/api/metrics")).json()
+        assert metrics["pending_downlinks"] == 2  # the broker has them; no gateway confirmed
+        now[0] = NOW + 11_000  # expired: a gateway would refuse it, nothing left to deliver
+
+        async def released() -> bool:
+            return bool((await c.http.get("/api/metrics")).json()["pending_downlinks"] == 0)
+
+        await poll(released)
+        got = await c.get(out["id"])
+        assert [g["state"] for g in got["gateways"]] == ["sent", "sent"]
+        assert c.app.state.metrics.counts["broadcast_copies_expired"] == 0
 
 
 # -- listing, CAP over HTTP, the API description

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,12 +14,19 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from centre import frames
+from centre import confs, frames
 from centre.config import CentreConfig
 from centre.ingest import Ingest, Metrics, kv
 from centre.store import Event, Store
-from harness.fakegateway import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
-from protocol.signed import verify_frame
+from harness.fakegateway import (
+    FakeBroker,
+    event_body,
+    signed_conf,
+    signed_event,
+    signed_heartbeat,
+    wait_until,
+)
+from protocol.signed import encode_json, sign_frame, verify_frame
 from transport.keys import public_hex
 
 CENTRE_KEY = Ed25519PrivateKey.generate()
@@ -175,59 +183,231 @@ async def test_run_subscribes_retries_and_answers_only_after_commit(
         client = broker.clients[-1]
         assert len(broker.clients) == 3
         assert client.subscriptions == [
-            "ok/v1/gw/+/up/event", "ok/v1/gw/+/up/hb", "ok/v1/gw/+/up/bcr"
+            "ok/v1/gw/+/up/event", "ok/v1/gw/+/up/hb", "ok/v1/gw/+/up/bcr", "ok/v1/gw/+/up/conf"
         ]
         client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
         client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")
         client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 8, "test")))
         await wait_until(lambda: len(broker.published) == 2)
-    assert seen_in_db == [1, 2]
+    # When the k-th ack is handed to MQTT, at least k events are committed.
+    assert len(seen_in_db) == 2 and all(n >= k for k, n in enumerate(seen_in_db, 1))
     assert [ack_of(t, p)["id"] for t, p in broker.published] == ["gw-1:btn-1:7", "gw-1:btn-1:8"]
     assert ingest.metrics.rejected["malformed"] == 1
     assert not ingest.metrics.connected
 
 
-async def test_staff_acks_are_resent_after_a_reconnect_until_the_broker_confirms(
+async def test_a_gateway_message_is_pubacked_only_after_its_event_is_committed(
     tmp_path: Path, store: Store
 ) -> None:
-    def make(ev: Event) -> tuple[str, bytes]:
-        return frames.signed_ack(CENTRE_KEY, ev.gw, frames.ack_body(ev))
+    broker = FakeBroker()
+    rows_at_puback: list[int] = []
 
+    def count_rows(_msg: object) -> None:
+        db = sqlite3.connect(tmp_path / "centre.db")
+        try:
+            rows_at_puback.append(db.execute("SELECT COUNT(*) FROM alarms").fetchone()[0])
+        finally:
+            db.close()
+
+    broker.on_ack = count_rows
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
+        client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")  # bad input: PUBACKed, dropped
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 8)))
+        await wait_until(lambda: len(broker.acked) == 3)
+    # At each PUBACK, the events of that message and of those before it are committed.
+    assert [min(n, want) for n, want in zip(rows_at_puback, [1, 1, 2], strict=True)] == [1, 1, 2]
+    assert [m.mid for m in broker.acked] == [1, 2, 3]  # in the order they arrived
+    assert broker.unacked == []
+
+
+async def test_a_burst_is_committed_in_a_few_transactions_and_every_event_answered(
+    tmp_path: Path, store: Store
+) -> None:
+    broker = FakeBroker()
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        for i in range(1, 301):
+            client.deliver(*signed_event(GW_KEY, event_body("gw-1", f"btn-{i % 7}", i)))
+        await wait_until(lambda: len(broker.acked) == 300)
+    assert ingest.metrics.counts["events"] == 300
+    assert ingest.metrics.counts["batches"] <= 3  # one transaction (one fsync) per batch
+    assert [m.mid for m in broker.acked] == list(range(1, 301))
+    assert sorted(ack_of(t, p)["id"] for t, p in broker.published) == sorted(
+        f"gw-1:btn-{i % 7}:{i}" for i in range(1, 301)
+    )
+
+
+async def test_a_message_the_centre_fails_on_is_refused_alone_and_the_rest_goes_on(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(body: dict[str, Any], gw: str) -> None:
+        raise RuntimeError("a fault in the code")
+
+    monkeypatch.setattr(confs, "parse_conf", broken)
+    broker = FakeBroker()
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 1)))
+        client.deliver(*signed_conf(GW_KEY, "gw-1"))
+        client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 2)))
+        await wait_until(lambda: len(broker.acked) == 3)  # not sent again after a reconnect
+        assert len(broker.clients) == 1
+    assert ingest.metrics.rejected["internal_error"] == 1
+    assert [ack_of(t, p)["id"] for t, p in broker.published] == ["gw-1:btn-1:1", "gw-1:btn-1:2"]
+
+
+async def test_an_event_whose_commit_fails_is_not_pubacked_and_is_handled_after_reconnect(
+    tmp_path: Path, store: Store
+) -> None:
+    broker = FakeBroker()
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
+    async with store.transaction(write=False) as db:
+        await db.execute("PRAGMA query_only = 1")  # every write fails, as on a full disk
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        broker.clients[-1].deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
+        await wait_until(lambda: ingest.metrics.counts["store_errors"] >= 1)
+        assert (broker.acked, len(broker.unacked), broker.published) == ([], 1, [])
+        async with store.transaction(write=False) as db:
+            await db.execute("PRAGMA query_only = 0")
+        await wait_until(lambda: len(broker.acked) == 1)
+        assert len(broker.clients) >= 2  # the broker sent it again on a new connection
+    assert (await store.get_event("gw-1:btn-1:7")) is not None
+    assert [ack_of(t, p)["s"] for t, p in broker.published] == ["received"]
+
+
+def make_ack(ev: Event) -> tuple[str, bytes]:
+    return frames.signed_ack(CENTRE_KEY, ev.gw, frames.ack_body(ev))
+
+
+async def acked_alarm(store: Store, counter: int, at: int = 60_000) -> str:
+    eid = f"gw-1:btn-1:{counter}"
+    await store.insert_event(frames.parse_event(event_body("gw-1", "btn-1", counter), "gw-1"), 1)
+    await store.ack_event(eid, "Li", "on the way", at, make_ack)
+    return eid
+
+
+def acks_published(broker: FakeBroker, state: str = "acked") -> list[str]:
+    return [
+        body["id"]
+        for body in (ack_of(t, p) for t, p in broker.published if t.endswith("/down/ack"))
+        if body["s"] == state
+    ]
+
+
+async def test_a_staff_ack_is_held_after_the_brokers_puback_until_the_gateway_confirms(
+    tmp_path: Path, store: Store
+) -> None:
     broker = FakeBroker(hold_pubacks=True)
     ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
     async with running(ingest):
         await wait_until(lambda: ingest.metrics.connected)
-        await ingest.handle(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
-        await store.ack_event("gw-1:btn-1:7", "Li", "on the way", 60_000, make)
+        eid = await acked_alarm(store, 7)
         ingest.kick()
         first = broker.clients[-1]
         await wait_until(lambda: len(first.held) == 1)
-        assert await store.count_downlinks() == 1
         broker.hold_pubacks = False
-        first.drop()  # no PUBACK: the ack stays pending, and goes out again on the next link
-        await wait_until(lambda: len(broker.published) == 1)
+        first.drop()  # no PUBACK: the ack goes out again on the next link
+        await wait_until(lambda: acks_published(broker) == [eid])
         assert len(broker.clients) == 2
         await wait_until(lambda: ingest.metrics.counts["downlinks_sent"] == 1)
-    assert await store.count_downlinks() == 0
+        # The broker has it, but a broker can lose it (killed before its autosave): held.
+        assert await store.count_downlinks() == 1
+        client = broker.clients[-1]
+        client.deliver(*signed_conf(GW_KEY, "gw-1", acks=[(eid, "acked")]))
+        await wait_until(lambda: ingest.metrics.counts["confs"] == 1)
+        assert await store.count_downlinks() == 0
+        assert ingest.metrics.counts["downlinks_confirmed"] == 1
+        client.deliver(*signed_conf(GW_KEY, "gw-1", acks=[(eid, "acked")], ts=2))  # a repeat
+        await wait_until(lambda: ingest.metrics.counts["confs"] == 2)
+        assert ingest.metrics.counts["downlinks_confirmed"] == 1
     topic, payload = broker.published[0]
     assert ack_of(topic, payload) == {
-        "id": "gw-1:btn-1:7", "s": "acked", "at": 60_000, "by": "Li", "note": "on the way"
+        "id": eid, "s": "acked", "at": 60_000, "by": "Li", "note": "on the way"
     }
 
 
 async def test_pending_acks_from_before_a_restart_are_sent_on_connect(
     tmp_path: Path, store: Store
 ) -> None:
-    def make(ev: Event) -> tuple[str, bytes]:
-        return frames.signed_ack(CENTRE_KEY, ev.gw, frames.ack_body(ev))
-
-    await store.insert_event(frames.parse_event(event_body("gw-1", "btn-1", 3), "gw-1"), 1)
-    await store.ack_event("gw-1:btn-1:3", "Li", "", 2, make)
+    eid = await acked_alarm(store, 3)
     broker = FakeBroker()
     ingest = Ingest(config(tmp_path), store, CENTRE_KEY, client_factory=broker.factory)
     async with running(ingest):
-        await wait_until(lambda: len(broker.published) == 1)
+        await wait_until(lambda: acks_published(broker) == [eid])
         await wait_until(lambda: ingest.metrics.counts["downlinks_sent"] == 1)
+    assert await store.count_downlinks() == 1  # until the gateway confirms it
+
+
+async def test_unconfirmed_acks_go_again_when_the_gateway_is_heard_and_while_it_is_online(
+    tmp_path: Path, store: Store
+) -> None:
+    cfg = dataclasses.replace(config(tmp_path), downlink_resend_s=0.2)
+    broker = FakeBroker()
+    ingest = Ingest(cfg, store, CENTRE_KEY, client_factory=broker.factory)
+    async with running(ingest):
+        await wait_until(lambda: ingest.metrics.connected)
+        client = broker.clients[-1]
+        eid = await acked_alarm(store, 1)
+        ingest.kick()
+        await wait_until(lambda: acks_published(broker) == [eid])
+        # Not heard since the centre started: the gateway may be away, so nothing piles up
+        # in its session; the ack goes again when the gateway is heard.
+        await asyncio.sleep(3 * cfg.downlink_resend_s)
+        assert acks_published(broker) == [eid]
+        # The confirmation a gateway sends on connecting names nothing: it is there now.
+        client.deliver(*signed_conf(GW_KEY, "gw-1"))
+        await wait_until(lambda: acks_published(broker) == [eid] * 2)
+        client.deliver(*signed_heartbeat(GW_KEY, "gw-1", ts=5))
+        await wait_until(lambda: acks_published(broker) == [eid] * 3)
+        # Heard, so online: again every downlink_resend_s, until confirmed.
+        await wait_until(lambda: len(acks_published(broker)) >= 5)
+        assert ingest.metrics.counts["downlinks_resent"] >= 4
+        client.deliver(*signed_conf(GW_KEY, "gw-1", acks=[(eid, "acked")]))
+        await wait_until(lambda: ingest.metrics.counts["downlinks_confirmed"] == 1)
+        count = len(acks_published(broker))
+        await asyncio.sleep(3 * cfg.downlink_resend_s)
+        assert len(acks_published(broker)) <= count + 1  # one may have been on its way
+    assert await store.count_downlinks() == 0
+
+
+async def test_a_confirmation_is_checked_like_any_gateway_message(
+    tmp_path: Path, store: Store
+) -> None:
+    other = Ed25519PrivateKey.generate()
+    await store.upsert_gateway("gw-2", public_hex(other), 1)
+    eid = await acked_alarm(store, 4)
+    ingest = Ingest(config(tmp_path), store, CENTRE_KEY, Metrics(), clock=lambda: 42_000)
+    topic, forged = signed_conf(other, "gw-1", acks=[(eid, "acked")])
+    assert await ingest.handle(topic, forged) == []
+    # gw-2 cannot confirm what was sent to gw-1, nor speak for it.
+    await ingest.handle(*signed_conf(other, "gw-2", acks=[(eid, "acked")]))
+    body = {"gw": "gw-1", "ts": 1, "acks": [[eid, "acked"]], "bc": []}
+    topic2 = "ok/v1/gw/gw-2/up/conf"
+    await ingest.handle(topic2, sign_frame(other, topic2, encode_json(body)))
+    for bad in (
+        {"gw": "gw-1", "ts": 1, "acks": [[eid, "acked"]]},
+        {"gw": "gw-1", "ts": 1, "acks": [[eid, "lost"]], "bc": []},
+        {"gw": "gw-1", "ts": 1, "acks": [[eid]], "bc": []},
+        {"gw": "gw-1", "ts": 1, "acks": [], "bc": ["has space"]},
+        {"gw": "gw-1", "ts": 1, "acks": [], "bc": ["b"] * 201},
+        {"gw": "gw-1", "ts": "1", "acks": [], "bc": []},
+    ):
+        t = "ok/v1/gw/gw-1/up/conf"
+        await ingest.handle(t, sign_frame(GW_KEY, t, encode_json(bad)))
+    assert dict(ingest.metrics.rejected) == {
+        "bad_signature": 1, "bad_field": 7, "topic_mismatch": 1,
+    }
+    assert await store.count_downlinks() == 1
+    await ingest.handle(*signed_conf(GW_KEY, "gw-1", acks=[(eid, "acked")]))
     assert await store.count_downlinks() == 0
 
 

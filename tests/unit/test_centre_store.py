@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from centre.store import SCHEMA_VERSION, Event, NewEvent, NotFound, NotOpen, Store, StoreError
+from centre.store import (
+    SCHEMA_VERSION,
+    Event,
+    NewEvent,
+    NotFound,
+    NotOpen,
+    Store,
+    StoreError,
+    insert_events,
+)
 
 
 def ev(counter: int, kind: str = "alarm", *, device: str = "btn-1", gw: str = "gw-1",
@@ -82,6 +91,30 @@ async def test_cancel_before_alarm_is_applied_when_the_alarm_arrives(store: Stor
     await store.insert_event(ev(2, "cancel", ref=1), now_ms=200)
     alarm = await store.insert_event(ev(1), now_ms=300)
     assert alarm.created and alarm.event.state == "cancelled" and alarm.event.cancelled_at == 200
+
+
+async def test_one_batch_gives_what_the_same_events_one_by_one_give(
+    store: Store, tmp_path: Path
+) -> None:
+    # Alarm 1 then its cancel; cancel 4 before its alarm 3; a test; repeats inside the batch
+    # and of an event stored before.
+    await store.insert_event(ev(9), now_ms=50)
+    batch = [ev(1), ev(2, "cancel", ref=1), ev(4, "cancel", ref=3), ev(3), ev(5, "test"),
+             ev(1), ev(9)]
+    async with store.transaction() as db:
+        results = await insert_events(db, batch, 100)
+    assert [r.created for r in results] == [True, True, True, True, True, False, False]
+    assert results[5].event == results[0].event and results[6].event.received_at == 50
+    async with Store(tmp_path / "one-by-one.db") as other:
+        await other.insert_event(ev(9), now_ms=50)
+        for e in batch:
+            await other.insert_event(e, now_ms=100)
+        assert await other.list_events(limit=100) == await store.list_events(limit=100)
+    states = {e.id.rsplit(":", 1)[1]: (e.state, e.cancelled_at) for e in await store.list_events()}
+    assert states == {
+        "1": ("cancelled", 100), "2": ("cancel", None), "3": ("cancelled", 100),
+        "4": ("cancel", None), "5": ("test", None), "9": ("open", None),
+    }
 
 
 async def test_cancel_of_an_acked_alarm_keeps_who_acked(store: Store) -> None:

@@ -2,7 +2,8 @@
 
 - `protocol/` is the contract as pure code: it imports nothing of ours but the firmware's
   codec, and no I/O module.
-- `transport/` is plumbing: it may use `protocol/`, never a service or the harness.
+- `transport/` is plumbing: it may use the contract (`protocol/`, the device codec), never a
+  service or the harness.
 - The product (`gateway`, `centre`, `provisioning`, `device_fw`) never imports the harness or
   the command line; `onekey/` is the command line only and may import anything, lazily.
 """
@@ -20,7 +21,7 @@ OURS = {"protocol", "transport", "harness", "gateway", "centre", "provisioning",
 # What each package may import from our own packages.
 ALLOWED = {
     "protocol": {"protocol", "device_fw"},
-    "transport": {"transport", "protocol"},
+    "transport": {"transport", "protocol", "device_fw"},
     "gateway": {"gateway", "protocol", "transport", "device_fw"},
     "centre": {"centre", "protocol", "transport", "device_fw"},
     "provisioning": {"provisioning", "protocol", "transport", "device_fw", "gateway", "centre"},
