@@ -227,8 +227,11 @@ class BroadcastStore:
         return [Delivery(*r) for r in rows]
 
     async def unreported(self, limit: int) -> list[Report]:
+        """States the centre has not heard yet. `pending` (stored here, not yet sent towards
+        the speaker) is not a §8.3 state: it is reported once it is `queued` or `offline`."""
         rows = await self.store.db.execute_fetchall(
-            "SELECT bc, device, state, at FROM deliveries WHERE reported=0 ORDER BY bc, at LIMIT ?",
+            "SELECT bc, device, state, at FROM deliveries WHERE reported=0 AND state<>'pending'"
+            " ORDER BY bc, at LIMIT ?",
             (limit,),
         )
         return [Report(str(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in rows]
