@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 from typing import Any
@@ -49,6 +50,14 @@ OFFLINE_AFTER_MS = 200_000
 PRESENCE_CHECK_S = 5.0
 
 _Mark = tuple[str, str, str, int]  # a report in flight: broadcast, device, state, at
+
+
+@dataclass(frozen=True)
+class CentreOutcome:
+    """What became of one broadcast message from the centre."""
+
+    puback: bool  # done with here: the broker may forget it
+    confirm: str | None  # the broadcast id to confirm to the centre (§6.6), if settled
 
 
 class BroadcastSide:
@@ -96,11 +105,12 @@ class BroadcastSide:
 
     # -- from the centre
 
-    async def on_centre_message(self, topic: str, payload: bytes) -> str | None:
-        """Check and store a broadcast copy from the centre. Returns its id once it is settled
-        here, for the centre's confirmation (§6.6): stored, known as a repeat, or refused for
-        good; None when the centre must send it again (a bad signature: it may not be the
-        centre's at all; the store failed)."""
+    async def on_centre_message(self, topic: str, payload: bytes) -> CentreOutcome:
+        """Check and store a broadcast copy from the centre. Says whether the message may be
+        PUBACKed (done with: stored, a repeat, or refused; not when the store failed, so the
+        broker sends it again) and the id to confirm to the centre (§6.6): stored, known as a
+        repeat, or refused for good; None when the centre must send it again (a bad signature:
+        it may not be the centre's at all; the store failed)."""
         self.metrics.inc("bc_in")
         now = now_ms()
         parts = topic.split("/")
@@ -114,7 +124,7 @@ class BroadcastSide:
             bc = bcpolicy.parse_broadcast(body, self.cfg.gateway_id, topic_gw, now)
             async with self._lock:
                 await self._accept(bc, now)
-            return bc.id
+            return CentreOutcome(True, bc.id)
         except BroadcastRejected as exc:
             self.metrics.reject(f"bc_{exc.reason}")
             log.warning(
@@ -122,12 +132,13 @@ class BroadcastSide:
                 exc.reason, exc.detail[:200], topic[:100], len(payload),
             )
             bc_id = body.get("id") if body is not None else None
-            return bc_id if isinstance(bc_id, str) and 0 < len(bc_id) <= 40 else None
+            settled = bc_id if isinstance(bc_id, str) and 0 < len(bc_id) <= 40 else None
+            return CentreOutcome(True, settled)
         except StoreError as exc:
-            # Nothing was accepted, so nothing plays; the centre sends it again.
+            # Nothing was accepted, so nothing plays; the broker and the centre send it again.
             self.metrics.inc("store_failed")
             log.error("event=store_failed on=broadcast error=%r", str(exc))
-            return None
+            return CentreOutcome(False, None)
 
     async def _accept(self, bc: bcpolicy.Broadcast, now: int) -> None:
         # A speaker provisioned a moment ago counts too (a cheap version check).

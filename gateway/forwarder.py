@@ -22,6 +22,7 @@ from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from gateway.broadcasts import CentreOutcome
 from gateway.config import GatewayConfig
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
@@ -32,6 +33,7 @@ from protocol import acks, topics, uplink
 from protocol.errors import Rejected
 from protocol.signed import encode_json, sign_frame
 from transport.mqtt import Message, MqttClient, MqttError, TlsFiles
+from transport.pubacks import PubackOrder
 
 log = logging.getLogger("onekey.gateway.forwarder")
 
@@ -91,7 +93,7 @@ class CentreSide:
         self.conf_topic = topics.confirmations(gw)
         # Takes a broadcast from the centre; returns its id once it is settled here (stored,
         # a repeat, or refused for good), None if the centre must send it again.
-        self.on_broadcast: Callable[[str, bytes], Awaitable[str | None]] | None = None
+        self.on_broadcast: Callable[[str, bytes], Awaitable[CentreOutcome]] | None = None
         self._conf_acks: list[tuple[str, str]] = []
         self._conf_bc: list[str] = []
         # Centre acks taken from the message loop and not yet handed to the store (_on_ack).
@@ -112,7 +114,9 @@ class CentreSide:
                 clean_session=False,  # centre acks wait at the broker while we are away
                 keepalive=30,
                 max_inflight=max(20, self.cfg.forward_window),
+                manual_ack=True,  # PUBACK a centre message only once it is committed here
             )
+            order = PubackOrder(client, partial(self._drop_link, client))
             pump: asyncio.Task[None] | None = None
             try:
                 await client.connect()
@@ -128,12 +132,15 @@ class CentreSide:
                 pump = asyncio.create_task(self._pump(client), name="gateway-forward-pump")
                 async for msg in client.messages():
                     if msg.topic == self.bc_topic:
-                        if self.on_broadcast is not None:
-                            settled = await self.on_broadcast(msg.topic, msg.payload)
-                            if settled is not None:
-                                self.confirm(bc=[settled])
+                        if self.on_broadcast is None:
+                            continue  # not subscribed without a handler; nothing to PUBACK
+                        outcome = await self.on_broadcast(msg.topic, msg.payload)
+                        if outcome.confirm is not None:
+                            self.confirm(bc=[outcome.confirm])
+                        order.add(msg, _settled(outcome.puback))
                     else:
-                        self._on_ack(msg)  # committed in the background, in order (see there)
+                        # Committed in the background, in order (see there); PUBACKed then.
+                        order.add(msg, self._on_ack(msg))
             except MqttError as exc:
                 log.warning(
                     "event=centre_link_down broker=%s:%d error=%r outbox=%d inflight=%d",
@@ -151,6 +158,15 @@ class CentreSide:
                 await client.disconnect()
             await asyncio.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, 60.0)
+
+    def _drop_link(self, client: MqttClient) -> None:
+        """A centre message was not committed: end this connection without acknowledging it,
+        so that the broker sends it again, in order, when we reconnect."""
+        log.warning("event=centre_link_reset reason=write_failed")
+        self.metrics.inc("centre_link_resets")
+        task = asyncio.get_running_loop().create_task(client.disconnect())
+        self._ack_tasks.add(task)
+        task.add_done_callback(self._ack_tasks.discard)
 
     # -- outbox pump
 
@@ -356,3 +372,9 @@ class CentreSide:
                 except MqttError:
                     pass
             await asyncio.sleep(self.cfg.heartbeat_s)
+
+
+def _settled(ok: bool) -> asyncio.Future[bool]:
+    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    fut.set_result(ok)
+    return fut

@@ -31,6 +31,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import DOWNLINK_COUNTER, EventRecord, InsertResult, Refused, Store, now_ms
 from transport.mqtt import Message, MqttClient, MqttError
+from transport.pubacks import PubackOrder
 
 log = logging.getLogger("onekey.gateway.village")
 
@@ -118,43 +119,6 @@ class AckCounter:
         fut.add_done_callback(done)
 
 
-class _AckOrder:
-    """PUBACKs of one connection, in arrival order, each once its message is done with.
-
-    `add()` takes the message and a future that says what became of it: True (committed, or
-    bad input: acknowledge), False (not committed: the broker must send it again). The first
-    False stops all acks on this connection and calls `on_failure` (which drops the link).
-    """
-
-    def __init__(self, client: MqttClient, on_failure: Callable[[], None]) -> None:
-        self.client = client
-        self.on_failure = on_failure
-        self.failed = False
-        self._queue: deque[tuple[Message, asyncio.Future[bool] | None]] = deque()
-
-    def add(self, msg: Message, done: asyncio.Future[bool] | None) -> None:
-        if msg.qos == 0:
-            return  # nothing to acknowledge
-        self._queue.append((msg, done))
-        if done is not None and not done.done():
-            done.add_done_callback(lambda _f: self._drain())
-        else:
-            self._drain()
-
-    def _drain(self) -> None:
-        while self._queue and not self.failed:
-            msg, done = self._queue[0]
-            if done is not None:
-                if not done.done():
-                    return
-                if done.cancelled() or done.exception() is not None or not done.result():
-                    self.failed = True
-                    self.on_failure()
-                    return
-            self._queue.popleft()
-            self.client.ack(msg)
-
-
 class VillageSide:
     def __init__(
         self,
@@ -202,7 +166,7 @@ class VillageSide:
                 keepalive=15,
                 manual_ack=True,  # PUBACK only once what a message carries is committed
             )
-            order = _AckOrder(client, functools.partial(self._drop_link, client))
+            order = PubackOrder(client, functools.partial(self._drop_link, client))
             try:
                 await client.connect()
                 await client.subscribe(UP_FILTER, qos=1)

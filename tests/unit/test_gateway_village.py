@@ -18,8 +18,9 @@ from gateway.config import GatewayConfig
 from gateway.metrics import Metrics
 from gateway.registry import Device, Registry
 from gateway.store import Store
-from gateway.village import VillageSide, _AckOrder
+from gateway.village import VillageSide
 from transport.mqtt import Message, MqttClient
+from transport.pubacks import PubackOrder
 
 KEY = bytes(range(32))
 DEV = "btn-1"
@@ -99,7 +100,7 @@ async def test_messages_are_acknowledged_after_commit_and_in_arrival_order(
 ) -> None:
     client = FakeClient(village.store.path)
     village.client = cast(MqttClient, client)
-    order = _AckOrder(cast(MqttClient, client), lambda: None)
+    order = PubackOrder(cast(MqttClient, client), lambda: None)
     msgs = [
         up("alarm", 1, mid=11),
         Message(okproto.topic_up(DEV, "alarm"), b"not a frame", 1, False, mid=12, conn=1),
@@ -125,7 +126,7 @@ async def test_messages_are_acknowledged_after_commit_and_in_arrival_order(
 async def test_a_message_not_committed_stops_the_acks_and_resets_the_link() -> None:
     client = FakeClient()
     resets: list[int] = []
-    order = _AckOrder(cast(MqttClient, client), lambda: resets.append(1))
+    order = PubackOrder(cast(MqttClient, client), lambda: resets.append(1))
     loop = asyncio.get_running_loop()
     done = [loop.create_future() for _ in range(3)]
     for i, fut in enumerate(done):
