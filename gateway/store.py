@@ -154,6 +154,10 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        # A second connection for the forwarder's reads: in WAL mode it sees only committed
+        # rows, so no event leaves for the centre before the transaction that holds it commits
+        # (the writer's connection would show rows of its open transaction).
+        self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._batch: list[_Pending] = []
@@ -190,6 +194,8 @@ class Store:
                 (str(SCHEMA_VERSION),),
             )
             self.outbox_count = await self.outbox_depth()
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._reader.execute("PRAGMA busy_timeout=5000")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open gateway database {self.path}: {exc}") from None
         self._writer = asyncio.create_task(self._supervise_writer(), name="gateway-store-writer")
@@ -202,6 +208,9 @@ class Store:
             except asyncio.CancelledError:
                 pass
             self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -466,8 +475,10 @@ class Store:
         return None
 
     async def outbox(self, after_seq: int, limit: int) -> list[StoredEvent]:
-        """Events not yet received by the centre, in order, with seq > after_seq."""
-        cur = await self.db.execute(
+        """Committed events not yet received by the centre, in order, with seq > after_seq."""
+        if self._reader is None:
+            raise StoreError("store is not open")
+        cur = await self._reader.execute(
             "SELECT seq, device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
             " state, acked_by FROM events WHERE state='stored' AND seq>? ORDER BY seq LIMIT ?",
             (after_seq, limit),

@@ -89,3 +89,27 @@ async def test_registry_changes_reach_a_running_view(tmp_path: Path) -> None:
         assert view.key_for("btn-9") is None
     finally:
         await store.close()
+
+
+async def test_the_outbox_shows_an_event_only_once_its_transaction_has_committed(
+    tmp_path: Path,
+) -> None:
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    try:
+        release = asyncio.Event()
+
+        async def hold(db: object) -> None:
+            await release.wait()  # keeps the group's transaction open
+
+        stored = store.insert_event(rec("btn-1", 1))
+        held = store.submit(hold)  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)  # the writer has inserted and waits inside the transaction
+        assert not stored.done()
+        assert await store.outbox(0, 10) == []  # not forwarded before it is durable
+        release.set()
+        await stored
+        await held
+        assert [ev.record.counter for ev in await store.outbox(0, 10)] == [1]
+    finally:
+        await store.close()
