@@ -19,6 +19,7 @@ from presslogic import ALARM, CANCEL, CLOCK_MASK, REPLAY, TEST, PressLogic, Test
 
 _POLL_MS = const(10)
 _RECENT = const(8)
+_SYNC = const(8)  # okproto.MAX_EV: events whose final state is awaited, listed in heartbeats
 
 
 def log(*args: object) -> None:
@@ -54,6 +55,12 @@ class App:
         self.tswitch = TestSwitch()
         self.fb = Feedback(hal)
         self.recent: list[store.Entry] = []  # newest last
+        # §4.3: every alarm, cancel and test whose final state the device has not seen yet,
+        # oldest first, at most _SYNC; heartbeats list them (`ev`) so that the gateway sends
+        # again a state whose ack was lost. RAM only: after a reboot it is rebuilt from the
+        # outbox, which holds exactly the messages not yet final.
+        self.sync: list[store.Entry] = []
+        self.sync_drops = 0
         self.alarm: store.Entry | None = None  # the newest alarm
         self.focus: store.Entry | None = None  # the message the feedback is about
         self.up_ms = 0  # uptime
@@ -71,6 +78,7 @@ class App:
         self.counter.load(floor)
         for e in self.outbox.entries:
             self._remember(e)
+            self._track(e)
             if e.kind == "alarm":
                 self.alarm = e
             self.focus = e
@@ -90,6 +98,20 @@ class App:
             self.recent.pop(0)
         self.recent.append(e)
 
+    def _track(self, e: store.Entry) -> None:
+        if len(self.sync) >= _SYNC:
+            old = self.sync.pop(0)
+            self.sync_drops += 1
+            log("sync list full: no longer asking for", old.kind, old.c)
+        self.sync.append(e)
+
+    def ev(self) -> list:
+        # §4.3: [counter, state] of each message still waiting for its final state.
+        out = []
+        for e in self.sync:
+            out.append([e.c, store.SENDING if e.state == store.FAILED else e.state])
+        return out
+
     def _find(self, c: int) -> store.Entry | None:
         e = self.outbox.find(c)
         if e is not None:
@@ -108,6 +130,7 @@ class App:
         if dropped is not None:
             log("outbox full: dropped", dropped.kind, dropped.c, dropped.state)
         self._remember(e)
+        self._track(e)
         self.wake.set()
         log("raised", kind, c)
         return e
@@ -189,6 +212,8 @@ class App:
             self.stale_acks += 1
             return
         log("ack", e.kind, ref, state)
+        if store.is_final(e.kind, e.state) and e in self.sync:
+            self.sync.remove(e)
         if e is self.focus:
             self.fb.show(self.pattern(e))
 
@@ -209,6 +234,8 @@ class App:
             "outbox": len(self.outbox),
             "drops": self.outbox.drops,
             "oversized": self.client.oversized,
+            "ev": self.ev(),
+            "ev_drops": self.sync_drops,
             "led": self.fb.name,
             "led_on": self.fb.led,
             "buzzer": self.fb.buzz,

@@ -1,10 +1,12 @@
-# The link task: the only owner of the device's connection (docs/protocol.md §2, §5.2).
+# The link task: the only owner of the device's connection (docs/protocol.md §2, §4.3, §5.2).
 #
 # Wi-Fi through the HAL, then MQTT to the village broker. On each (re)connect it subscribes to
-# its ack topic, sends a heartbeat and re-sends, in counter order, every outbox entry the
-# gateway has not confirmed as stored; while connected it re-sends those every resend_s, hands
-# acks to the application (PUBACKing them only afterwards), sends heartbeats, pings, and drops
-# the link when the broker has been silent for keepalive_s. Reconnects back off exponentially
+# its ack topic, sends a heartbeat listing the messages whose final state it still waits for
+# (`ev`, §4.3: the gateway answers with any state it has that the device lacks) and re-sends,
+# in counter order, every outbox entry the gateway has not confirmed as stored; while connected
+# it re-sends those every resend_s, hands acks to the application (PUBACKing them only
+# afterwards), sends heartbeats, pings, and drops the link when the broker has been silent for
+# keepalive_s. Reconnects back off exponentially
 # with jitter, 0.5 s up to 30 s.
 #
 # A speaker's link (SpeakerLink) is the same task with other hooks: it subscribes to its whole
@@ -42,7 +44,9 @@ class Link:
         self.connects = 0
         self.hb_sent = 0
 
-    def hb_fields(self) -> dict:
+    def hb_fields(self, connect: bool) -> dict:
+        # connect: the heartbeat right after a (re)connect, which always carries ev (§4.3);
+        # later ones carry it while something is still waiting.
         app = self.app
         bat, mv = app.hal.battery()
         f = {
@@ -55,11 +59,13 @@ class Link:
         }
         if self.client.oversized:
             f["ov"] = self.client.oversized
+        if connect or app.sync:
+            f["ev"] = app.ev()
         return f
 
-    async def _send_hb(self) -> None:
+    async def _send_hb(self, connect: bool = False) -> None:
         app = self.app
-        fields = self.hb_fields()
+        fields = self.hb_fields(connect)
         topic, payload = okproto.encode_up(app.key, app.id, "hb", app.counter.take(), fields)
         await self.client.publish(topic.encode(), payload, 0)
         self.hb_sent += 1
@@ -95,7 +101,7 @@ class Link:
         hb_every = self.cfg["hb_interval_s"] * 1000
         await cl.subscribe(self.sub_topic.encode(), 1)
         self.on_connect()
-        await self._send_hb()
+        await self._send_hb(True)
         hb_at = ping_at = ticks_ms()
         while cl.up and app.hal.net_ok():
             app.wake.clear()
@@ -146,7 +152,7 @@ class SpeakerLink(Link):
         # so no village or group topic is needed (and the broker's ACL allows no other).
         super().__init__(app, okproto.PREFIX + "dev/" + app.id + "/down/#", 0)
 
-    def hb_fields(self) -> dict:
+    def hb_fields(self, connect: bool) -> dict:
         app = self.app
         bat, mv = app.hal.battery()
         f = {"bat": bat, "mv": mv, "rssi": app.hal.rssi(), "fw": self.cfg["fw"], "up": app.up_ms}

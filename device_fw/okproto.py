@@ -218,23 +218,29 @@ def priority(severity: str, urgency: str) -> int:
     return 2
 
 
+def _enc_value(name: str, value: object) -> str:
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int):
+        if not -MAX_INT < value < MAX_INT:
+            raise ValueError("integer out of range: " + name)
+        return str(value)
+    if isinstance(value, str):
+        return _enc_text(value) if name == "text" else _enc_str(value)
+    if isinstance(value, (list, tuple)):
+        # §4.3 ev: a list of [counter, state] pairs.
+        return "[" + ",".join([_enc_value(name, v) for v in value]) + "]"
+    raise ValueError("cannot encode field " + name)
+
+
 def encode_body(pairs: list[tuple[str, object]], limit: int = MAX_BODY) -> bytes:
-    # pairs: list of (name, value) with value int, bool, str; None values are left out.
+    # pairs: list of (name, value) with value int, bool, str, or a list of those (§4.3 ev);
+    # None values are left out.
     parts = []
     for name, value in pairs:
         if value is None:
             continue
-        if value is True or value is False:
-            text = "true" if value else "false"
-        elif isinstance(value, int):
-            if not -MAX_INT < value < MAX_INT:
-                raise ValueError("integer out of range: " + name)
-            text = str(value)
-        elif isinstance(value, str):
-            text = _enc_text(value) if name == "text" else _enc_str(value)
-        else:
-            raise ValueError("cannot encode field " + name)
-        parts.append(_enc_str(name) + ":" + text)
+        parts.append(_enc_str(name) + ":" + _enc_value(name, value))
     body = ("{" + ",".join(parts) + "}").encode()
     if len(body) > limit:
         raise ValueError("body of %d bytes exceeds %d" % (len(body), limit))
@@ -258,6 +264,7 @@ _OPT = {
         "ob": ("i", 0, MAX_INT),
         "up": ("i", 0, MAX_INT),
         "ov": ("i", 0, MAX_INT),
+        "ev": ("e", 0, 0),
     },
     "ack": {"why": ("s", 0, 64), "by": ("s", 0, 32)},
     "bcr": {"why": ("s", 0, 64)},
@@ -270,7 +277,11 @@ _OPT = {
         "ts": ("i", 1, MAX_INT),
     },
 }
-_HB_ORDER = ("bat", "mv", "rssi", "fw", "ob", "up", "ov")
+_HB_ORDER = ("bat", "mv", "rssi", "fw", "ob", "up", "ov", "ev")
+# §4.3: what a device still waits on, in a heartbeat: at most MAX_EV [counter, state] pairs,
+# state the device's view of an event whose final state it has not seen.
+MAX_EV = const(8)
+EV_STATES = ("sending", "stored", "received")
 
 
 def encode_up(
@@ -351,8 +362,9 @@ def check_event_window(counter: int, high: int, age_ms: int) -> None:
 # -- decoding
 
 
-def split_frame(payload: bytes, limit: int = MAX_PAYLOAD) -> tuple[bytes, bytes]:
-    # §3.3, §3.4: size and framing only; returns (mac_hex, body).
+def frame_mac(payload: "bytes | memoryview", limit: int = MAX_PAYLOAD) -> bytes:
+    # §3.3, §3.4: size and framing only; returns mac_hex. The body is payload[MAC_HEX_LEN + 1:],
+    # not copied: a speaker checks a 3 KB frame in place on a small heap.
     if len(payload) > limit:
         raise ProtocolError(OVERSIZED, "%d bytes > %d" % (len(payload), limit))
     if len(payload) < MAC_HEX_LEN + 3 or payload[MAC_HEX_LEN] != 0x20:
@@ -361,7 +373,12 @@ def split_frame(payload: bytes, limit: int = MAX_PAYLOAD) -> tuple[bytes, bytes]
     for b in mac:
         if b not in _HEX:
             raise ProtocolError(MALFORMED, "MAC is not lowercase hex")
-    return mac, bytes(payload[MAC_HEX_LEN + 1 :])
+    return mac
+
+
+def split_frame(payload: bytes, limit: int = MAX_PAYLOAD) -> tuple[bytes, bytes]:
+    # §3.3, §3.4: size and framing only; returns (mac_hex, body).
+    return frame_mac(payload, limit), bytes(payload[MAC_HEX_LEN + 1 :])
 
 
 def check_mac(key: bytes, topic: str, mac: bytes, body: bytes) -> None:
@@ -371,6 +388,18 @@ def check_mac(key: bytes, topic: str, mac: bytes, body: bytes) -> None:
 
 def _int_ok(v: object, lo: int, hi: int) -> bool:
     return type(v) is int and lo <= v < hi
+
+
+def _ev_ok(v: object) -> bool:
+    # §4.3: a list of at most MAX_EV [counter, state] pairs.
+    if not isinstance(v, list) or len(v) > MAX_EV:
+        return False
+    for item in v:
+        if not isinstance(item, list) or len(item) != 2:
+            return False
+        if not _int_ok(item[0], 1, MAX_INT) or item[1] not in EV_STATES:
+            return False
+    return True
 
 
 def parse_body(body: bytes, device_id: str, kind: str) -> "dict[str, Any]":
@@ -407,6 +436,8 @@ def parse_body(body: bytes, device_id: str, kind: str) -> "dict[str, Any]":
         v = msg[name]
         if spec[0] == "i":
             ok = _int_ok(v, spec[1], spec[2])
+        elif spec[0] == "e":
+            ok = _ev_ok(v)
         else:
             ok = isinstance(v, str) and len(v) <= spec[2]
         if not ok:

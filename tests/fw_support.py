@@ -136,7 +136,11 @@ class Seen:
 class Responder:
     """Subscribes to ok/v1/dev/+/up/#, verifies each message (okproto.open_up: MAC over topic
     and body) and records it; `auto` lists the ack states it sends, in turn, for every alarm,
-    cancel or test it sees for the first time."""
+    cancel or test it sees for the first time.
+
+    With `sync` on it answers a heartbeat's `ev` as the gateway does (§4.3): for each pair whose
+    state it has acked further, it sends that state again. With `drop_acks` on, `ack()` records
+    the state but publishes nothing: the ack is lost on its way."""
 
     def __init__(self, port: int, keys: dict[str, bytes], auto: tuple[str, ...] = ()) -> None:
         self.port = port
@@ -145,6 +149,9 @@ class Responder:
         self.seen: list[Seen] = []
         self.rejected: list[tuple[str, str]] = []  # (topic, reason)
         self.wills: list[str] = []
+        self.sync = False
+        self.drop_acks = False
+        self.known: dict[tuple[str, int], str] = {}  # (device, counter) -> furthest state acked
         self._answered: set[tuple[str, int]] = set()
         self._ack_counter = int(time.time() * 1000)
         self._lock = threading.Lock()
@@ -192,14 +199,24 @@ class Responder:
             for state in self.auto:
                 # In paho's network thread: queue the acks, do not wait for them here.
                 self.ack(device, body["c"], state, wait=False)
+        if kind == "hb" and self.sync:
+            for c, theirs in body.get("ev", []):
+                with self._lock:
+                    ours = self.known.get((device, c))
+                if ours is not None and _rank(ours) > _rank(theirs):
+                    self.ack(device, c, ours, wait=False)
 
     def ack(self, device: str, ref: int, state: str, wait: bool = True, **kw: Any) -> bytes:
         """Publishes a §4 ack; returns its payload (to replay it later)."""
         with self._lock:
             self._ack_counter += 1
             counter = self._ack_counter
+            if _rank(state) > _rank(self.known.get((device, ref), "sending")):
+                self.known[(device, ref)] = state
+            drop = self.drop_acks
         topic, payload = okproto.encode_ack(self.keys[device], device, counter, ref, state, **kw)
-        self.publish(topic, payload, wait)
+        if not drop:
+            self.publish(topic, payload, wait)
         return payload
 
     def publish(self, topic: str, payload: bytes, wait: bool = True) -> None:
@@ -221,6 +238,12 @@ class Responder:
     def events(self, kind: str | None = None) -> list[Seen]:
         with self._lock:
             return [s for s in self.seen if s.kind != "hb" and (kind is None or s.kind == kind)]
+
+
+def _rank(state: str) -> int:
+    """A device's view of an event, in the order states move (§4.2); -1 for anything else."""
+    order = ("sending", "stored", "received", "acked")
+    return order.index(state) if state in order else -1
 
 
 @contextmanager

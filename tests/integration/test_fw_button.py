@@ -221,6 +221,107 @@ def test_oversized_acks_are_acknowledged_dropped_counted_and_never_block_later_a
         assert st["oversized"] == 0
 
 
+def heartbeats(seen: list[fw.Seen], since: int = 0) -> list[fw.Seen]:
+    return [m for m in seen[since:] if m.kind == "hb"]
+
+
+def first_after(gw: fw.Responder, mark: int, timeout: float = 10.0) -> fw.Seen:
+    """The first message the gateway stand-in saw after its `mark`-th."""
+    return gw.wait(lambda s: len(s) > mark, timeout)[mark]
+
+
+def test_after_a_reconnect_the_button_lists_what_it_waits_for_and_learns_the_acks_it_missed(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    # §4.3 against a gateway stand-in that answers heartbeats' ev as the gateway does.
+    gw.sync = True
+    with fw.sim_button(tmp_path / "dev", broker.port, hb_interval_s=1) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        # The heartbeat sent on connect carries ev even when nothing waits.
+        first = gw.wait(lambda s: bool(heartbeats(s)), 5)[0]
+        assert first.kind == "hb" and first.body["ev"] == []
+        button.press()
+        gw.wait(lambda s: any(m.kind == "alarm" for m in s), 5)
+        c = gw.events("alarm")[0].body["c"]
+        gw.ack(DEV, c, "stored")
+        button.wait_for(last_is("stored"), 5)
+        button.test_press()
+        gw.wait(lambda s: any(m.kind == "test" for m in s), 5)
+        t = gw.events("test")[0].body["c"]
+        gw.ack(DEV, t, "stored")
+        st = button.wait_for(lambda st: st["ev"] == [[c, "stored"], [t, "stored"]], 5)
+        # Periodic heartbeats carry ev too while it is not empty.
+        mark = len(gw.seen)
+        gw.wait(lambda s: any(m.body.get("ev") == st["ev"] for m in heartbeats(s, mark)), 5)
+        # Away from the broker; the acks sent meanwhile are lost on their way.
+        button.set_network(False)
+        button.wait_for(lambda st: not st["connected"], 5)
+        gw.drop_acks = True
+        gw.ack(DEV, c, "received")
+        gw.ack(DEV, c, "acked", by="Wang")
+        gw.ack(DEV, t, "received")
+        gw.drop_acks = False
+        mark = len(gw.seen)
+        button.set_network(True)
+        # Right after subscribing, before anything else: a heartbeat listing what it lacks.
+        hb = first_after(gw, mark)
+        assert hb.kind == "hb" and hb.body["ev"] == [[c, "stored"], [t, "stored"]]
+        st = button.wait_for(lambda st: st["last"] == "acked" and st["ev"] == [], 5)
+        assert fw.newest(st, "test")["state"] == "received"  # type: ignore[index]
+        assert st["outbox"] == 0 and st["ev_drops"] == 0
+        # Nothing left to ask: later heartbeats carry no ev.
+        mark = len(gw.seen)
+        seen = gw.wait(lambda s: len(heartbeats(s, mark)) >= 2, 5)
+        assert "ev" not in heartbeats(seen, mark)[-1].body
+    assert gw.rejected == []
+
+
+def test_after_a_power_cut_the_button_asks_again_for_what_its_outbox_holds(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    gw.sync = True
+    with fw.sim_button(tmp_path / "dev", broker.port) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.press()
+        gw.wait(lambda s: any(m.kind == "alarm" for m in s), 5)
+        c = gw.events("alarm")[0].body["c"]
+        gw.ack(DEV, c, "stored")
+        button.wait_for(last_is("stored"), 5)
+        button.kill()
+        gw.drop_acks = True
+        gw.ack(DEV, c, "received")
+        gw.ack(DEV, c, "acked")
+        gw.drop_acks = False
+        mark = len(gw.seen)
+        button.start()
+        # The list is rebuilt from the flash outbox, with the state the flash holds.
+        hb = first_after(gw, mark)
+        assert hb.kind == "hb" and hb.body["ev"] == [[c, "stored"]]
+        st = button.wait_for(last_is("acked"), 5)
+        assert st["ev"] == [] and st["outbox"] == 0
+
+
+def test_the_list_of_messages_awaiting_their_final_state_keeps_the_newest_eight(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    with fw.sim_button(tmp_path / "dev", broker.port) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        button.set_network(False)
+        button.wait_for(lambda st: not st["connected"], 5)
+        for _ in range(9):
+            button.test_press()
+        st = button.wait_for(lambda st: len([m for m in st["recent"] if m["kind"] == "test"]) == 8, 5)
+        newest8 = [m["c"] for m in st["recent"]]
+        assert st["ev"] == [[c, "sending"] for c in newest8] and st["ev_drops"] == 1
+        assert st["outbox"] == 9  # the outbox still holds and sends all nine
+        mark = len(gw.seen)
+        button.set_network(True)
+        hb = first_after(gw, mark)
+        assert hb.kind == "hb" and hb.body["ev"] == st["ev"]
+        assert len(hb.payload) - 65 <= okproto.MAX_BODY
+        gw.wait(lambda s: sum(m.kind == "test" for m in s) >= 9, 10)
+
+
 def test_long_press_cancels_and_test_press_reaches_test_ok(
     tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
 ) -> None:

@@ -1,5 +1,5 @@
 """The speaker firmware, end to end: the real firmware on the MicroPython unix port (a 128K
-heap; a button's 96K for ordinary broadcasts) behind a village Mosquitto with a password and an
+heap; 100K for ordinary broadcasts) behind a village Mosquitto with a password and an
 ACL per device, and a gateway stand-in (this test) that sends broadcast copies made with the
 shared codec (okproto.encode_bc, the speaker's own key) and checks every report the speaker
 sends (okproto.open_up: MAC over topic and body). What was played is read from the simulated
@@ -468,13 +468,14 @@ def test_speaker_config_defaults_and_refusals(tmp_path: Path, extra: dict[str, A
     assert pins["audio"] == extra.get("pins", {}).get("audio", 25)
 
 
-def test_ordinary_broadcasts_play_within_a_96k_heap(
+def test_ordinary_broadcasts_play_within_a_100k_heap(
     tmp_path: Path, broker: VillageBroker, gw: Gateway
 ) -> None:
-    # The button's heap. Broadcasts of up to about 200 characters play in it again and again;
-    # larger ones need more (docs/firmware.md, Heap), hence the speaker's 128K.
+    # Close to a button's heap (96K, where compiling speaker.py from source no longer finds the
+    # 3.5 KB block it needs). Broadcasts of up to about 200 characters play in it again and
+    # again; larger ones need more (docs/firmware.md, Heap), hence the speaker's 128K.
     spk = SimSpeaker(
-        tmp_path / "spk96", DEV, KEY, HOST, broker.port, PASSWORDS[DEV], heapsize="96K", hb_interval_s=1
+        tmp_path / "spk100", DEV, KEY, HOST, broker.port, PASSWORDS[DEV], heapsize="100K", hb_interval_s=1
     )
     spk.write_config()
     spk.start()
@@ -491,7 +492,7 @@ def test_ordinary_broadcasts_play_within_a_96k_heap(
         assert st["errors"] == 0 and st["refused"] == {}
     finally:
         spk.stop(timeout=3)
-    assert "heapsize=96K" in spk.command()
+    assert "heapsize=100K" in spk.command()
     assert "MemoryError" not in spk.log_path.read_text(), spk.log_tail()
 
 
