@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device_fw import okproto
-from onekey.stack import HOST, LocalStack
+from harness.stack import HOST, LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from gateway.store import DOWNLINK_COUNTER
-from onekey.stack import LocalStack
+from harness.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
