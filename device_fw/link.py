@@ -2,9 +2,9 @@
 #
 # Wi-Fi through the HAL, then MQTT to the village broker. On each (re)connect it subscribes to
 # its ack topic, sends a heartbeat listing the messages whose final state it still waits for
-# (`ev`, §4.3: the gateway answers with any state it has that the device lacks) and re-sends,
-# in counter order, every outbox entry the gateway has not confirmed as stored; while connected
-# it re-sends those every resend_s, hands acks to the application (PUBACKing them only
+# (`ev`, §4.3: the gateway answers with any state it has that the device lacks) and sends the
+# oldest outbox entry the gateway has not confirmed as stored, one at a time in counter order
+# (§5.6); while connected it re-sends that one every resend_s, hands acks to the application (PUBACKing them only
 # afterwards), sends heartbeats, pings, and drops the link when the broker has been silent for
 # keepalive_s. Reconnects back off exponentially
 # with jitter, 0.5 s up to 30 s.
@@ -76,23 +76,27 @@ class Link:
             e.tx = -1
 
     async def send_due(self) -> None:
-        # Every entry the gateway has not stored yet, in counter order: at once when new or
-        # after a reconnect, then every resend_s. The bytes are the ones on flash.
+        # The oldest entry the gateway has not stored yet, and only that one (§5.6): at once
+        # when new or after a reconnect, then every resend_s; the next one goes as soon as this
+        # one is stored. So a message that a broker lost after taking it (killed before its
+        # autosave) is never overtaken by a newer one: the gateway stores them in counter order.
+        # The bytes are the ones on flash.
         outbox = self.app.outbox
         every = self.cfg["resend_s"] * 1000
         mv = memoryview(self.buf)
         for e in outbox.unsent():
-            if e.tx >= 0 and ticks_diff(ticks_ms(), e.tx) < every:
-                continue
             if e not in outbox.entries:
-                continue  # dropped or finished while an earlier one was being sent
+                continue  # dropped or finished meanwhile
+            if e.tx >= 0 and ticks_diff(ticks_ms(), e.tx) < every:
+                return
             try:
                 tl, n = outbox.read(e, self.buf)
             except OSError as ex:
                 print("link: outbox read failed for", e.c, ex)
-                continue
+                continue  # a broken entry must not hold the ones behind it
             await self.client.publish(mv[:tl], mv[tl + 1 : n], 1)
             e.tx = ticks_ms()
+            return
 
     async def _serve(self) -> None:
         app = self.app

@@ -154,14 +154,18 @@ def test_unsent_messages_survive_a_power_cut_and_are_resent_with_the_same_bytes(
         button.start()
         st = button.wait_for(lambda st: st["connected"], 5)
         assert st["outbox"] == 2 and st["last"] == "sending"
-        gw.wait(lambda s: len([m for m in s[mark:] if m.kind != "hb"]) >= 2, 5)
-        resent, test_msg = [m for m in gw.seen[mark:] if m.kind != "hb"][:2]
-        # After a reconnect the outbox goes out in counter order, the very same bytes.
-        assert (resent.kind, test_msg.kind) == ("alarm", "test")
+        # After a reconnect the outbox goes out in counter order, the very same bytes, one
+        # message at a time (§5.6): the test press only once the alarm is stored.
+        gw.wait(lambda s: any(m.kind != "hb" for m in s[mark:]), 5)
+        resent = [m for m in gw.seen[mark:] if m.kind != "hb"][0]
+        assert resent.kind == "alarm"
         assert resent.payload == alarm.payload  # same counter, same MAC
+        assert not any(m.kind == "test" for m in gw.seen[mark:])
+        gw.ack(DEV, resent.body["c"], "stored")
+        gw.wait(lambda s: any(m.kind == "test" for m in s[mark:]), 5)
+        test_msg = next(m for m in gw.seen[mark:] if m.kind == "test")
         assert on_flash[f"{test_c}.0"] == test_msg.topic.encode() + b"\n" + test_msg.payload
-        for m in (resent, test_msg):
-            gw.ack(DEV, m.body["c"], "stored")
+        gw.ack(DEV, test_msg.body["c"], "stored")
         # Both acks are written to flash one after the other: wait for the second write too.
         want = sorted([f"{alarm.body['c']}.1", f"{test_c}.1"])
         deadline = time.monotonic() + 5
@@ -319,7 +323,8 @@ def test_the_list_of_messages_awaiting_their_final_state_keeps_the_newest_eight(
         hb = first_after(gw, mark)
         assert hb.kind == "hb" and hb.body["ev"] == st["ev"]
         assert len(hb.payload) - 65 <= okproto.MAX_BODY
-        gw.wait(lambda s: sum(m.kind == "test" for m in s) >= 9, 10)
+        gw.auto = ("stored",)  # one at a time (§5.6): each goes once the one before is stored
+        gw.wait(lambda s: len({m.body["c"] for m in s if m.kind == "test"}) >= 9, 10)
 
 
 def test_long_press_cancels_and_test_press_reaches_test_ok(
