@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -50,6 +49,7 @@ from centre.store import (
 )
 from transport.keys import KeyFileError, load_public_hex
 from transport.mqtt import MqttClient, MqttError, TlsFiles
+from transport.reconnect import Backoff, keep_connected
 
 log = logging.getLogger("onekey.centre.ingest")
 
@@ -350,54 +350,57 @@ class Ingest:
     # -- the connection
 
     async def run(self) -> None:
-        delay = self.config.reconnect_min_s
-        while True:
-            client = self.client_factory(self.config)
-            pump: asyncio.Task[None] | None = None
-            reader: asyncio.Task[None] | None = None
-            try:
-                await client.connect()
-                await client.subscribe(frames.SUB_EVENTS, qos=1)
-                await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
-                await client.subscribe(frames.SUB_REPORTS, qos=1)
-                await client.subscribe(confs.SUB_CONF, qos=1)
-                self.metrics.connected = True
-                self.metrics.inc("connects")
-                log.info(
-                    kv(
-                        event="broker_up",
-                        broker=f"{self.config.broker_host}:{self.config.broker_port}",
-                    )
+        backoff = Backoff(self.config.reconnect_min_s, self.config.reconnect_max_s)
+        tasks: list[asyncio.Task[None]] = []
+
+        async def session(client: MqttLike) -> None:
+            await client.subscribe(frames.SUB_EVENTS, qos=1)
+            await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
+            await client.subscribe(frames.SUB_REPORTS, qos=1)
+            await client.subscribe(confs.SUB_CONF, qos=1)
+            self.metrics.connected = True
+            self.metrics.inc("connects")
+            log.info(
+                kv(
+                    event="broker_up",
+                    broker=f"{self.config.broker_host}:{self.config.broker_port}",
                 )
-                delay = self.config.reconnect_min_s
-                # If the reader or the pump ends, so does this connection (with its error, if
-                # any: the supervisor sees it), and the next one starts both again.
-                inbox: asyncio.Queue[Any] = asyncio.Queue()
-                pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
-                pump.add_done_callback(partial(_task_ended, inbox=inbox))
-                reader = asyncio.create_task(self._read(client, inbox), name="centre-reader")
-                reader.add_done_callback(partial(_task_ended, inbox=inbox))
-                while True:
-                    batch, end = await _next_batch(inbox)
-                    if batch:
-                        await self._on_batch(client, batch)
-                    if end is not None:
-                        raise end
-            except MqttError as exc:
-                log.warning(kv(event="broker_down", error=str(exc), retry_s=f"{delay:.1f}"))
-            except StoreError as exc:
+            )
+            backoff.reset()
+            # If the reader or the pump ends, so does this connection (with its error, if
+            # any: the supervisor sees it), and the next one starts both again.
+            inbox: asyncio.Queue[Any] = asyncio.Queue()
+            pump = asyncio.create_task(self._pump(client), name="centre-downlink-pump")
+            pump.add_done_callback(partial(_task_ended, inbox=inbox))
+            reader = asyncio.create_task(self._read(client, inbox), name="centre-reader")
+            reader.add_done_callback(partial(_task_ended, inbox=inbox))
+            tasks[:] = [pump, reader]
+            while True:
+                batch, end = await _next_batch(inbox)
+                if batch:
+                    await self._on_batch(client, batch)
+                if end is not None:
+                    raise end
+
+        def lost(exc: Exception, delay: float) -> None:
+            if isinstance(exc, StoreError):
                 # Nothing of that batch was committed and none of it was PUBACKed: the broker
                 # sends it (and everything after it) again on the next connection.
                 self.metrics.inc("store_errors")
                 log.error(kv(event="store_failed", on="ingest", error=str(exc),
                              retry_s=f"{delay:.1f}"))
-            finally:
-                self.metrics.connected = False
-                await self._stop_tasks(pump, reader)
-                with contextlib.suppress(MqttError):
-                    await client.disconnect()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, self.config.reconnect_max_s)
+            else:
+                log.warning(kv(event="broker_down", error=str(exc), retry_s=f"{delay:.1f}"))
+
+        async def closed() -> None:
+            self.metrics.connected = False
+            await self._stop_tasks(*tasks)
+            tasks.clear()
+
+        await keep_connected(
+            lambda: self.client_factory(self.config), session, backoff=backoff, lost=lost,
+            closed=closed, ends_connection=(StoreError,),
+        )
 
     async def _read(self, client: MqttLike, inbox: asyncio.Queue[Any]) -> None:
         # Moves whatever the client has received into `inbox` at once, so that the batch

@@ -4,10 +4,10 @@
 # its ack topic, sends a heartbeat listing the messages whose final state it still waits for
 # (`ev`, §4.3: the gateway answers with any state it has that the device lacks) and sends the
 # oldest outbox entry the gateway has not confirmed as stored, one at a time in counter order
-# (§5.6); while connected it re-sends that one every resend_s, hands acks to the application (PUBACKing them only
-# afterwards), sends heartbeats, pings, and drops the link when the broker has been silent for
-# keepalive_s. Reconnects back off exponentially
-# with jitter, 0.5 s up to 30 s.
+# (§5.6); while connected it re-sends that one every resend_s, hands acks to the application
+# (PUBACKing them only afterwards), sends heartbeats, pings, and drops the link when the broker
+# has been silent for keepalive_s. Reconnects back off exponentially with jitter, 0.5 s up to
+# 30 s.
 #
 # A speaker's link (SpeakerLink) is the same task with other hooks: it subscribes to its whole
 # down/# topic, has no outbox, and sends the broadcast reports waiting in app.pq.out.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from protocol.errors import Rejected
 from protocol.signed import encode_json, sign_frame
 from transport.mqtt import Message, MqttClient, MqttError, TlsFiles
 from transport.pubacks import PubackOrder
+from transport.reconnect import Backoff, keep_connected
 
 log = logging.getLogger("onekey.gateway.forwarder")
 
@@ -103,10 +103,12 @@ class CentreSide:
         store.stored_listeners.append(self._wake.set)
 
     async def run(self) -> None:
-        delay = 0.5
         cb = self.cfg.centre_broker
-        while True:
-            client = MqttClient(
+        backoff = Backoff(0.5, 60.0)
+        pump: asyncio.Task[None] | None = None
+
+        def make_client() -> MqttClient:
+            return MqttClient(
                 self.cfg.gateway_id,  # = the certificate's CN, which the broker makes the id (§6)
                 cb.host,
                 cb.port,
@@ -116,48 +118,51 @@ class CentreSide:
                 max_inflight=max(20, self.cfg.forward_window),
                 manual_ack=True,  # PUBACK a centre message only once it is committed here
             )
+
+        async def session(client: MqttClient) -> None:
+            nonlocal pump
             order = PubackOrder(client, partial(self._drop_link, client))
-            pump: asyncio.Task[None] | None = None
-            try:
-                await client.connect()
-                await client.subscribe(self.down_topic, qos=1)
-                await client.subscribe(self.bc_topic, qos=1)
-                self.client = client
-                self._publish_conf(client, [], [])  # §6.6: here now, send what I lack
-                self.metrics.gauge("centre_link", "up")
-                log.info("event=centre_link_up broker=%s:%d", cb.host, cb.port)
-                delay = 0.5
-                self._inflight.clear()
-                self._last_sent = 0
-                pump = asyncio.create_task(self._pump(client), name="gateway-forward-pump")
-                async for msg in client.messages():
-                    if msg.topic == self.bc_topic:
-                        if self.on_broadcast is None:
-                            continue  # not subscribed without a handler; nothing to PUBACK
-                        outcome = await self.on_broadcast(msg.topic, msg.payload)
-                        if outcome.confirm is not None:
-                            self.confirm(bc=[outcome.confirm])
-                        order.add(msg, _settled(outcome.puback))
-                    else:
-                        # Committed in the background, in order (see there); PUBACKed then.
-                        order.add(msg, self._on_ack(msg))
-            except MqttError as exc:
-                log.warning(
-                    "event=centre_link_down broker=%s:%d error=%r outbox=%d inflight=%d",
-                    cb.host, cb.port, str(exc), self.store.outbox_count, len(self._inflight),
-                )
-            finally:
-                self.client = None
-                self.metrics.gauge("centre_link", "down")
-                if pump is not None:
-                    pump.cancel()
-                    try:
-                        await pump
-                    except (asyncio.CancelledError, MqttError):
-                        pass
-                await client.disconnect()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 60.0)
+            await client.subscribe(self.down_topic, qos=1)
+            await client.subscribe(self.bc_topic, qos=1)
+            self.client = client
+            self._publish_conf(client, [], [])  # §6.6: here now, send what I lack
+            self.metrics.gauge("centre_link", "up")
+            log.info("event=centre_link_up broker=%s:%d", cb.host, cb.port)
+            backoff.reset()
+            self._inflight.clear()
+            self._last_sent = 0
+            pump = asyncio.create_task(self._pump(client), name="gateway-forward-pump")
+            async for msg in client.messages():
+                if msg.topic == self.bc_topic:
+                    if self.on_broadcast is None:
+                        continue  # not subscribed without a handler; nothing to PUBACK
+                    outcome = await self.on_broadcast(msg.topic, msg.payload)
+                    if outcome.confirm is not None:
+                        self.confirm(bc=[outcome.confirm])
+                    order.add(msg, _settled(outcome.puback))
+                else:
+                    # Committed in the background, in order (see there); PUBACKed then.
+                    order.add(msg, self._on_ack(msg))
+
+        def lost(exc: Exception, _delay: float) -> None:
+            log.warning(
+                "event=centre_link_down broker=%s:%d error=%r outbox=%d inflight=%d",
+                cb.host, cb.port, str(exc), self.store.outbox_count, len(self._inflight),
+            )
+
+        async def closed() -> None:
+            nonlocal pump
+            self.client = None
+            self.metrics.gauge("centre_link", "down")
+            if pump is not None:
+                pump.cancel()
+                try:
+                    await pump
+                except (asyncio.CancelledError, MqttError):
+                    pass
+                pump = None
+
+        await keep_connected(make_client, session, backoff=backoff, lost=lost, closed=closed)
 
     def _drop_link(self, client: MqttClient) -> None:
         """A centre message was not committed: end this connection without acknowledging it,

@@ -18,7 +18,6 @@ import asyncio
 import functools
 import json
 import logging
-import random
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -32,6 +31,7 @@ from gateway.registry import Registry
 from gateway.store import DOWNLINK_COUNTER, EventRecord, InsertResult, Refused, Store, now_ms
 from transport.mqtt import Message, MqttClient, MqttError
 from transport.pubacks import PubackOrder
+from transport.reconnect import Backoff, keep_connected
 
 log = logging.getLogger("onekey.gateway.village")
 
@@ -153,10 +153,11 @@ class VillageSide:
     # -- connection supervision
 
     async def run(self) -> None:
-        delay = 0.5
         vb = self.cfg.village_broker
-        while True:
-            client = MqttClient(
+        backoff = Backoff(0.5, 30.0)
+
+        def make_client() -> MqttClient:
+            return MqttClient(
                 vb.user,  # the broker makes the client id the user name anyway (§2.2)
                 vb.host,
                 vb.port,
@@ -166,26 +167,27 @@ class VillageSide:
                 keepalive=15,
                 manual_ack=True,  # PUBACK only once what a message carries is committed
             )
+
+        async def session(client: MqttClient) -> None:
             order = PubackOrder(client, functools.partial(self._drop_link, client))
-            try:
-                await client.connect()
-                await client.subscribe(UP_FILTER, qos=1)
-                self.client = client
-                self.metrics.gauge("village_link", "up")
-                log.info("event=village_link_up broker=%s:%d", vb.host, vb.port)
-                delay = 0.5
-                self._flush_pending()
-                await self._resend_progress()
-                async for msg in client.messages():
-                    order.add(msg, await self.handle(msg))
-            except MqttError as exc:
-                log.warning("event=village_link_down broker=%s:%d error=%r", vb.host, vb.port, str(exc))
-            finally:
-                self.client = None
-                self.metrics.gauge("village_link", "down")
-                await client.disconnect()
-            await asyncio.sleep(delay * (0.5 + random.random()))
-            delay = min(delay * 2, 30.0)
+            await client.subscribe(UP_FILTER, qos=1)
+            self.client = client
+            self.metrics.gauge("village_link", "up")
+            log.info("event=village_link_up broker=%s:%d", vb.host, vb.port)
+            backoff.reset()
+            self._flush_pending()
+            await self._resend_progress()
+            async for msg in client.messages():
+                order.add(msg, await self.handle(msg))
+
+        def lost(exc: Exception, _delay: float) -> None:
+            log.warning("event=village_link_down broker=%s:%d error=%r", vb.host, vb.port, str(exc))
+
+        async def closed() -> None:
+            self.client = None
+            self.metrics.gauge("village_link", "down")
+
+        await keep_connected(make_client, session, backoff=backoff, lost=lost, closed=closed)
 
     def _drop_link(self, client: MqttClient) -> None:
         """A message was not committed: end this connection without acknowledging it, so that

@@ -157,7 +157,7 @@ def test_unsent_messages_survive_a_power_cut_and_are_resent_with_the_same_bytes(
         # After a reconnect the outbox goes out in counter order, the very same bytes, one
         # message at a time (§5.6): the test press only once the alarm is stored.
         gw.wait(lambda s: any(m.kind != "hb" for m in s[mark:]), 5)
-        resent = [m for m in gw.seen[mark:] if m.kind != "hb"][0]
+        resent = next(m for m in gw.seen[mark:] if m.kind != "hb")
         assert resent.kind == "alarm"
         assert resent.payload == alarm.payload  # same counter, same MAC
         assert not any(m.kind == "test" for m in gw.seen[mark:])
