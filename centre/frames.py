@@ -9,7 +9,6 @@ here: an event as its store takes it, and the §6.4 ack made from a stored event
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -47,7 +46,7 @@ open_uplink = uplink.open_up
 
 def parse_event(body: dict[str, Any], gw: str) -> NewEvent:
     """Check an authenticated event body (§6.2) from gateway `gw`, as the store takes it."""
-    return NewEvent(**dataclasses.asdict(uplink.parse_event(body, gw)))
+    return uplink.parse_event(body, gw)
 
 
 def ack_body(ev: Event) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 import aiosqlite
 
+from protocol import uplink
 from transport.keys import private_db
 
 KINDS = ("alarm", "cancel", "test")
@@ -167,22 +168,8 @@ class NotOpen(StoreError):
         self.event = event
 
 
-@dataclass(frozen=True)
-class NewEvent:
-    """A validated event as the gateway sent it (docs/protocol.md §6.2)."""
-
-    id: str
-    gw: str
-    seq: int
-    kind: str
-    device: str
-    counter: int
-    village: str
-    household: str
-    gw_ts: int
-    ref: str | None = None
-    dev_ts: int | None = None
-    dev_up: int | None = None
+# A validated event as the gateway sent it: the link's own record (§6.2).
+NewEvent = uplink.Event
 
 
 @dataclass(frozen=True)
