@@ -163,8 +163,8 @@ class CampaignResult:
     def summary(self) -> str:
         kills = ", ".join(f"{k} {n}" for k, n in sorted(self.kills.items()))
         return (
-            f"kills: {sum(self.kills.values())} ({kills}); alarms: {self.alarms} protocol-level + "
-            f"{self.firmware_alarms} firmware; at the centre: {self.at_centre}; staff acks: "
+            f"kills: {sum(self.kills.values())} ({kills}); alarms: {self.alarms} protocol-level, "
+            f"{self.firmware_alarms} firmware presses; at the centre: {self.at_centre}; staff acks: "
             f"{self.staff_acks}; lost {len(self.lost)}, phantom {len(self.phantom)}, duplicates "
             f"{len(self.duplicates)}, out of order {len(self.out_of_order)}, acks not shown "
             f"{len(self.acks_not_shown)}; {self.elapsed_s:.1f} s of faults, {self.settle_s:.1f} s "
