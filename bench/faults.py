@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -31,6 +32,8 @@ def main() -> int:
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--settle", type=float, default=120.0, help="seconds allowed to settle")
     args = ap.parse_args()
+    # The devices' own "connection lost" lines are the faults being injected: not news here.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="onekey-faults-") as tmp:
         stack = LocalStack(Path(tmp) / "stack", resend_after_s=2.0)
         stack.setup()
