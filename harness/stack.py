@@ -27,7 +27,7 @@ from gateway.metrics import read_metrics
 from transport import pki
 from transport.brokers import CentreBroker, VillageBroker
 from transport.keys import generate_private_key, private_dir, public_hex, write_secret
-from transport.procs import ManagedProcess, ProcessError, free_port
+from transport.procs import ManagedProcess, ProcessError, free_port, port_taken
 
 if TYPE_CHECKING:
     from harness.simdevice import SimButton
@@ -146,6 +146,8 @@ class LocalStack:
     # -- processes
 
     def start(self) -> None:
+        # A taken web port fails here, before any process starts, not after the brokers.
+        self.check_http_port()
         self.start_brokers()
         self.start_centre()
         self.start_gateway()
@@ -163,7 +165,19 @@ class LocalStack:
             name=name,
         )
 
+    def check_http_port(self) -> None:
+        """Raises StackError, naming the port and what to do, if the centre's web port is taken
+        (the centre would fail to bind it; something else would answer in its place)."""
+        assert self.http_port is not None, "setup() first"
+        if port_taken(HOST, self.http_port):
+            raise StackError(
+                f"the centre's web port {HOST}:{self.http_port} is already in use by another "
+                f"program; stop that program (see: ss -ltnp 'sport = :{self.http_port}') or "
+                "choose another port (onekey demo --http-port PORT)"
+            )
+
     def start_centre(self, timeout: float = 20.0) -> None:
+        self.check_http_port()
         self.centre_proc = self._onekey("centre", "centre", "run", "--config", str(self.centre_config))
         self.centre_proc.start()
         deadline = time.monotonic() + timeout
@@ -210,6 +224,24 @@ class LocalStack:
             self.gateway_proc.wait_port(HOST, self.admin_port, timeout)
         except (TimeoutError, ProcessError) as exc:
             raise StackError(f"gateway admin API: {exc}; see {self.root}/gateway.log") from None
+
+    def wait_devices_connected(self, timeout: float = 20.0) -> None:
+        """Returns once every started button and speaker reports its MQTT link up."""
+        from provisioning.simcontrol import SimDeviceError
+
+        deadline = time.monotonic() + timeout
+        devices: list[SimButton | SimSpeaker] = [*self.buttons.values(), *self.speakers.values()]
+        for dev in devices:
+            if not dev.running:
+                continue
+            try:
+                dev.wait_for(lambda st: bool(st.get("connected")),
+                             max(0.1, deadline - time.monotonic()))
+            except (TimeoutError, SimDeviceError) as exc:
+                raise StackError(
+                    f"{dev.device_id} did not connect to the village broker: {exc}; "
+                    f"see {dev.log_path}"
+                ) from None
 
     def gateway_metrics(self) -> dict[str, Any]:
         try:

@@ -64,6 +64,8 @@ def run_demo(args: argparse.Namespace) -> int:
             speaker = stack.add_speaker(f"spk-{i:04d}", f"s-{i:03d}", groups=[group])
             speaker.start()
             print(f"demo: speaker {speaker.device_id} running the firmware (group {group})", flush=True)
+        stack.wait_devices_connected()
+        print("demo: ready: brokers, centre, gateway links and every device are up", flush=True)
         print_instructions(stack, run_dir)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set():

@@ -39,6 +39,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def port_taken(host: str, port: int) -> bool:
+    """True if something listens on host:port now, so a server could not bind it. The test
+    bind uses SO_REUSEADDR as uvicorn and Mosquitto do: a port left in TIME_WAIT is free."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def port_answers(host: str, port: int, timeout: float = 0.5) -> bool:
     """True if a TCP connect to host:port succeeds now."""
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,6 +50,7 @@ def test_the_demo_runs_prints_what_to_type_and_stops_cleanly_on_ctrl_c(tmp_path:
                 break
         text = "".join(out)
         assert "Press Ctrl-C to stop everything" in text, text
+        assert "demo: ready" in text, text
         assert "onekey sim press btn-0001" in text and "onekey sim played spk-0001" in text
         assert processes_mentioning(str(run_dir)), "the demo's processes should be running"
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -60,4 +62,32 @@ def test_the_demo_runs_prints_what_to_type_and_stops_cleanly_on_ctrl_c(tmp_path:
     assert proc.returncode == 0, "".join(out) + rest
     assert "stopping everything" in rest
     time.sleep(0.5)
+    assert processes_mentioning(str(run_dir)) == []
+
+
+def test_the_demo_fails_at_once_naming_a_taken_web_port_and_leaves_nothing_running(
+    tmp_path: Path,
+) -> None:
+    run_dir = tmp_path / "demo"
+    with socket.socket() as occupier:
+        occupier.bind(("127.0.0.1", 0))
+        occupier.listen()
+        port = occupier.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "onekey.cli", "demo", "--run-dir", str(run_dir),
+             "--buttons", "1", "--speakers", "1", "--http-port", str(port), "--duration", "60"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+    assert proc.returncode != 0, out
+    assert f"127.0.0.1:{port} is already in use" in out and "--http-port" in out, out
+    assert "demo: ready" not in out and "Press Ctrl-C" not in out, out
     assert processes_mentioning(str(run_dir)) == []
