@@ -30,6 +30,7 @@ from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
 from centre.supervisor import supervise
+from transport import servicelock
 from transport.keys import load_private_key, public_hex
 
 log = logging.getLogger("onekey.centre.api")
@@ -139,8 +140,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal rt
         key = load_private_key(config.key_path)
-        store = Store(config.db_path)
-        await store.open()
+        # Held while the store is open, so that `onekey centre restore` refuses to run.
+        lock = servicelock.ServiceLock(config.db_path)
+        try:
+            lock.acquire()
+        except servicelock.ServiceLockedError as exc:
+            raise StoreError(f"{exc}; is another centre running on this database? stop it first") from None
+        try:
+            store = Store(config.db_path)
+            await store.open()
+        except BaseException:
+            lock.release()
+            raise
         ingest = Ingest(config, store, key, metrics, client_factory=client_factory, clock=clock)
         scheduler = Scheduler(
             ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
@@ -170,6 +181,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await store.close()
+            lock.release()
             log.info(kv(event="centre_stopped"))
 
     def runtime() -> _Runtime:

@@ -13,10 +13,11 @@ from centre.api import create_app
 from centre.config import CentreConfig, ConfigError, load_config
 from centre.enrol import EnrolError, centre_public_key, enrol_gateway, init_centre
 from centre.store import StoreError
+from transport import backup
 from transport.keys import load_private_key
 
 # Errors the top-level command line prints as one line (no traceback).
-ERRORS: tuple[type[Exception], ...] = (ConfigError, EnrolError, StoreError)
+ERRORS: tuple[type[Exception], ...] = (ConfigError, EnrolError, StoreError, backup.BackupError)
 
 log = logging.getLogger("onekey.centre")
 
@@ -54,6 +55,22 @@ def add_commands(sub: Any) -> None:
         "gateway); without --village, the villages enrolled before are kept",
     )
     enrol.set_defaults(func=_enrol)
+
+    bk = csub.add_parser(
+        "backup", help="copy the centre's database while it runs, keeping the newest copies"
+    )
+    bk.add_argument("--config", type=Path, required=True)
+    bk.add_argument("--dir", type=Path, default=None,
+                    help="backup directory (default: a backups directory beside the database)")
+    bk.add_argument("--keep", type=int, default=backup.DEFAULT_KEEP,
+                    help=f"how many copies to keep (default {backup.DEFAULT_KEEP})")
+    bk.set_defaults(func=_backup)
+    rs = csub.add_parser(
+        "restore", help="replace the centre's database with a backup (the centre must be stopped)"
+    )
+    rs.add_argument("--config", type=Path, required=True)
+    rs.add_argument("file", type=Path, help="a copy made by `onekey centre backup`")
+    rs.set_defaults(func=_restore)
 
     show = csub.add_parser("show-key", help="print the centre's public key (gateways pin it)")
     show.add_argument("--config", type=Path, required=True)
@@ -103,6 +120,31 @@ def _enrol(args: argparse.Namespace) -> int:
     gw = enrol_gateway(args.config, args.id, args.public_key, args.name, args.village)
     villages = ", ".join(gw.villages) or "none yet (its heartbeat may list them)"
     print(f"enrolled gateway {gw.id} key {gw.public_key} villages {villages}")
+    return 0
+
+
+# What `onekey centre restore` accepts: a database with the centre's tables.
+CENTRE_DB = backup.DbKind(
+    "centre",
+    frozenset({"gateways", "alarms", "downlinks", "broadcasts"}),
+    "Ctrl-C or SIGTERM to `onekey centre run`, or stop the service that runs it",
+)
+
+
+def _backup(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    where = args.dir if args.dir is not None else cfg.db_path.parent / "backups"
+    result = backup.backup(cfg.db_path, where, CENTRE_DB, keep=args.keep)
+    print(f"backup {result.path} bytes={result.size} duration_s={result.duration_s:.3f} "
+          f"removed={len(result.removed)}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    result = backup.restore(cfg.db_path, args.file, CENTRE_DB)
+    aside = f"; the database it replaced is kept at {result.aside}" if result.aside else ""
+    print(f"restored {result.db} from {args.file}{aside}")
     return 0
 
 

@@ -15,6 +15,7 @@ from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store
 from gateway.village import VillageSide
+from transport import servicelock
 from transport.keys import KeyFileError, load_private_key, load_public_hex
 
 log = logging.getLogger("onekey.gateway")
@@ -41,42 +42,53 @@ class Gateway:
         for f in (self.cfg.centre_broker.ca, self.cfg.centre_broker.cert, self.cfg.centre_broker.key):
             if not f.is_file():
                 raise ConfigError(f"centre broker TLS file {f} is missing; run `onekey enrol`")
-        await self.store.start()
+        # Held while the store is open, so that `onekey gateway restore` refuses to run.
+        lock = servicelock.ServiceLock(self.cfg.db_path)
         try:
-            await self.registry.reload(self.store)
-            village = VillageSide(self.cfg, self.store, self.registry, self.metrics)
-            centre = CentreSide(
-                self.cfg, self.store, self.registry, self.metrics, key, centre_key, village
-            )
-            broadcasts = BroadcastSide(
-                self.cfg, self.store, self.registry, self.metrics, village, key, centre_key
-            )
-            await broadcasts.init()
-            village.on_device_seen = broadcasts.device_seen
-            village.on_device_offline = broadcasts.device_offline
-            village.on_report = broadcasts.on_report
-            centre.on_broadcast = broadcasts.on_centre_message
-            broadcasts.centre_client = lambda: centre.client
-            # The downlink counter resumes above its reserved block (§4.2). Recent acks are
-            # sent again by the village side each time its link comes up.
-            await village.init()
-            self.metrics.gauge("outbox", self.store.outbox_count)
-            log.info(
-                "event=gateway_start id=%s village=%s devices=%d outbox=%s",
-                self.cfg.gateway_id, self.cfg.village, len(self.registry.devices),
-                self.metrics.gauges["outbox"],
-            )
-            async with asyncio.TaskGroup() as tg:
-                tg.create_task(supervise("village", village.run))
-                tg.create_task(supervise("centre", centre.run))
-                tg.create_task(supervise("heartbeat", centre.heartbeat))
-                tg.create_task(supervise("broadcasts", broadcasts.run))
-                tg.create_task(supervise("registry", self._watch_registry))
-                tg.create_task(supervise("metrics", self._write_metrics))
-                tg.create_task(supervise("admin", self._admin))
+            lock.acquire()
+        except servicelock.ServiceLockedError as exc:
+            raise ConfigError(
+                f"{exc}; is another gateway running on this state_dir? stop it first"
+            ) from None
+        try:
+            await self.store.start()
+            try:
+                await self.registry.reload(self.store)
+                village = VillageSide(self.cfg, self.store, self.registry, self.metrics)
+                centre = CentreSide(
+                    self.cfg, self.store, self.registry, self.metrics, key, centre_key, village
+                )
+                broadcasts = BroadcastSide(
+                    self.cfg, self.store, self.registry, self.metrics, village, key, centre_key
+                )
+                await broadcasts.init()
+                village.on_device_seen = broadcasts.device_seen
+                village.on_device_offline = broadcasts.device_offline
+                village.on_report = broadcasts.on_report
+                centre.on_broadcast = broadcasts.on_centre_message
+                broadcasts.centre_client = lambda: centre.client
+                # The downlink counter resumes above its reserved block (§4.2). Recent acks are
+                # sent again by the village side each time its link comes up.
+                await village.init()
+                self.metrics.gauge("outbox", self.store.outbox_count)
+                log.info(
+                    "event=gateway_start id=%s village=%s devices=%d outbox=%s",
+                    self.cfg.gateway_id, self.cfg.village, len(self.registry.devices),
+                    self.metrics.gauges["outbox"],
+                )
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(supervise("village", village.run))
+                    tg.create_task(supervise("centre", centre.run))
+                    tg.create_task(supervise("heartbeat", centre.heartbeat))
+                    tg.create_task(supervise("broadcasts", broadcasts.run))
+                    tg.create_task(supervise("registry", self._watch_registry))
+                    tg.create_task(supervise("metrics", self._write_metrics))
+                    tg.create_task(supervise("admin", self._admin))
+            finally:
+                self.metrics.write(self.cfg.metrics_path)
+                await self.store.close()
         finally:
-            self.metrics.write(self.cfg.metrics_path)
-            await self.store.close()
+            lock.release()
 
     async def _write_metrics(self) -> None:
         while True:
