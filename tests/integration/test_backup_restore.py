@@ -101,3 +101,14 @@ async def test_centre_backup_runs_beside_the_centre_and_restore_waits_until_it_s
     await asyncio.to_thread(stack.start_centre)
     alarm = await asyncio.to_thread(stack.api, "GET", f"/api/alarms/gw-demo:btn-proto:{c}")
     assert alarm["kind"] == "alarm"
+
+
+def test_a_second_gateway_or_centre_on_the_same_database_refuses_to_start(
+    stack: LocalStack,
+) -> None:
+    gw = onekey("gateway", "run", "--config", str(stack.gateway_config))
+    assert gw.returncode == 2 and "another gateway running" in gw.stderr, gw.stderr
+    centre = onekey("centre", "run", "--config", str(stack.centre_config))
+    assert centre.returncode != 0 and "another centre running" in centre.stderr, centre.stderr
+    assert stack.gateway_proc is not None and stack.gateway_proc.running
+    assert stack.centre_proc is not None and stack.centre_proc.running
