@@ -9,17 +9,21 @@ DEFAULTS = {
     "sim_port": 0,
     "wifi": {"ssid": "", "psk": ""},
     "mqtt": {"host": "192.168.4.1", "port": 1883, "user": None, "password": None},
+    # Pins for an ESP32-WROOM-32 or ESP32-WROVER(-E) board (docs/firmware.md, "Pins"). Inputs a
+    # person holds avoid the strapping pins 0, 2, 5, 12, 15 (GPIO0 held at reset starts the serial
+    # bootloader) and sit on RTC GPIOs with internal pull-ups (32, 33) so that they can wake the
+    # chip from deep sleep. The UART avoids 6-11 (SPI flash) and 16/17 (the WROVER's PSRAM).
     "pins": {
-        "button": 0,
-        "test": 4,
+        "button": 32,
+        "test": 33,
         "red": 25,
         "green": 26,
         "buzzer": 27,
         "battery": 34,
         "battery_div": 2,
         # speaker: the TTS module's UART (ESP32 TX to module RX and back) and the audio output
-        "tts_tx": 17,
-        "tts_rx": 16,
+        "tts_tx": 19,
+        "tts_rx": 18,
         "audio": 25,
     },
     "wdt_s": 30,

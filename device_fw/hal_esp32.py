@@ -4,7 +4,7 @@
 # Speaker: a serial TTS module (XFS5152/SYN6288 type) on UART 2, and a tone output by PWM on
 # the audio pin into the amplifier (clips).
 # Both: battery voltage through a divider on an ADC pin (or mains), Wi-Fi station, and the
-# hardware watchdog fed by main.py's loop.
+# hardware watchdog fed by main.py's loop. Default pins and why: config.py, docs/firmware.md "Pins".
 import asyncio
 from binascii import hexlify
 

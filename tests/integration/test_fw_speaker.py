@@ -464,7 +464,7 @@ def test_speaker_config_defaults_and_refusals(tmp_path: Path, extra: dict[str, A
     assert {k: got[k] for k in expect} == expect
     # A speaker is on mains: no battery pin, unless its config.json names one.
     pins = got["pins"]
-    assert pins["battery"] is None and (pins["tts_tx"], pins["tts_rx"]) == (17, 16)
+    assert pins["battery"] is None and (pins["tts_tx"], pins["tts_rx"]) == (19, 18)
     assert pins["audio"] == extra.get("pins", {}).get("audio", 25)
 
 
