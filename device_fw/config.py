@@ -37,8 +37,9 @@ DEFAULTS = {
     "resend_s": 5,
     "fw": "btn-1.0.0",
     # speaker
+    "tts_module": "xfs5152",  # whose frames the speaker sends: "xfs5152" (XFS5152CE) or "syn6288"
     "tts_baud": 9600,
-    "tts_chunk_bytes": 200,  # text bytes (UTF-16LE) per synthesis frame
+    "tts_chunk_bytes": 200,  # text bytes (2 per character) per synthesis frame
     "queue_cap": 8,
     "sim_ms_per_char": 20,  # the simulated TTS module's speech rate
     "sim_min_speak_ms": 100,
@@ -115,6 +116,10 @@ def load(path: str = "config.json") -> dict:
         raise ConfigError("keepalive_s must be at least 2")
     if not 2 <= cfg["tts_chunk_bytes"] <= 4000 or cfg["tts_chunk_bytes"] % 2:
         raise ConfigError("tts_chunk_bytes must be even, 2..4000 (two bytes per character)")
+    if cfg["tts_module"] not in ("xfs5152", "syn6288"):
+        raise ConfigError("tts_module must be 'xfs5152' (an XFS5152CE) or 'syn6288' (a SYN6288)")
+    if cfg["tts_module"] == "syn6288" and cfg["tts_chunk_bytes"] > 200:
+        raise ConfigError("tts_chunk_bytes must be at most 200 for a SYN6288 (its frame limit)")
     if cfg["queue_cap"] < 1:
         raise ConfigError("queue_cap must be at least 1")
     return cfg

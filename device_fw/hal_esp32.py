@@ -1,7 +1,7 @@
 # ESP32 hardware, by role.
 # Button: alarm button and recessed test switch to ground (internal pull-ups), a red/green LED
 # (both lit = amber), an active buzzer.
-# Speaker: a serial TTS module (XFS5152/SYN6288 type) on UART 2, and a tone output by PWM on
+# Speaker: a serial TTS module (an XFS5152CE or a SYN6288, tts.py) on UART 2, and a tone output by PWM on
 # the audio pin into the amplifier (clips).
 # Both: battery voltage through a divider on an ADC pin (or mains), Wi-Fi station, and the
 # hardware watchdog fed by main.py's loop. Default pins and why: config.py, docs/firmware.md "Pins".

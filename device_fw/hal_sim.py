@@ -29,28 +29,45 @@ TTS_LOG = "tts.log"
 
 
 class SimTts:
-    # A TTS module on a UART. It takes whole frames (tts.Tts writes one frame per write),
-    # logs each to tts.log (one line: ticks, command, frame in hex), answers with the module's
-    # reply bytes, and is busy for max(min_ms, characters * ms_per_char) after a synthesis
-    # frame, or until a stop frame.
-    def __init__(self, ms_per_char: int, min_ms: int) -> None:
+    # A TTS module on a UART, an XFS5152CE or (syn6288 true) a SYN6288. It takes whole frames
+    # (tts.Tts writes one frame per write), logs each to tts.log (one line: ticks, command, frame
+    # in hex), answers with the module's reply bytes, and is busy for
+    # max(min_ms, characters * ms_per_char) after a synthesis frame, or until a stop frame.
+    # A frame in the other module's format (a SYN6288's without its checksum, or with one that
+    # does not match) is refused, as the module would.
+    def __init__(self, ms_per_char: int, min_ms: int, syn6288: bool = False) -> None:
         self.ms_per_char = ms_per_char
         self.min_ms = min_ms
+        self.syn6288 = syn6288
         self._out = bytearray()  # reply bytes not yet read
         self._until = ticks_ms()
         self.speaking = False
 
+    def _command(self, frame: bytes) -> int:
+        # The frame's command byte, -1 if the frame is malformed for this module.
+        n = len(frame)
+        if n < 4 or frame[0] != 0xFD or frame[1] << 8 | frame[2] != n - 3:
+            return -1
+        if self.syn6288:
+            x = 0
+            for b in frame:
+                x ^= b
+            if n < 5 or x:  # the XOR of every byte, checksum included, is 0
+                return -1
+        return frame[3]
+
     def write(self, buf) -> int:
         frame = bytes(buf)
         n = len(frame)
-        cmd = frame[3] if n >= 4 and frame[0] == 0xFD and frame[1] << 8 | frame[2] == n - 3 else -1
+        cmd = self._command(frame)
         with open(TTS_LOG, "a") as f:
             f.write("%s %d %s\n" % (ticks_ms(), cmd, hexlify(frame).decode()))
         if self.speaking and ticks_diff(self._until, ticks_ms()) <= 0:
             self.speaking = False
         reply = 0x41  # accepted
-        if cmd == 0x01 and n > 5 and frame[4] == 0x03:  # synthesise Unicode text
-            ms = max(self.min_ms, (n - 5) // 2 * self.ms_per_char)
+        chars = (n - 6 if self.syn6288 else n - 5) // 2
+        if cmd == 0x01 and chars > 0 and frame[4] & 7 == 0x03:  # synthesise Unicode text
+            ms = max(self.min_ms, chars * self.ms_per_char)
             self._until = ticks_add(ticks_ms(), ms)
             self.speaking = True
         elif cmd == 0x21:  # status query
@@ -115,7 +132,11 @@ class SimHal:
 
     def tts_uart(self) -> SimTts:
         if self._tts is None:
-            self._tts = SimTts(self.cfg["sim_ms_per_char"], self.cfg["sim_min_speak_ms"])
+            self._tts = SimTts(
+                self.cfg["sim_ms_per_char"],
+                self.cfg["sim_min_speak_ms"],
+                self.cfg["tts_module"] == "syn6288",
+            )
         return self._tts
 
     def tone(self, hz: int) -> None:

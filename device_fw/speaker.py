@@ -31,7 +31,7 @@ from link import SpeakerLink
 from micropython import const
 from okmqtt import Client
 from playqueue import FAILED, PLAYED, Bc, PlayQueue
-from tts import Tts, TtsError
+from tts import MODULES, Tts, TtsError
 
 _TICK_MS = const(250)
 # A broadcast frame (MAX_BC_PAYLOAD) with its topic (at most 50 bytes) and packet id.
@@ -85,7 +85,7 @@ class App:
         self.wake = self.client.wake
         self.counter = store.Counter()
         self.pq = PlayQueue(cfg["queue_cap"])
-        self.tts = Tts(hal.tts_uart(), hal.tone, cfg["tts_chunk_bytes"])
+        self.tts = Tts(hal.tts_uart(), hal.tone, cfg["tts_chunk_bytes"], MODULES.index(cfg["tts_module"]))
         self.play_evt = asyncio.Event()
         self.bc_c = 0  # the highest broadcast counter accepted (§8.2.1)
         self.clock = 0  # Unix ms at clock_at, from the gateway; 0: not set since boot

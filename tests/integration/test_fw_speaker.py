@@ -225,6 +225,29 @@ def test_broadcast_is_played_and_reported_received_playing_played(speaker: SimSp
     assert gw.rejected == []
 
 
+def test_a_speaker_set_to_syn6288_sends_frames_a_syn6288_accepts(
+    tmp_path: Path, broker: VillageBroker, gw: Gateway
+) -> None:
+    # The simulated module in SYN6288 mode refuses any frame without a matching XOR checksum
+    # (its log shows command -1), so a play reaches "played" only with SYN6288 frames.
+    spk = SimSpeaker(
+        tmp_path / "syn", DEV, KEY, HOST, broker.port, PASSWORDS[DEV], "v-001",
+        tts_module="syn6288", sim_ms_per_char=5, sim_min_speak_ms=50,
+    )  # fmt: skip
+    spk.write_config()
+    spk.start()
+    try:
+        spk.wait_for(lambda st: st["connected"], 10)
+        gw.send("bc-syn", text=NOTICE, clip=None, rep=1, lang="zh-CN", pri=1)
+        gw.wait_states("bc-syn", ["received", "playing", "played"], 15)
+        frames = spk.tts_frames()
+        assert frames and all(f.cmd in (0x01, 0x21) for f in frames), frames
+        synth = [f.frame for f in frames if f.cmd == 0x01]
+        assert "".join(f[5:-1].decode("utf-16-be") for f in synth) == NOTICE
+    finally:
+        spk.stop(timeout=3)
+
+
 def test_onekey_sim_played_prints_the_played_log(
     speaker: SimSpeaker, gw: Gateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -443,11 +466,15 @@ except config.ConfigError as e:
 @pytest.mark.parametrize(
     ("extra", "expect"),
     [
-        ({}, {"fw": "spk-1.0.0", "tts_baud": 9600, "tts_chunk_bytes": 200, "queue_cap": 8}),
+        ({}, {"fw": "spk-1.0.0", "tts_module": "xfs5152", "tts_baud": 9600, "tts_chunk_bytes": 200,
+              "queue_cap": 8}),
         ({"fw": "spk-2.0.0", "pins": {"audio": 26}}, {"fw": "spk-2.0.0"}),
         ({"tts_chunk_bytes": 201}, "tts_chunk_bytes must be even"),
         ({"queue_cap": 0}, "queue_cap must be at least 1"),
         ({"role": "siren"}, "role must be"),
+        ({"tts_module": "syn6288"}, {"tts_module": "syn6288", "tts_chunk_bytes": 200}),
+        ({"tts_module": "syn6288", "tts_chunk_bytes": 400}, "at most 200 for a SYN6288"),
+        ({"tts_module": "xfs"}, "tts_module must be 'xfs5152'"),
     ],
 )
 def test_speaker_config_defaults_and_refusals(tmp_path: Path, extra: dict[str, Any], expect: Any) -> None:
