@@ -369,6 +369,30 @@ def test_reports_lost_with_the_link_are_sent_again_with_fresh_counters(
     speaker.wait_for(lambda st: st["reports"] == 0, 5)
 
 
+OUTAGE_S = 8  # long enough for the 1 s ticker to have rewritten the state file 8 times
+
+
+def test_an_outage_with_a_report_waiting_writes_the_state_file_only_when_it_changes(
+    speaker: SimSpeaker, gw: Gateway
+) -> None:
+    gw.send("bc-out", text="断网期间播放的通知" * 3)
+    speaker.wait_for(lambda st: st["playing"] == "bc-out", 5)
+    speaker.set_network(False)
+    st = speaker.wait_for(
+        lambda st: not st["connected"] and st["bcs"]["bc-out"] == "played" and st["reports"] > 0, 10
+    )
+    # Two changes so far: the frame's counter (before its PUBACK) and the final state "played".
+    assert st["state_writes"] == 2
+    t0 = st["up_ms"]
+    st = speaker.wait_for(lambda st: st["up_ms"] - t0 >= OUTAGE_S * 1000, OUTAGE_S + 10)
+    # The report still waits for the link, and nothing it holds has changed: no write.
+    assert st["reports"] > 0 and not st["connected"]
+    assert st["state_writes"] == 2
+    speaker.set_network(True)
+    gw.wait_states("bc-out", ["played"], 15)
+    assert speaker.status()["state_writes"] == 2
+
+
 def test_queued_broadcasts_survive_a_power_cut_and_play_once_the_clock_is_set(
     speaker: SimSpeaker, gw: Gateway
 ) -> None:
