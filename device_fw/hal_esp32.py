@@ -126,6 +126,14 @@ class Esp32Hal:
             pass
         return False
 
+    def net_down(self) -> None:
+        # Leaves the access point after a lost link, so that net_up() starts a fresh
+        # association instead of trusting one that may be stale (mqtt_as does the same).
+        try:
+            self._wlan.disconnect()
+        except OSError:
+            pass  # the interface was not started
+
     def net_ok(self) -> bool:
         return self._wlan.isconnected()
 
