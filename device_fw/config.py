@@ -9,17 +9,21 @@ DEFAULTS = {
     "sim_port": 0,
     "wifi": {"ssid": "", "psk": ""},
     "mqtt": {"host": "192.168.4.1", "port": 1883, "user": None, "password": None},
+    # Pins for an ESP32-WROOM-32 or ESP32-WROVER(-E) board (docs/firmware.md, "Pins"). Inputs a
+    # person holds avoid the strapping pins 0, 2, 5, 12, 15 (GPIO0 held at reset starts the serial
+    # bootloader) and sit on RTC GPIOs with internal pull-ups (32, 33) so that they can wake the
+    # chip from deep sleep. The UART avoids 6-11 (SPI flash) and 16/17 (the WROVER's PSRAM).
     "pins": {
-        "button": 0,
-        "test": 4,
+        "button": 32,
+        "test": 33,
         "red": 25,
         "green": 26,
         "buzzer": 27,
         "battery": 34,
         "battery_div": 2,
         # speaker: the TTS module's UART (ESP32 TX to module RX and back) and the audio output
-        "tts_tx": 17,
-        "tts_rx": 16,
+        "tts_tx": 19,
+        "tts_rx": 18,
         "audio": 25,
     },
     "wdt_s": 30,
@@ -33,8 +37,9 @@ DEFAULTS = {
     "resend_s": 5,
     "fw": "btn-1.0.0",
     # speaker
+    "tts_module": "xfs5152",  # whose frames the speaker sends: "xfs5152" (XFS5152CE) or "syn6288"
     "tts_baud": 9600,
-    "tts_chunk_bytes": 200,  # text bytes (UTF-16LE) per synthesis frame
+    "tts_chunk_bytes": 200,  # text bytes (2 per character) per synthesis frame
     "queue_cap": 8,
     "sim_ms_per_char": 20,  # the simulated TTS module's speech rate
     "sim_min_speak_ms": 100,
@@ -111,6 +116,10 @@ def load(path: str = "config.json") -> dict:
         raise ConfigError("keepalive_s must be at least 2")
     if not 2 <= cfg["tts_chunk_bytes"] <= 4000 or cfg["tts_chunk_bytes"] % 2:
         raise ConfigError("tts_chunk_bytes must be even, 2..4000 (two bytes per character)")
+    if cfg["tts_module"] not in ("xfs5152", "syn6288"):
+        raise ConfigError("tts_module must be 'xfs5152' (an XFS5152CE) or 'syn6288' (a SYN6288)")
+    if cfg["tts_module"] == "syn6288" and cfg["tts_chunk_bytes"] > 200:
+        raise ConfigError("tts_chunk_bytes must be at most 200 for a SYN6288 (its frame limit)")
     if cfg["queue_cap"] < 1:
         raise ConfigError("queue_cap must be at least 1")
     return cfg

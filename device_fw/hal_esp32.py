@@ -1,10 +1,10 @@
 # ESP32 hardware, by role.
 # Button: alarm button and recessed test switch to ground (internal pull-ups), a red/green LED
 # (both lit = amber), an active buzzer.
-# Speaker: a serial TTS module (XFS5152/SYN6288 type) on UART 2, and a tone output by PWM on
+# Speaker: a serial TTS module (an XFS5152CE or a SYN6288, tts.py) on UART 2, and a tone output by PWM on
 # the audio pin into the amplifier (clips).
 # Both: battery voltage through a divider on an ADC pin (or mains), Wi-Fi station, and the
-# hardware watchdog fed by main.py's loop.
+# hardware watchdog fed by main.py's loop. Default pins and why: config.py, docs/firmware.md "Pins".
 import asyncio
 from binascii import hexlify
 
@@ -125,6 +125,14 @@ class Esp32Hal:
         except OSError:
             pass
         return False
+
+    def net_down(self) -> None:
+        # Leaves the access point after a lost link, so that net_up() starts a fresh
+        # association instead of trusting one that may be stale (mqtt_as does the same).
+        try:
+            self._wlan.disconnect()
+        except OSError:
+            pass  # the interface was not started
 
     def net_ok(self) -> bool:
         return self._wlan.isconnected()

@@ -1,7 +1,7 @@
 # Simulated hardware for the MicroPython unix port: pins, LEDs and buzzer in RAM, the network
 # always up (unless switched off), and a control channel on 127.0.0.1:<sim_port> that tests,
 # the demo and `onekey sim` use to press the buttons and read the status.
-# For a speaker: a simulated TTS module behind the "UART" (SimTts) that takes real time to
+# For a speaker: a simulated TTS module behind the "UART" (sim_tts.SimTts) that takes real time to
 # speak and logs every frame to tts.log, the tone output in RAM, and played.log: one JSON line
 # per play {"id", "clip", "text", "pri", "at", "result"}; both logs in the working directory.
 #
@@ -11,68 +11,19 @@
 #   played          (speaker) the played log as one JSON list, oldest first
 #   status          one JSON object (App.status())
 #   net on|off      connect or cut the simulated Wi-Fi; "ok"
+#   net             "JOINS LEAVES": how often the device joined and left the access point
 #   battery <pct>   set the simulated battery level; "ok"
 # Anything else gets "error ...".
 import asyncio
 import gc
 import json
 import sys
-from binascii import hexlify
-from time import ticks_add, ticks_diff, ticks_ms
 
 from micropython import const
 
 _MAX_PRESS_MS = const(60000)
 _SETTLE_MS = const(60)  # after a release, long enough for the debounce to see it
 PLAYED_LOG = "played.log"
-TTS_LOG = "tts.log"
-
-
-class SimTts:
-    # A TTS module on a UART. It takes whole frames (tts.Tts writes one frame per write),
-    # logs each to tts.log (one line: ticks, command, frame in hex), answers with the module's
-    # reply bytes, and is busy for max(min_ms, characters * ms_per_char) after a synthesis
-    # frame, or until a stop frame.
-    def __init__(self, ms_per_char: int, min_ms: int) -> None:
-        self.ms_per_char = ms_per_char
-        self.min_ms = min_ms
-        self._out = bytearray()  # reply bytes not yet read
-        self._until = ticks_ms()
-        self.speaking = False
-
-    def write(self, buf) -> int:
-        frame = bytes(buf)
-        n = len(frame)
-        cmd = frame[3] if n >= 4 and frame[0] == 0xFD and frame[1] << 8 | frame[2] == n - 3 else -1
-        with open(TTS_LOG, "a") as f:
-            f.write("%s %d %s\n" % (ticks_ms(), cmd, hexlify(frame).decode()))
-        if self.speaking and ticks_diff(self._until, ticks_ms()) <= 0:
-            self.speaking = False
-        reply = 0x41  # accepted
-        if cmd == 0x01 and n > 5 and frame[4] == 0x03:  # synthesise Unicode text
-            ms = max(self.min_ms, (n - 5) // 2 * self.ms_per_char)
-            self._until = ticks_add(ticks_ms(), ms)
-            self.speaking = True
-        elif cmd == 0x21:  # status query
-            reply = 0x4E if self.speaking else 0x4F  # busy, idle
-        elif cmd == 0x02:  # stop
-            self.speaking = False
-        else:
-            reply = 0x45  # refused
-        self._out.append(reply)
-        return n
-
-    def any(self) -> int:
-        return len(self._out)
-
-    def read(self, n: int = -1) -> bytes | None:
-        if not self._out:
-            return None
-        if n < 0:
-            n = len(self._out)
-        data = bytes(self._out[:n])
-        self._out = self._out[n:]
-        return data
 
 
 class SimHal:
@@ -84,11 +35,13 @@ class SimHal:
         self.tst = False
         self.led_colour: str | None = None
         self.buzz = False
-        self.net = True
+        self.net = True  # the simulated radio: `net on|off`
+        self.joins = 0  # joined to the access point: net_up; joined now while joins > leaves
+        self.leaves = 0  # left it: net_down
         self.bat = 95
         self.app = None
         self._server: object = None
-        self._tts: SimTts | None = None
+        self._tts: object = None  # a speaker's simulated TTS module (sim_tts.SimTts)
         self.tone_hz = 0  # the tone sounding now (0: silence)
 
     # -- inputs and outputs
@@ -113,9 +66,16 @@ class SimHal:
 
     # -- speaker outputs
 
-    def tts_uart(self) -> SimTts:
+    def tts_uart(self):
         if self._tts is None:
-            self._tts = SimTts(self.cfg["sim_ms_per_char"], self.cfg["sim_min_speak_ms"])
+            # Its own module, imported only by a speaker: a button's heap has no room to spare.
+            from sim_tts import SimTts
+
+            self._tts = SimTts(
+                self.cfg["sim_ms_per_char"],
+                self.cfg["sim_min_speak_ms"],
+                self.cfg["tts_module"] == "syn6288",
+            )
         return self._tts
 
     def tone(self, hz: int) -> None:
@@ -142,10 +102,17 @@ class SimHal:
     # -- network
 
     async def net_up(self) -> bool:
+        # Joins the simulated access point when the radio is on (`net on`) and not joined.
+        if self.net and self.joins == self.leaves:
+            self.joins += 1
         return self.net
 
+    def net_down(self) -> None:
+        if self.joins > self.leaves:
+            self.leaves += 1
+
     def net_ok(self) -> bool:
-        return self.net
+        return self.net and self.joins > self.leaves
 
     def rssi(self) -> int | None:
         return -55 if self.net else None
@@ -199,6 +166,8 @@ class SimHal:
             if cmd == "test":
                 await self._hold(150, True)
                 return "ok"
+            if cmd == "net" and len(words) == 1:
+                return "%d %d" % (self.joins, self.leaves)
             if cmd == "net" and len(words) == 2 and words[1] in ("on", "off"):
                 self.net = words[1] == "on"
                 if self.app is not None:

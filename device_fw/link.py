@@ -6,8 +6,10 @@
 # oldest outbox entry the gateway has not confirmed as stored, one at a time in counter order
 # (§5.6); while connected it re-sends that one every resend_s, hands acks to the application
 # (PUBACKing them only afterwards), sends heartbeats, pings, and drops the link when the broker
-# has been silent for keepalive_s. Reconnects back off exponentially with jitter, 0.5 s up to
-# 30 s.
+# has been silent for keepalive_s. When the link is lost, or a connect fails short of a
+# broker's refusal, it leaves the Wi-Fi access point (hal.net_down(), as mqtt_as does) and
+# joins it again before the next connect. Reconnects back off exponentially with jitter, 0.5 s
+# up to 30 s.
 #
 # A speaker's link (SpeakerLink) is the same task with other hooks: it subscribes to its whole
 # down/# topic, has no outbox, and sends the broadcast reports waiting in app.pq.out.
@@ -134,6 +136,7 @@ class Link:
         m = self.cfg["mqtt"]
         while True:
             if await self.app.hal.net_up():
+                refused = False
                 try:
                     await self.client.connect()
                     self.connected = True
@@ -143,9 +146,16 @@ class Link:
                     await self._serve()
                 except (OSError, EOFError, MQTTError, asyncio.TimeoutError) as ex:
                     print("link:", type(ex).__name__, ex)
+                    # A broker that answered with a refusal was reached: Wi-Fi is fine.
+                    refused = isinstance(ex, MQTTError) and ex.code != 0
                 finally:
                     self.connected = False
                     await self.client.close()
+                if not refused:
+                    # The link is lost (or never came up): leave the access point before
+                    # joining again, as mqtt_as does, rather than trust an association
+                    # that may be stale.
+                    self.app.hal.net_down()
             await asyncio.sleep_ms(backoff_ms(fails))
             fails += 1
 

@@ -25,7 +25,12 @@
 # link that died without a reset) fills the socket's send buffer, and a write would otherwise
 # wait for ever, with the keepalive check never reached. A write that times out ends the link
 # (OSError), and the owner reconnects.
+#
+# The broker's name is resolved once (getaddrinfo blocks the whole event loop while it waits
+# for DNS, seconds on a poor link) and its IPv4 address kept; it is resolved again only after a
+# connect to that address has failed, in case the broker has moved.
 import asyncio
+from socket import getaddrinfo
 from time import ticks_diff, ticks_ms
 
 from micropython import const
@@ -42,7 +47,8 @@ _TX_SIZE = const(640)
 _INBOX = const(8)
 _WRITE_TIMEOUT_MS = const(10000)
 _PINGREQ = b"\xc0\x00"
-_DISCONNECT = b"\xe0\x00"
+_AF_INET = const(2)  # the same on lwIP (ESP32) and Linux
+_SOCK_STREAM = const(1)
 
 
 class MQTTError(Exception):
@@ -70,6 +76,7 @@ class Client:
         self.client_id = client_id.encode()
         self.host = host
         self.port = port
+        self._ip: str | None = None  # the host's address as last resolved; None: resolve
         self.user = user.encode() if user else None
         self.password = password.encode() if password else None
         self.keepalive_s = keepalive_s
@@ -204,11 +211,8 @@ class Client:
 
     async def connect(self, timeout_ms: int = 10000) -> bool:
         # Opens the link; returns the broker's session-present flag. Raises OSError,
-        # MQTTError or asyncio.TimeoutError.
+        # EOFError, MQTTError or asyncio.TimeoutError.
         await self.close()
-        self._r, self._w = await asyncio.wait_for_ms(
-            asyncio.open_connection(self.host, self.port), timeout_ms
-        )
         n = 10 + 2 + len(self.client_id)
         flags = 0  # clean session off (§2.2)
         if self.will_topic:
@@ -237,10 +241,25 @@ class Client:
             i = self._put_str(i, self.user)
         if self.password:
             i = self._put_str(i, self.password)
+        ip = self._ip
+        if ip is None:
+            # The broker's IPv4 address as text; OSError when the name does not resolve.
+            sa = getaddrinfo(self.host, self.port, _AF_INET, _SOCK_STREAM)[0][-1]
+            if isinstance(sa, tuple):
+                ip = sa[0]  # the ESP32 (lwIP): ("192.168.4.1", 1883)
+            else:
+                ip = "%d.%d.%d.%d" % (sa[4], sa[5], sa[6], sa[7])  # unix port: a sockaddr_in
+        # Kept only once the broker has answered: an address that takes no connection or gives
+        # no answer is resolved again before the next attempt. (MicroPython's open_connection
+        # returns before the TCP handshake has completed: a refused connection shows on the
+        # first write or read.)
+        self._ip = None
+        self._r, self._w = await asyncio.wait_for_ms(asyncio.open_connection(ip, self.port), timeout_ms)
         await self._send(self._txv[:i])
         b0: int
         blen: int
         b0, blen = await asyncio.wait_for_ms(self._read_packet(), timeout_ms)
+        self._ip = ip
         if b0 != _CONNACK or blen != 2:
             raise MQTTError("expected CONNACK")
         if self._rx[1]:
@@ -266,15 +285,6 @@ class Client:
                 await w.wait_closed()
             except OSError:
                 pass
-
-    async def disconnect(self) -> None:
-        # A clean goodbye: the broker discards the last will.
-        if self.up:
-            try:
-                await self._send(_DISCONNECT)
-            except OSError:
-                pass
-        await self.close()
 
     # -- operations
 

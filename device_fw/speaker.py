@@ -31,7 +31,7 @@ from link import SpeakerLink
 from micropython import const
 from okmqtt import Client
 from playqueue import FAILED, PLAYED, Bc, PlayQueue
-from tts import Tts, TtsError
+from tts import MODULES, Tts, TtsError
 
 _TICK_MS = const(250)
 # A broadcast frame (MAX_BC_PAYLOAD) with its topic (at most 50 bytes) and packet id.
@@ -85,9 +85,11 @@ class App:
         self.wake = self.client.wake
         self.counter = store.Counter()
         self.pq = PlayQueue(cfg["queue_cap"])
-        self.tts = Tts(hal.tts_uart(), hal.tone, cfg["tts_chunk_bytes"])
+        self.tts = Tts(hal.tts_uart(), hal.tone, cfg["tts_chunk_bytes"], MODULES.index(cfg["tts_module"]))
         self.play_evt = asyncio.Event()
         self.bc_c = 0  # the highest broadcast counter accepted (§8.2.1)
+        self._saved_c = 0  # bc_c as the state file has it
+        self.state_writes = 0  # writes of the state file since boot (status: flash wear)
         self.clock = 0  # Unix ms at clock_at, from the gateway; 0: not set since boot
         self.clock_at = ticks_ms()
         self.refused: dict = {}  # reason -> count
@@ -103,17 +105,21 @@ class App:
         return self.clock + ticks_diff(ticks_ms(), self.clock_at)
 
     def _save(self) -> None:
-        # The watermark and the final states, then the bodies no longer needed; the link is
-        # woken for the reports.
+        # The watermark and the final states, written only when one of them changed (a
+        # LittleFS write erases flash; a report waiting out an outage must not rewrite it
+        # every tick), then the bodies no longer needed; the link is woken for the reports.
         pq = self.pq
-        try:
-            store.write_atomic(_STATE, json.dumps({"c": self.bc_c, "done": pq.done}).encode())
-            pq.changed = False
-            for bc in pq.finished:
-                _remove("bq/%d" % bc.c)
-            pq.finished = []
-        except OSError as ex:
-            log("flash:", ex)
+        if pq.changed or self.bc_c != self._saved_c:
+            try:
+                store.write_atomic(_STATE, json.dumps({"c": self.bc_c, "done": pq.done}).encode())
+                self.state_writes += 1
+                pq.changed = False
+                self._saved_c = self.bc_c
+                for bc in pq.finished:
+                    _remove("bq/%d" % bc.c)
+                pq.finished = []
+            except OSError as ex:
+                log("flash:", ex)  # tried again on the next tick
         if pq.out:
             self.wake.set()
 
@@ -127,6 +133,7 @@ class App:
             pq.done = [(d[0], d[1]) for d in st["done"]]
         except (OSError, ValueError, KeyError, TypeError, IndexError) as ex:
             log("flash:", _STATE, ex)  # first boot, or a damaged file: the bodies still count
+        self._saved_c = self.bc_c
         try:
             names = os.listdir("bq")
         except OSError:
@@ -270,7 +277,7 @@ class App:
             "counter": self.counter.last, "playing": cur.id if cur else None,
             "queue": [bc.id for bc in pq.queue], "bcs": bcs, "bc_counter": self.bc_c,
             "clock": self.now() or None, "reports": len(pq.out), "refused": self.refused,
-            "oversized": self.client.oversized,
+            "oversized": self.client.oversized, "state_writes": self.state_writes,
             "connects": self.link.connects, "up_ms": self.up_ms, "errors": self.errors,
             "heap_free": gc.mem_free(),
         }  # fmt: skip

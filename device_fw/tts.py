@@ -1,21 +1,28 @@
-# The speaker's sound output: a driver for serial Chinese text-to-speech modules of the
-# XFS5152 / SYN6288 family, and clips as tone sequences on the audio output. Tts.play() plays a
-# broadcast's clip and text `rep` times and stops at once when told.
+# The speaker's sound output: a driver for two serial Chinese text-to-speech modules, and clips
+# as tone sequences on the audio output. Tts.play() plays a broadcast's clip and text `rep`
+# times and stops at once when told.
 #
-# Frames (module datasheets; all lengths big-endian):
-#   FD  LEN_HI LEN_LO  CMD  [ENC  TEXT...]
-#   LEN counts every byte after itself: CMD, ENC and TEXT.
-#   CMD 0x01 synthesise (ENC 0x03 = Unicode, i.e. UTF-16LE text), 0x02 stop, 0x21 status
-#       query (0x03 pause and 0x04 resume are not used).
-# One-byte replies: 0x41 frame accepted, 0x45 frame refused, 0x4E busy, 0x4F idle (also sent
-# by some modules when they finish speaking), 0x4A ready after power-up.
+# The modules and their frames (`tts_module` in config.json picks one; all lengths big-endian):
+#   XFS5152CE (iFlytek; the default), no checksum:
+#     FD  LEN_HI LEN_LO  CMD  [ENC  TEXT...]
+#     LEN counts every byte after itself: CMD, ENC and TEXT. ENC 0x03 = Unicode, the text
+#     UTF-16 little-endian; up to 4 KB of data in a frame.
+#   SYN6288 (Beijing Yutone), one XOR checksum byte at the end:
+#     FD  LEN_HI LEN_LO  CMD  [PAR  TEXT...]  XOR
+#     LEN counts CMD, PAR, TEXT and XOR; XOR is the exclusive or of every byte before it, FD
+#     included. PAR: bits 7-3 background music (0: none, as sent here), bits 2-0 the encoding
+#     (3 = Unicode, the text UTF-16 big-endian); at most 200 bytes of text in a frame.
+#   Both: CMD 0x01 synthesise, 0x02 stop, 0x21 status query (0x03 pause and 0x04 resume are
+#   not used).
+# One-byte replies (both): 0x41 frame accepted, 0x45 frame refused, 0x4E busy, 0x4F idle (also
+# sent by some modules when they finish speaking), 0x4A ready after power-up.
 #
 # Frame building and text chunking are plain functions (the unit tests check them against
 # byte vectors under CPython). `Tts` talks to the module through a UART-like object passed
 # in (write(buf), read() -> bytes or None, any() -> int): machine.UART on the ESP32, the
 # simulated module in hal_sim. Long texts go out in chunks, so that a stop never waits behind
 # a whole 500-character frame (at 9600 baud a 1 KB frame alone takes a second to send) and the
-# smaller modules' frame limits (SYN6288: 200 bytes of text) are respected.
+# SYN6288's limit (200 bytes of text) is respected.
 import asyncio
 
 try:
@@ -38,6 +45,10 @@ except ImportError:  # CPython
         return a - b
 
 
+XFS5152 = const(0)
+SYN6288 = const(1)
+MODULES = ("xfs5152", "syn6288")  # config.json's tts_module, indexed by the numbers above
+
 HEAD = 0xFD
 CMD_SYNTH = 0x01
 CMD_STOP = 0x02
@@ -50,7 +61,8 @@ BUSY = 0x4E
 IDLE = 0x4F
 READY = 0x4A
 
-MAX_TEXT_BYTES = 4000  # the largest modules take 4 KB of data per frame
+MAX_TEXT_BYTES = 4000  # the XFS5152CE takes 4 KB of data per frame
+MAX_TEXT_BYTES_SYN6288 = 200
 DEFAULT_CHUNK_BYTES = 200
 
 _POLL_MS = const(50)  # status query period while speaking; also how fast a stop takes effect
@@ -71,8 +83,17 @@ class TtsError(Exception):
     pass
 
 
-def command_frame(cmd: int) -> bytes:
+def _xor(buf, n: int) -> int:
+    x = 0
+    for i in range(n):
+        x ^= buf[i]
+    return x
+
+
+def command_frame(cmd: int, module: int = XFS5152) -> bytes:
     # A frame without data: stop, pause, resume or status query.
+    if module == SYN6288:
+        return bytes((HEAD, 0, 2, cmd, HEAD ^ 2 ^ cmd))
     return bytes((HEAD, 0, 1, cmd))
 
 
@@ -80,27 +101,36 @@ STOP_FRAME = command_frame(CMD_STOP)
 STATUS_FRAME = command_frame(CMD_STATUS)
 
 
-def synth_frame(text: str) -> bytes:
-    # Synthesise `text` (Unicode BMP). The text goes as UTF-16LE, two bytes per character;
-    # anything outside the BMP becomes "?" (the protocol never sends it, §8.1).
+def max_text_bytes(module: int) -> int:
+    return MAX_TEXT_BYTES_SYN6288 if module == SYN6288 else MAX_TEXT_BYTES
+
+
+def synth_frame(text: str, module: int = XFS5152) -> bytes:
+    # Synthesise `text` (Unicode BMP), two bytes per character: little-endian for the
+    # XFS5152CE, big-endian and a checksum for the SYN6288. Anything outside the BMP becomes
+    # "?" (the protocol never sends it, §8.1).
     n = len(text)
-    size = 2 + 2 * n
-    if 2 * n > MAX_TEXT_BYTES:
+    syn = module == SYN6288
+    if 2 * n > max_text_bytes(module):
         raise ValueError("text of %d characters does not fit one frame" % n)
+    size = 2 + 2 * n + (1 if syn else 0)
     out = bytearray(3 + size)
     out[0] = HEAD
     out[1] = size >> 8
     out[2] = size & 0xFF
     out[3] = CMD_SYNTH
-    out[4] = ENC_UNICODE
+    out[4] = ENC_UNICODE  # SYN6288: background music 0 in bits 7-3
+    lo = 1 if syn else 0  # where each character's low byte goes
     i = 5
     for ch in text:
         o = ord(ch)
         if o > 0xFFFF:
             o = 0x3F
-        out[i] = o & 0xFF
-        out[i + 1] = o >> 8
+        out[i + lo] = o & 0xFF
+        out[i + 1 - lo] = o >> 8
         i += 2
+    if syn:
+        out[i] = _xor(out, i)
     return bytes(out)
 
 
@@ -132,12 +162,17 @@ def chunks(text: str, max_chars: int) -> list[tuple[int, int]]:
 
 class Tts:
     # uart: the module's serial port; tone(hz): the audio output for clips (0 is silence).
-    def __init__(self, uart, tone, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
-        if not 2 <= chunk_bytes <= MAX_TEXT_BYTES:
-            raise ValueError("chunk_bytes must be 2..%d" % MAX_TEXT_BYTES)
+    # module: XFS5152 or SYN6288, whose frames it speaks.
+    def __init__(self, uart, tone, chunk_bytes: int = DEFAULT_CHUNK_BYTES, module: int = XFS5152) -> None:
+        top = max_text_bytes(module)
+        if not 2 <= chunk_bytes <= top:
+            raise ValueError("chunk_bytes must be 2..%d for the %s" % (top, MODULES[module]))
         self.uart = uart
         self.tone = tone
         self.chunk_chars = chunk_bytes // 2
+        self.module = module
+        self._stop = command_frame(CMD_STOP, module)
+        self._status = command_frame(CMD_STATUS, module)
 
     def _reply(self) -> int:
         # The newest byte the module has sent, -1 if none; older ones are stale answers.
@@ -158,7 +193,10 @@ class Tts:
             if b == ACK or b == BUSY:
                 return
             if b == REFUSED:
-                raise TtsError("the TTS module refused a frame (0x45): is it an XFS5152/SYN6288-type module?")
+                raise TtsError(
+                    "the TTS module refused a frame (0x45): is it a %s? config.json's tts_module "
+                    "names the module (xfs5152 or syn6288)" % MODULES[self.module]
+                )
             if ticks_diff(ticks_ms(), t0) > _ACK_MS:
                 raise TtsError(
                     "no answer from the TTS module within %d ms: check its power, the UART wiring "
@@ -172,9 +210,9 @@ class Tts:
         t0 = heard = ticks_ms()
         while True:
             if stop():
-                self.uart.write(STOP_FRAME)
+                self.uart.write(self._stop)
                 return False
-            self.uart.write(STATUS_FRAME)
+            self.uart.write(self._status)
             await asyncio.sleep_ms(_POLL_MS)
             b = self._reply()
             now = ticks_ms()
@@ -185,7 +223,7 @@ class Tts:
             elif ticks_diff(now, heard) > _SILENT_MS:
                 raise TtsError("the TTS module stopped answering status queries")
             if ticks_diff(now, t0) > limit_ms:
-                self.uart.write(STOP_FRAME)
+                self.uart.write(self._stop)
                 raise TtsError("the TTS module is still busy after %d ms" % limit_ms)
 
     async def say(self, text: str, stop) -> bool:
@@ -194,7 +232,7 @@ class Tts:
         for a, b in chunks(text, self.chunk_chars):
             if stop():
                 return False
-            await self._send(synth_frame(text[a:b]))
+            await self._send(synth_frame(text[a:b], self.module))
             if not await self._until_idle(stop, (b - a) * _MS_PER_CHAR_MAX + 3000):
                 return False
         return True

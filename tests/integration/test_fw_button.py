@@ -394,6 +394,22 @@ def test_dead_broker_is_detected_and_the_link_comes_back(
         assert st["connects"] >= 3 and st["errors"] == 0
 
 
+def test_a_lost_link_leaves_the_access_point_before_joining_again(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
+) -> None:
+    with fw.sim_button(tmp_path / "dev", broker.port) as button:
+        button.wait_for(lambda st: st["connected"], 5)
+        assert button.send("net") == "1 0"  # joined the access point once, never left
+        broker.stop()  # the link dies; connects fail until the broker is back
+        button.wait_for(lambda st: not st["connected"], 5)
+        broker.start()
+        button.wait_for(lambda st: st["connected"] and st["connects"] >= 2, 20)
+        joins, leaves = map(int, button.send("net").split())
+        # Every lost link and failed connect left the access point, and the button joined it
+        # again before each next connect (it is joined now).
+        assert leaves >= 1 and joins == leaves + 1, (joins, leaves)
+
+
 def test_press_reaches_stored_within_a_96k_heap(
     tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder
 ) -> None:

@@ -103,3 +103,61 @@ def test_a_write_to_a_broker_that_stopped_reading_times_out_and_closes_the_link(
     assert 1000 <= out["took_ms"] < 3000 and out["up"] is False, out
     assert again == {"reconnected": True}
     assert elapsed < 20
+
+
+RESOLVER = r"""
+import sys, json, asyncio
+import okmqtt
+from okmqtt import Client
+from socket import getaddrinfo
+
+PORT = int(sys.argv[1])
+seen = []
+lookups = []
+
+def counting_getaddrinfo(*args):
+    lookups.append(args[0])
+    return getaddrinfo(*args)
+
+okmqtt.getaddrinfo = counting_getaddrinfo  # the name okmqtt resolves with
+
+async def answer(r, w):
+    await r.read(256)  # the CONNECT
+    seen.append(1)
+    w.write(b"\x20\x02\x00\x00")  # CONNACK, accepted
+    await w.drain()
+    await r.read(1)  # until the client closes
+    w.close()
+
+async def attempt(cl):
+    try:
+        await cl.connect(2000)
+        await cl.close()
+        return "ok"
+    except OSError:
+        return "refused"
+
+async def main():
+    cl = Client("btn-0001", "localhost", PORT, keepalive_s=60)
+    out = []
+    srv = await asyncio.start_server(answer, "127.0.0.1", PORT)
+    for _ in range(3):
+        out.append([await attempt(cl), len(lookups)])
+    srv.close()
+    await srv.wait_closed()
+    out.append([await attempt(cl), len(lookups)])  # nothing listens: the address is dropped
+    srv = await asyncio.start_server(answer, "127.0.0.1", PORT)
+    out.append([await attempt(cl), len(lookups)])
+    srv.close()
+    await srv.wait_closed()
+    print(json.dumps({"attempts": out, "accepted": len(seen), "names": lookups}))
+
+asyncio.run(main())
+"""
+
+
+def test_the_broker_name_is_resolved_once_and_again_only_after_a_failed_connect(tmp_path: Path) -> None:
+    script = fw.write_script(tmp_path, "resolver.py", RESOLVER)
+    (out,) = fw.micropython_json_lines(script, str(fw.free_port()), timeout=30)
+    assert out["attempts"] == [["ok", 1], ["ok", 1], ["ok", 1], ["refused", 1], ["ok", 2]], out
+    assert out["accepted"] == 4 and out["names"] == ["localhost", "localhost"]

@@ -225,6 +225,29 @@ def test_broadcast_is_played_and_reported_received_playing_played(speaker: SimSp
     assert gw.rejected == []
 
 
+def test_a_speaker_set_to_syn6288_sends_frames_a_syn6288_accepts(
+    tmp_path: Path, broker: VillageBroker, gw: Gateway
+) -> None:
+    # The simulated module in SYN6288 mode refuses any frame without a matching XOR checksum
+    # (its log shows command -1), so a play reaches "played" only with SYN6288 frames.
+    spk = SimSpeaker(
+        tmp_path / "syn", DEV, KEY, HOST, broker.port, PASSWORDS[DEV], "v-001",
+        tts_module="syn6288", sim_ms_per_char=5, sim_min_speak_ms=50,
+    )  # fmt: skip
+    spk.write_config()
+    spk.start()
+    try:
+        spk.wait_for(lambda st: st["connected"], 10)
+        gw.send("bc-syn", text=NOTICE, clip=None, rep=1, lang="zh-CN", pri=1)
+        gw.wait_states("bc-syn", ["received", "playing", "played"], 15)
+        frames = spk.tts_frames()
+        assert frames and all(f.cmd in (0x01, 0x21) for f in frames), frames
+        synth = [f.frame for f in frames if f.cmd == 0x01]
+        assert "".join(f[5:-1].decode("utf-16-be") for f in synth) == NOTICE
+    finally:
+        spk.stop(timeout=3)
+
+
 def test_onekey_sim_played_prints_the_played_log(
     speaker: SimSpeaker, gw: Gateway, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -346,6 +369,30 @@ def test_reports_lost_with_the_link_are_sent_again_with_fresh_counters(
     speaker.wait_for(lambda st: st["reports"] == 0, 5)
 
 
+OUTAGE_S = 8  # long enough for the 1 s ticker to have rewritten the state file 8 times
+
+
+def test_an_outage_with_a_report_waiting_writes_the_state_file_only_when_it_changes(
+    speaker: SimSpeaker, gw: Gateway
+) -> None:
+    gw.send("bc-out", text="断网期间播放的通知" * 3)
+    speaker.wait_for(lambda st: st["playing"] == "bc-out", 5)
+    speaker.set_network(False)
+    st = speaker.wait_for(
+        lambda st: not st["connected"] and st["bcs"]["bc-out"] == "played" and st["reports"] > 0, 10
+    )
+    # Two changes so far: the frame's counter (before its PUBACK) and the final state "played".
+    assert st["state_writes"] == 2
+    t0 = st["up_ms"]
+    st = speaker.wait_for(lambda st: st["up_ms"] - t0 >= OUTAGE_S * 1000, OUTAGE_S + 10)
+    # The report still waits for the link, and nothing it holds has changed: no write.
+    assert st["reports"] > 0 and not st["connected"]
+    assert st["state_writes"] == 2
+    speaker.set_network(True)
+    gw.wait_states("bc-out", ["played"], 15)
+    assert speaker.status()["state_writes"] == 2
+
+
 def test_queued_broadcasts_survive_a_power_cut_and_play_once_the_clock_is_set(
     speaker: SimSpeaker, gw: Gateway
 ) -> None:
@@ -443,11 +490,15 @@ except config.ConfigError as e:
 @pytest.mark.parametrize(
     ("extra", "expect"),
     [
-        ({}, {"fw": "spk-1.0.0", "tts_baud": 9600, "tts_chunk_bytes": 200, "queue_cap": 8}),
+        ({}, {"fw": "spk-1.0.0", "tts_module": "xfs5152", "tts_baud": 9600, "tts_chunk_bytes": 200,
+              "queue_cap": 8}),
         ({"fw": "spk-2.0.0", "pins": {"audio": 26}}, {"fw": "spk-2.0.0"}),
         ({"tts_chunk_bytes": 201}, "tts_chunk_bytes must be even"),
         ({"queue_cap": 0}, "queue_cap must be at least 1"),
         ({"role": "siren"}, "role must be"),
+        ({"tts_module": "syn6288"}, {"tts_module": "syn6288", "tts_chunk_bytes": 200}),
+        ({"tts_module": "syn6288", "tts_chunk_bytes": 400}, "at most 200 for a SYN6288"),
+        ({"tts_module": "xfs"}, "tts_module must be 'xfs5152'"),
     ],
 )
 def test_speaker_config_defaults_and_refusals(tmp_path: Path, extra: dict[str, Any], expect: Any) -> None:
@@ -464,7 +515,7 @@ def test_speaker_config_defaults_and_refusals(tmp_path: Path, extra: dict[str, A
     assert {k: got[k] for k in expect} == expect
     # A speaker is on mains: no battery pin, unless its config.json names one.
     pins = got["pins"]
-    assert pins["battery"] is None and (pins["tts_tx"], pins["tts_rx"]) == (17, 16)
+    assert pins["battery"] is None and (pins["tts_tx"], pins["tts_rx"]) == (19, 18)
     assert pins["audio"] == extra.get("pins", {}).get("audio", 25)
 
 

@@ -51,13 +51,39 @@ def test_defaults_fill_everything_optional(load: Any) -> None:
     assert cfg["role"] == "button"
     assert (cfg["alarm_hold_ms"], cfg["cancel_hold_ms"], cfg["cancel_window_s"]) == (100, 2000, 120)
     assert (cfg["ack_timeout_s"], cfg["hb_interval_s"], cfg["resend_s"]) == (20, 60, 5)
-    assert cfg["mqtt"]["port"] == 1883 and cfg["pins"]["button"] == 0
+    assert cfg["mqtt"]["port"] == 1883 and cfg["pins"]["button"] == 32
 
 
 def test_nested_settings_merge_with_defaults(load: Any) -> None:
     cfg = load({**MINIMAL, "mqtt": {"host": "10.0.0.2"}, "pins": {"buzzer": 13}})["ok"]
     assert (cfg["mqtt"]["host"], cfg["mqtt"]["port"]) == ("10.0.0.2", 1883)
-    assert (cfg["pins"]["buzzer"], cfg["pins"]["button"]) == (13, 0)
+    assert (cfg["pins"]["buzzer"], cfg["pins"]["button"]) == (13, 32)
+
+
+# ESP32 boot strapping pins: their level at reset picks the boot mode (GPIO0 low: serial
+# bootloader), the flash voltage (GPIO12 high: 1.8 V) or the boot log and SDIO timing (2, 5, 15).
+STRAPPING = {0, 2, 5, 12, 15}
+FLASH = set(range(6, 12))  # the SPI flash on every ESP32-WROOM-32 and ESP32-WROVER module
+WROVER_PSRAM = {16, 17}
+RTC_INPUTS = {0, 2, 4, 12, 13, 14, 15, 25, 26, 27, 32, 33, 34, 35, 36, 37, 38, 39}
+INPUT_ONLY = set(range(34, 40))  # no output driver and no internal pull-up
+
+
+@pytest.mark.parametrize("role", ["button", "speaker"])
+def test_default_pins_keep_clear_of_strapping_flash_and_psram(load: Any, role: str) -> None:
+    pins = load({**MINIMAL, "role": role})["ok"]["pins"]
+    inputs = {name: pins[name] for name in ("button", "test", "battery", "tts_rx")}
+    outputs = {name: pins[name] for name in ("red", "green", "buzzer", "tts_tx", "audio")}
+    for name, pin in inputs.items():
+        if pin is not None:  # a speaker's battery: on mains
+            assert pin not in STRAPPING | FLASH, f"input {name} on strapping/flash GPIO{pin}"
+    for name in ("tts_tx", "tts_rx"):
+        assert pins[name] not in WROVER_PSRAM | FLASH, f"UART {name} on GPIO{pins[name]}"
+    for name, pin in outputs.items():
+        assert pin not in INPUT_ONLY | FLASH, f"output {name} on GPIO{pin}"
+    # The held inputs can wake the chip from deep sleep and have an internal pull-up.
+    for name in ("button", "test"):
+        assert pins[name] in RTC_INPUTS - INPUT_ONLY, f"{name} on GPIO{pins[name]}"
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
 """The TTS module driver (device_fw/tts.py): frame bytes checked against vectors written from
-the XFS5152/SYN6288 frame layout (0xFD, big-endian length, command, encoding, UTF-16LE text),
-under CPython and on the MicroPython unix port; text chunking; and the driver's conversation
-with a module (accepted, refused, silent, stopped mid-sentence) on the unix port."""
+the two modules' frame layouts (XFS5152CE: 0xFD, big-endian length, command, encoding,
+UTF-16LE text; SYN6288: the same head, UTF-16BE text and an XOR checksum), under CPython and on
+the MicroPython unix port; text chunking; and the driver's conversation with a module
+(accepted, refused, silent, stopped mid-sentence) on the unix port."""
 
 from __future__ import annotations
 
@@ -33,6 +34,18 @@ VECTORS = [
 ]
 COMMANDS = [(tts.STOP_FRAME, "fd000102"), (tts.STATUS_FRAME, "fd000121")]
 
+# SYN6288 (text, frame in hex): LEN = 3 (command, parameter, checksum) + 2 bytes per character,
+# the text big-endian, the last byte the XOR of every byte before it.
+SYN6288_VECTORS = [
+    ("", "fd00030103fc"),
+    ("A", "fd000501030041bb"),
+    ("你好", "fd000701034f60597df3"),
+    ("村民请注意", "fd000d010367516c118bf76ce8610f2f"),
+    ("Hi，1。", "fd000d010300480069ff0c0031300223"),
+]
+# Stop and status query as SYN6288 drivers and its datasheet write them.
+SYN6288_COMMANDS = [(tts.CMD_STOP, "fd000202fd"), (tts.CMD_STATUS, "fd000221de")]
+
 
 def decode(frame: bytes) -> str:
     """An independent reading of a synthesis frame: the text it carries."""
@@ -52,6 +65,32 @@ def test_synthesis_frames_match_the_vectors(text: str, hexed: str) -> None:
 def test_command_frames_match_the_vectors() -> None:
     for frame, hexed in COMMANDS:
         assert frame.hex() == hexed
+
+
+@pytest.mark.parametrize(("text", "hexed"), SYN6288_VECTORS, ids=[f"s{i}" for i in range(5)])
+def test_syn6288_frames_carry_big_endian_text_and_an_xor_checksum(text: str, hexed: str) -> None:
+    frame = tts.synth_frame(text, tts.SYN6288)
+    assert frame.hex() == hexed
+    assert frame[0] == 0xFD and (frame[1] << 8 | frame[2]) == len(frame) - 3
+    assert frame[3:5] == b"\x01\x03" and frame[5:-1].decode("utf-16-be") == text
+    x = 0
+    for b in frame:
+        x ^= b
+    assert x == 0
+
+
+def test_syn6288_command_frames_match_the_vectors() -> None:
+    for cmd, hexed in SYN6288_COMMANDS:
+        assert tts.command_frame(cmd, tts.SYN6288).hex() == hexed
+
+
+def test_syn6288_takes_at_most_200_bytes_of_text() -> None:
+    full = tts.synth_frame("啊" * 100, tts.SYN6288)
+    assert full[:5].hex() == "fd00cb0103" and full[-1] == 0x34
+    with pytest.raises(ValueError, match="does not fit"):
+        tts.synth_frame("啊" * 101, tts.SYN6288)
+    with pytest.raises(ValueError, match=r"2\.\.200 for the syn6288"):
+        tts.Tts(None, None, 202, tts.SYN6288)
 
 
 def test_a_text_longer_than_a_frame_is_refused() -> None:
@@ -87,7 +126,8 @@ with open(sys.argv[1]) as f:
     cases = json.load(f)
 out = []
 for text, max_chars in cases:
-    out.append([binascii.hexlify(tts.synth_frame(text)).decode(), tts.chunks(text, max_chars)])
+    out.append([binascii.hexlify(tts.synth_frame(text)).decode(), tts.chunks(text, max_chars),
+                binascii.hexlify(tts.synth_frame(text[:100], tts.SYN6288)).decode()])
 print(json.dumps(out))
 """
 
@@ -100,8 +140,9 @@ def test_the_unix_port_builds_the_same_frames_and_chunks(tmp_path: Path) -> None
     data = tmp_path / "cases.json"  # a file: the unix port crashes on very long arguments
     data.write_text(json.dumps(cases, ensure_ascii=False), encoding="utf-8")
     (got,) = fw.micropython_json_lines(script, str(data))
-    for (text, max_chars), (hexed, ranges) in zip(cases, got, strict=True):
+    for (text, max_chars), (hexed, ranges, syn) in zip(cases, got, strict=True):
         assert hexed == tts.synth_frame(text).hex()
+        assert syn == tts.synth_frame(text[:100], tts.SYN6288).hex()
         assert [tuple(r) for r in ranges] == tts.chunks(text, max_chars)
 
 

@@ -89,12 +89,12 @@ def test_a_virtual_board_gets_the_sim_hal_and_its_port() -> None:
 
 def test_settings_outside_provisioning_are_kept_identity_replaced() -> None:
     old = parse_existing(json.dumps({
-        "id": "btn-old", "key": "11" * 32, "household": "h-001", "pins": {"button": 5},
+        "id": "btn-old", "key": "11" * 32, "household": "h-001", "pins": {"button": 35},
         "alarm_hold_ms": 150, "mqtt": {"host": "old", "port": 1, "user": "x", "password": "y"},
     }).encode())
     cfg = build_config(
         creds(), virtual=False, sim_port=None, wifi={"ssid": "v", "psk": "p"},
         broker_host="192.168.4.1", broker_port=1883, existing=old,
     )
-    assert cfg["pins"] == {"button": 5} and cfg["alarm_hold_ms"] == 150
+    assert cfg["pins"] == {"button": 35} and cfg["alarm_hold_ms"] == 150
     assert cfg["id"] == "btn-c2d3e4f5" and cfg["key"] == KEY and cfg["mqtt"]["host"] == "192.168.4.1"
