@@ -417,8 +417,8 @@ def test_press_reaches_stored_within_a_96k_heap(
 # -- on a 32-bit build, as the firmware sits on an ESP32 (harness.port32, docs/firmware.md Heap)
 
 # The modules as .mpy files on flash (docs/firmware.md, Flashing an ESP32) load their bytecode
-# and names into the heap: the button needs about 58K then (at 56K it boots with 2.6 KB free and
-# runs out after a few alarms); this runs it with a margin.
+# and names into the heap: the simulated button then needs 62K (at 56K it boots, but cannot
+# build a status reply; at 58K and 60K it runs out within 50 alarms); this leaves a margin.
 BUTTON_HEAP_MPY = "64K"
 
 

@@ -574,8 +574,9 @@ def speaker32(
 
 
 # The modules as .mpy files on flash (docs/firmware.md, Flashing an ESP32) load their bytecode
-# and names into the heap: the speaker boots at 60K and plays ordinary broadcasts at 64K, but the
-# largest needs one free block of 3.2 KB for its body, which it finds at 80K (not at 72K).
+# and names into the heap: the speaker does not boot at 56K and runs out at 60K; at 64K and 72K
+# it played some ordinary broadcasts, but the largest needs free blocks of 1.5 and 3.2 KB for
+# its body, which it found at 76K once and at 80K in every run.
 SPEAKER_HEAP_MPY = "80K"
 
 
