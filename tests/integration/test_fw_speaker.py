@@ -655,10 +655,14 @@ def test_speaker_plays_across_the_ticks_wrap_and_counts_uptime_past_2_30_on_a_32
         st = spk.wait_for(lambda st: st["connected"], 10)
         assert wrap - 6000 < st["ticks_ms"] < wrap - 2000, st["ticks_ms"]
         assert spk.send(f"uptime {(1 << 30) - 1000}") == "ok"
-        # Speaking from before the wrap to after it (40 characters, 20 ms each).
+        # Speaking from before the wrap to after it (120 characters, 20 ms each: 2.4 s).
         spk.wait_for(lambda st: st["ticks_ms"] > wrap - 1500, 10, interval=0.02)
-        gw.send("across", text=NOTICE[:40], lang="zh-CN")
+        across = (NOTICE * 5)[:120]
+        gw.send("across", text=across, lang="zh-CN")
         gw.wait_states("across", ["played"], 10)
+        # The text goes to the module in chunks (tts_chunk_bytes): the first starts before the wrap.
+        chunks = [f for f in spk.tts_frames() if f.text and across.startswith(f.text)]
+        assert chunks and wrap - 2400 < chunks[0].ticks_ms < wrap, chunks[:1]
         st = spk.wait_for(lambda st: st["ticks_ms"] < wrap // 2, 5)
         # After it: a broadcast valid for 10 s still plays (the speaker's clock, re-based on
         # the ticks, did not jump), one that expired does not.
