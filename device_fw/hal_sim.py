@@ -13,6 +13,10 @@
 #   net on|off      connect or cut the simulated Wi-Fi; "ok"
 #   net             "JOINS LEAVES": how often the device joined and left the access point
 #   battery <pct>   set the simulated battery level; "ok"
+#   uptime <ms>     set the device's uptime (the button's press clock too, wrapped at 2**30):
+#                   tests take it past 2**30, the small-integer limit of a 32-bit build; "ok"
+# The status reply also carries "ticks_ms", the device's ticks_ms() (tests that start the
+# device near the 2**30 wrap of an ESP32's ticks wait on it).
 # Anything else gets "error ...".
 import asyncio
 import gc
@@ -152,7 +156,9 @@ class SimHal:
         try:
             if cmd == "status" and self.app is not None:
                 gc.collect()  # the reply is the largest single allocation the device makes
-                return json.dumps(self.app.status())
+                st = self.app.status()
+                st["ticks_ms"] = ticks_ms()
+                return json.dumps(st)
             if cmd in ("press", "test") and self.role != "button":
                 return "error %s: this device is a %s, it has no button" % (cmd, self.role)
             if cmd == "played" and self.role != "speaker":
@@ -172,6 +178,14 @@ class SimHal:
                 self.net = words[1] == "on"
                 if self.app is not None:
                     self.app.wake.set()
+                return "ok"
+            if cmd == "uptime" and len(words) == 2 and self.app is not None:
+                ms = int(words[1])
+                if ms < 0:
+                    return "error uptime takes a non-negative number of ms"
+                self.app.up_ms = ms
+                if self.role == "button":
+                    self.app.clock = ms & 0x3FFFFFFF  # presslogic.CLOCK_MASK
                 return "ok"
             if cmd == "battery" and len(words) == 2:
                 pct = int(words[1])

@@ -100,11 +100,20 @@ class SimButton:
         flash_dir: Path,
         config: dict[str, Any],
         heapsize: str = DEFAULT_HEAPSIZE,
+        *,
+        micropython: str | None = None,
+        firmware: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.device_id = device_id
         self.flash_dir = Path(flash_dir)
         self.config = dict(config)
         self.heapsize = heapsize
+        # Another interpreter (the 32-bit port, harness.port32) and another copy of the
+        # firmware (a board image of .mpy files) than the default ones, for heap tests.
+        self.micropython = micropython
+        self.firmware = Path(firmware) if firmware is not None else firmware_dir()
+        self.extra_env = dict(env or {})  # e.g. a shifted clock (harness.port32.ticks_start_env)
         self.log_path = self.flash_dir / "device.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -130,13 +139,14 @@ class SimButton:
         return control_port(self.flash_dir)
 
     def command(self) -> list[str]:
-        fw = firmware_dir()
-        return [micropython_binary(), "-X", f"heapsize={self.heapsize}", str(fw / "main.py")]
+        binary = self.micropython or micropython_binary()
+        return [binary, "-X", f"heapsize={self.heapsize}", str(self.firmware / "main.py")]
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
+        env.update(self.extra_env)
         # The script's own directory comes first on sys.path; .frozen holds the port's asyncio.
-        env["MICROPYPATH"] = f"{firmware_dir()}:.frozen"
+        env["MICROPYPATH"] = f"{self.firmware}:.frozen"
         return env
 
     def log_tail(self, lines: int = 30) -> str:

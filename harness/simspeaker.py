@@ -89,6 +89,9 @@ class SimSpeaker:
         village: str | None = None,
         *,
         heapsize: str = SPEAKER_HEAPSIZE,
+        micropython: str | None = None,
+        firmware: Path | None = None,
+        env: dict[str, str] | None = None,
         **settings: Any,
     ) -> None:
         key_hex = key.hex() if isinstance(key, bytes) else key
@@ -110,7 +113,10 @@ class SimSpeaker:
         )
         # Starting, stopping and the control channel are a simulated button's (only its press
         # and test commands do not apply: the firmware refuses them).
-        self._dev = SimButton(device_id, self.flash_dir, cfg, heapsize=heapsize)
+        self._dev = SimButton(
+            device_id, self.flash_dir, cfg, heapsize=heapsize, micropython=micropython, firmware=firmware,
+            env=env,
+        )  # fmt: skip
 
     # -- files and process
 

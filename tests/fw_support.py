@@ -13,11 +13,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from device_fw import okproto
+from harness import port32
 from harness.simdevice import SimButton, button_config, firmware_dir, micropython_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -262,6 +264,9 @@ def sim_button(
     broker_port: int,
     device_id: str = "btn-0001",
     heapsize: str = "96K",
+    micropython: str | None = None,
+    firmware: Path | None = None,
+    env: dict[str, str] | None = None,
     **settings: Any,
 ) -> Iterator[SimButton]:
     """A started simulated button; stopped (SIGKILL if need be) on the way out."""
@@ -276,7 +281,9 @@ def sim_button(
         password="pw",
         **settings,
     )
-    button = SimButton(device_id, flash_dir, cfg, heapsize=heapsize)
+    button = SimButton(
+        device_id, flash_dir, cfg, heapsize=heapsize, micropython=micropython, firmware=firmware, env=env
+    )
     button.write_config()
     button.start()
     try:
@@ -382,3 +389,29 @@ def write_script(directory: Path, name: str, source: str) -> Path:
     path = directory / name
     path.write_text(source)
     return path
+
+
+# -- the 32-bit port (harness.port32), for the heap tests
+
+
+def micropython32_or_fail() -> str:
+    """The 32-bit unix port. Without it the heap tests fail where the source is there to build
+    it, or on CI ($CI set); a local checkout without the source skips them, saying why."""
+    found = port32.micropython32_binary()
+    if found is not None:
+        return str(found)
+    _no_port32(port32.missing_micropython32())
+
+
+def frozen32_or_fail() -> str:
+    """The 32-bit unix port with the firmware frozen in (built on first use, about 25 s); fails
+    or skips as `micropython32_or_fail` does when the source is not there."""
+    if not (port32.MICROPYTHON32_SOURCE / "build-unix32.sh").is_file():
+        _no_port32(port32.missing_micropython32())
+    return str(port32.frozen_port32())
+
+
+def _no_port32(reason: str) -> NoReturn:
+    if os.environ.get("CI") or (port32.MICROPYTHON32_SOURCE / "build-unix32.sh").is_file():
+        pytest.fail(reason)
+    pytest.skip(reason)

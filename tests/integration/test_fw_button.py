@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from device_fw import okproto
+from harness import port32
 from harness.simdevice import SimButton
 
 try:
@@ -426,4 +427,117 @@ def test_press_reaches_stored_within_a_96k_heap(
             button.wait_for(lambda st: st["led"] == "cancelled", 5)
         st = button.wait_for(lambda st: st["outbox"] == 0, 5)
         assert st["errors"] == 0 and st["heap_free"] > 0
+    assert "MemoryError" not in button.log_path.read_text()
+
+
+# -- on a 32-bit build, as the firmware sits on an ESP32 (harness.port32, docs/firmware.md Heap)
+
+# The modules as .mpy files on flash (docs/firmware.md, Flashing an ESP32) load their bytecode
+# and names into the heap: the simulated button then needs 62K (at 56K it boots, but cannot
+# build a status reply; at 58K and 60K it runs out within 50 alarms); this leaves a margin.
+BUTTON_HEAP_MPY = "64K"
+
+
+@pytest.fixture(scope="module")
+def board_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return port32.board_image(tmp_path_factory.mktemp("board") / "flash")
+
+
+def fifty_alarms(button: SimButton, gw: fw.Responder) -> tuple[int, int]:
+    """Boots, raises 50 alarms (each acked up to acked); returns the free heap after boot and
+    after the 50th."""
+    booted = button.wait_for(lambda st: st["connected"], 10)
+    for n in range(1, 51):
+        button.press(150)
+        gw.wait(lambda s, n=n: sum(m.kind == "alarm" for m in s) >= n, 5)
+        button.wait_for(lambda st: st["last"] == "acked" and st["outbox"] == 0, 5)
+    st = button.status()
+    assert len(gw.events("alarm")) == 50 and len(st["recent"]) == 8
+    assert st["errors"] == 0 and st["heap_free"] > 2048, st
+    assert "MemoryError" not in button.log_path.read_text()
+    return booted["heap_free"], st["heap_free"]
+
+
+def test_button_records_50_alarms_on_a_32_bit_build_from_mpy_files(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder, board_image: Path
+) -> None:
+    mp32 = fw.micropython32_or_fail()
+    gw.auto = ("stored", "received", "acked")
+    with fw.sim_button(
+        tmp_path / "dev", broker.port, heapsize=BUTTON_HEAP_MPY, micropython=mp32, firmware=board_image,
+        hb_interval_s=1, cancel_window_s=0,  # every press a new alarm
+    ) as button:  # fmt: skip
+        assert button.command()[:3] == [mp32, "-X", f"heapsize={BUTTON_HEAP_MPY}"]
+        boot, after = fifty_alarms(button, gw)
+    print(f"button 32-bit .mpy {BUTTON_HEAP_MPY}: heap_free after boot {boot}, after 50 alarms {after}")
+
+
+@pytest.fixture(scope="module")
+def frozen32(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The 32-bit port with the firmware frozen in, and a flash holding only main.py."""
+    return fw.frozen32_or_fail(), port32.main_only(tmp_path_factory.mktemp("frozen") / "flash")
+
+
+def test_button_records_50_alarms_in_the_56k_heap_of_a_plain_esp32_with_the_firmware_frozen(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder, frozen32: tuple[str, Path]
+) -> None:
+    mp32, flash = frozen32
+    assert sorted(p.name for p in flash.iterdir()) == ["main.py"]
+    gw.auto = ("stored", "received", "acked")
+    with fw.sim_button(
+        tmp_path / "dev", broker.port, heapsize=port32.ESP32_HEAPSIZE, micropython=mp32, firmware=flash,
+        hb_interval_s=1, cancel_window_s=0,  # every press a new alarm
+    ) as button:  # fmt: skip
+        assert button.command()[:3] == [mp32, "-X", "heapsize=56K"]
+        boot, after = fifty_alarms(button, gw)
+    print(f"button 32-bit frozen 56K: heap_free after boot {boot}, after 50 alarms {after}")
+    assert after > 16 * 1024
+
+
+TICKS_PERIOD = port32.TICKS_PERIOD
+SMALL_INT_LIMIT = 1 << 30  # from here on an int is an object on the heap of a 32-bit build
+
+
+def test_button_keeps_its_timers_across_the_ticks_wrap_and_counts_uptime_past_2_30_on_a_32_bit_build(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder, frozen32: tuple[str, Path]
+) -> None:
+    mp32, flash = frozen32
+    with fw.sim_button(
+        tmp_path / "dev", broker.port, heapsize=port32.ESP32_HEAPSIZE, micropython=mp32, firmware=flash,
+        env=port32.ticks_start_env(TICKS_PERIOD - 8000), hb_interval_s=1, keepalive_s=2, ack_timeout_s=4,
+        cancel_window_s=0,
+    ) as button:  # fmt: skip
+        st = button.wait_for(lambda st: st["connected"], 10)
+        assert TICKS_PERIOD - 8000 < st["ticks_ms"] < TICKS_PERIOD - 2000, st["ticks_ms"]
+        assert button.send(f"uptime {SMALL_INT_LIMIT - 1000}") == "ok"
+        # An alarm raised 2 s or less before the wrap, never acked: its ack timeout (4 s) runs
+        # across the wrap and fires on time, neither at once nor never.
+        button.wait_for(lambda st: st["ticks_ms"] > TICKS_PERIOD - 2000, 10, interval=0.02)
+        button.press(150)
+        raised = time.monotonic()
+        button.wait_for(lambda st: st["last"] == "sending", 2)
+        st = button.wait_for(lambda st: st["last"] == "failed", 10)
+        waited = time.monotonic() - raised
+        assert st["ticks_ms"] < TICKS_PERIOD // 2, "the ticks did not wrap"
+        assert 3.5 < waited < 7.0, waited
+        # After the wrap: keepalive pings went on (the broker would have dropped a silent
+        # client after 3 s), heartbeats too; the failed alarm is stored when the gateway answers
+        # its re-send, and a new alarm goes the whole way.
+        first = gw.events("alarm")[0].body["c"]
+        for state in ("stored", "received", "acked"):
+            gw.ack(DEV, first, state)
+        gw.auto = ("stored", "received", "acked")
+        button.wait_for(lambda st: st["outbox"] == 0, 5)
+        button.press(150)
+        gw.wait(lambda s: any(m.kind == "alarm" and m.body["c"] > first for m in s), 5)
+        st = button.wait_for(lambda st: st["last"] == "acked", 5)
+        assert st["connects"] == 1 and st["errors"] == 0, st
+        # The uptime went past 2**30 ms on the way (a heap object on a 32-bit build): it is
+        # still counted and sent exactly.
+        up = gw.events("alarm")[-1].body["up"]
+        assert SMALL_INT_LIMIT < up < SMALL_INT_LIMIT + 60_000, up
+        assert st["up_ms"] >= up
+        hb = gw.wait(lambda s: any(m.kind == "hb" and m.body["up"] > up for m in s), 5)
+        ups = [m.body["up"] for m in hb if m.kind == "hb"]
+        assert ups == sorted(ups) and ups[-1] > up, ups
     assert "MemoryError" not in button.log_path.read_text()

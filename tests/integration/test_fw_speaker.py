@@ -20,6 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from device_fw import okproto, tts
+from harness import port32
 from harness.simspeaker import SimSpeaker
 from onekey import cli
 from transport.brokers import VillageBroker
@@ -601,3 +602,129 @@ def test_a_copy_without_ts_from_an_older_gateway_sets_the_clock_from_its_counter
     gw.wait_states("old-gateway", ["played"], 15)
     (entry,) = speaker.played()
     assert abs(entry["at"] - time.time() * 1000) < 30_000
+
+
+# -- on a 32-bit build, as the firmware sits on an ESP32 (harness.port32, docs/firmware.md Heap)
+
+
+@pytest.fixture(scope="module")
+def board_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return port32.board_image(tmp_path_factory.mktemp("board") / "flash")
+
+
+def speaker32(
+    tmp_path: Path, broker: VillageBroker, micropython: str, flash: Path, heapsize: str
+) -> SimSpeaker:
+    spk = SimSpeaker(
+        tmp_path / f"spk32-{heapsize}", DEV, KEY, HOST, broker.port, PASSWORDS[DEV], heapsize=heapsize,
+        micropython=micropython, firmware=flash,
+        hb_interval_s=1, sim_ms_per_char=20, sim_min_speak_ms=100,
+    )  # fmt: skip
+    spk.write_config()
+    return spk
+
+
+# The modules as .mpy files on flash (docs/firmware.md, Flashing an ESP32) load their bytecode
+# and names into the heap: the speaker does not boot at 56K and runs out at 60K; at 64K and 72K
+# it played some ordinary broadcasts, but the largest needs free blocks of 1.5 and 3.2 KB for
+# its body, which it found at 76K once and at 80K in every run.
+SPEAKER_HEAP_MPY = "80K"
+
+
+def ordinary_and_largest(spk: SimSpeaker, gw: Gateway) -> tuple[int, int, int]:
+    """Boots, plays three ordinary broadcasts (200 characters) and three of the largest, each
+    cancelled once playing; returns the free heap after boot, after the ordinary ones and after
+    the largest."""
+    spk.start()
+    try:
+        booted = spk.wait_for(lambda st: st["connected"], 10)
+        text = (NOTICE * 10)[:200]
+        for i in range(3):
+            gw.send(f"notice-{i}", text=text, clip="chime", lang="zh-CN")
+            spk.wait_for(lambda st, i=i: st["playing"] == f"notice-{i}", 10)
+            gw.send(f"stop-{i}", mt="Cancel", ref=f"notice-{i}")
+            gw.wait_states(f"notice-{i}", ["cancelled"], 10)
+        ordinary = spk.status()
+        for i in range(3):
+            bc_id = f"largest-{i:02d}-" + "x" * 29
+            topic, payload = longest_copy(gw.next_counter(), bc_id)
+            gw.publish(topic, payload)
+            spk.wait_for(lambda st, bc_id=bc_id: st["playing"] == bc_id, 10)
+            gw.send(f"big-stop-{i}", mt="Cancel", ref=bc_id)
+            gw.wait_states(bc_id, ["cancelled"], 10)
+        st = spk.status()
+        assert len(played(spk, 6)) == 6
+        assert st["errors"] == 0 and st["refused"] == {} and st["heap_free"] > 1024, st
+    finally:
+        spk.stop(timeout=3)
+    assert "MemoryError" not in spk.log_path.read_text(), spk.log_tail()
+    return booted["heap_free"], ordinary["heap_free"], st["heap_free"]
+
+
+def test_speaker_plays_ordinary_and_largest_broadcasts_on_a_32_bit_build_from_mpy_files(
+    tmp_path: Path, broker: VillageBroker, gw: Gateway, board_image: Path
+) -> None:
+    spk = speaker32(tmp_path, broker, fw.micropython32_or_fail(), board_image, SPEAKER_HEAP_MPY)
+    assert spk.command()[1:3] == ["-X", f"heapsize={SPEAKER_HEAP_MPY}"]
+    boot, ordinary, largest = ordinary_and_largest(spk, gw)
+    print(
+        f"speaker 32-bit .mpy {SPEAKER_HEAP_MPY}: heap_free after boot {boot}, "
+        f"ordinary {ordinary}, largest {largest}"
+    )
+
+
+@pytest.fixture(scope="module")
+def frozen32(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """The 32-bit port with the firmware frozen in, and a flash holding only main.py."""
+    return fw.frozen32_or_fail(), port32.main_only(tmp_path_factory.mktemp("frozen") / "flash")
+
+
+def test_speaker_plays_the_largest_broadcast_in_the_56k_heap_of_a_plain_esp32_with_the_firmware_frozen(
+    tmp_path: Path, broker: VillageBroker, gw: Gateway, frozen32: tuple[str, Path]
+) -> None:
+    mp32, flash = frozen32
+    spk = speaker32(tmp_path, broker, mp32, flash, port32.ESP32_HEAPSIZE)
+    assert spk.command()[:3] == [mp32, "-X", "heapsize=56K"]
+    boot, ordinary, largest = ordinary_and_largest(spk, gw)
+    print(f"speaker 32-bit frozen 56K: heap_free after boot {boot}, ordinary {ordinary}, largest {largest}")
+    assert largest > 16 * 1024
+
+
+def test_speaker_plays_across_the_ticks_wrap_and_counts_uptime_past_2_30_on_a_32_bit_build(
+    tmp_path: Path, broker: VillageBroker, gw: Gateway, frozen32: tuple[str, Path]
+) -> None:
+    mp32, flash = frozen32
+    wrap = port32.TICKS_PERIOD
+    spk = SimSpeaker(
+        tmp_path / "spk-wrap", DEV, KEY, HOST, broker.port, PASSWORDS[DEV], heapsize=port32.ESP32_HEAPSIZE,
+        micropython=mp32, firmware=flash, env=port32.ticks_start_env(wrap - 6000),
+        hb_interval_s=1, keepalive_s=2, sim_ms_per_char=20, sim_min_speak_ms=100,
+    )  # fmt: skip
+    spk.write_config()
+    spk.start()
+    try:
+        st = spk.wait_for(lambda st: st["connected"], 10)
+        assert wrap - 6000 < st["ticks_ms"] < wrap - 2000, st["ticks_ms"]
+        assert spk.send(f"uptime {(1 << 30) - 1000}") == "ok"
+        # Speaking from before the wrap to after it (120 characters, 20 ms each: 2.4 s).
+        spk.wait_for(lambda st: st["ticks_ms"] > wrap - 1500, 10, interval=0.02)
+        across = (NOTICE * 5)[:120]
+        gw.send("across", text=across, lang="zh-CN")
+        gw.wait_states("across", ["played"], 10)
+        # The text goes to the module in chunks (tts_chunk_bytes): the first starts before the wrap.
+        chunks = [f for f in spk.tts_frames() if f.text and across.startswith(f.text)]
+        assert chunks and wrap - 2400 < chunks[0].ticks_ms < wrap, chunks[:1]
+        st = spk.wait_for(lambda st: st["ticks_ms"] < wrap // 2, 5)
+        # After it: a broadcast valid for 10 s still plays (the speaker's clock, re-based on
+        # the ticks, did not jump), one that expired does not.
+        gw.send("after", text="换行之后的通知", exp=int(time.time() * 1000) + 10_000)
+        gw.wait_states("after", ["played"], 10)
+        gw.send("stale", text="过期的通知", exp=int(time.time() * 1000) - 1000)
+        gw.wait_states("stale", ["expired"], 5)
+        gw.wait(lambda: any(r.kind == "hb" and r.body["up"] > 1 << 30 for r in gw.seen), 5)
+        st = spk.status()
+        assert st["connects"] == 1 and st["errors"] == 0 and st["up_ms"] > 1 << 30, st
+        assert played(spk, 2) == [("across", "played"), ("after", "played")]
+    finally:
+        spk.stop(timeout=3)
+    assert "MemoryError" not in spk.log_path.read_text(), spk.log_tail()
