@@ -22,6 +22,7 @@ import asyncio
 import gc
 import json
 import sys
+from time import ticks_ms
 
 from micropython import const
 
