@@ -8,8 +8,8 @@ process, started exactly as a simulated button's (harness.simdevice):
     cd FLASH_DIR && MICROPYPATH=DEVICE_FW:.frozen micropython -X heapsize=128K DEVICE_FW/main.py
 
 A speaker gets 128K where a button gets 96K: it holds a 3.4 KB frame buffer, checks frames that
-size, and has more code. On the 64-bit unix port the largest frames need 104K; 100K does for
-broadcasts of up to about 200 characters (docs/firmware.md, Heap).
+size, and has more code. On the 64-bit unix port the largest frames need 104K (docs/firmware.md,
+Heap; a board's figures come from the 32-bit build).
 
 It is driven through the firmware's control channel on 127.0.0.1:<sim_port> (see
 device_fw/hal_sim.py): `status`, `played`, `net on|off`.
