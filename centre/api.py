@@ -29,9 +29,9 @@ from centre.households import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
-from centre.supervisor import supervise
 from transport import servicelock
 from transport.keys import load_private_key, public_hex
+from transport.supervisor import supervise
 
 log = logging.getLogger("onekey.centre.api")
 

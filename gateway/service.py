@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
 
 from gateway.broadcasts import BroadcastSide
 from gateway.config import GatewayConfig
@@ -17,6 +16,7 @@ from gateway.store import Store
 from gateway.village import VillageSide
 from transport import servicelock
 from transport.keys import KeyFileError, load_private_key, load_public_hex
+from transport.supervisor import supervise
 
 log = logging.getLogger("onekey.gateway")
 
@@ -77,13 +77,13 @@ class Gateway:
                     self.metrics.gauges["outbox"],
                 )
                 async with asyncio.TaskGroup() as tg:
-                    tg.create_task(supervise("village", village.run))
-                    tg.create_task(supervise("centre", centre.run))
-                    tg.create_task(supervise("heartbeat", centre.heartbeat))
-                    tg.create_task(supervise("broadcasts", broadcasts.run))
-                    tg.create_task(supervise("registry", self._watch_registry))
-                    tg.create_task(supervise("metrics", self._write_metrics))
-                    tg.create_task(supervise("admin", self._admin))
+                    tg.create_task(supervise("village", village.run, log=log))
+                    tg.create_task(supervise("centre", centre.run, log=log))
+                    tg.create_task(supervise("heartbeat", centre.heartbeat, log=log))
+                    tg.create_task(supervise("broadcasts", broadcasts.run, log=log))
+                    tg.create_task(supervise("registry", self._watch_registry, log=log))
+                    tg.create_task(supervise("metrics", self._write_metrics, log=log))
+                    tg.create_task(supervise("admin", self._admin, log=log))
             finally:
                 self.metrics.write(self.cfg.metrics_path)
                 await self.store.close()
@@ -115,18 +115,3 @@ class Gateway:
             if await self.registry.reload(self.store):
                 log.info("event=registry_reloaded devices=%d", len(self.registry.devices))
             self.metrics.gauge("devices", len(self.registry.devices))
-
-
-async def supervise(name: str, run: Callable[[], Awaitable[None]]) -> None:
-    """The one place that catches everything: log, wait, restart."""
-    delay = 1.0
-    while True:
-        try:
-            await run()
-            return
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("event=task_crashed task=%s restart_in=%.0fs", name, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60.0)

@@ -15,8 +15,8 @@ from centre.api import create_app
 from centre.bcstore import BroadcastStore
 from centre.config import load_config
 from centre.enrol import init_centre
-from centre.supervisor import supervise
 from harness.fakegateway import FakeBroker, wait_until
+from transport.supervisor import supervise
 
 
 async def test_a_scheduler_tick_that_raises_does_not_stop_later_ticks(

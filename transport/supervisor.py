@@ -6,8 +6,7 @@ a key=value line, counted, and `run()` is started again after a backoff that dou
 `first_delay_s` to `max_delay_s` and starts over once a run has lasted `healthy_after_s`.
 A cancelled task stays cancelled; a `run()` that returns ends the supervision.
 
-It knows nothing of the centre, so that the gateway (gateway/service.py has the same loop) can
-share it once both import from one place.
+The gateway's tasks (gateway/service.py) and the centre's (centre/api.py) both run under it.
 """
 
 from __future__ import annotations
