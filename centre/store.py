@@ -148,6 +148,25 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (bc, device)
     );
     """,
+    # version 3: the audit log (centre.audit), append-only: its triggers refuse UPDATE and DELETE.
+    """
+    CREATE TABLE audit (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       INTEGER NOT NULL,
+        actor    TEXT NOT NULL,
+        actor_id INTEGER,
+        address  TEXT NOT NULL DEFAULT '',
+        action   TEXT NOT NULL,
+        target   TEXT NOT NULL DEFAULT '',
+        detail   TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_at ON audit (at);
+    CREATE INDEX audit_target ON audit (target, at);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

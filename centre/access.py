@@ -1,0 +1,32 @@
+"""The least role each route of the centre's app needs: one table, checked by `authorize` on
+every request and by a test that enumerates the app's routes (a route missing here is refused
+to everyone, so a new route cannot be open by mistake)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from centre.auth import Role
+
+PUBLIC: Final = None
+
+# (method, path template as FastAPI declares it) -> least role, or PUBLIC.
+ACCESS: dict[tuple[str, str], Role | None] = {
+    # The console's shell holds no data: it asks for a login before it shows anything.
+    ("GET", "/"): PUBLIC,
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/api/alarms"): Role.OPERATOR,
+    ("GET", "/api/alarms/{event_id}"): Role.OPERATOR,
+    ("POST", "/api/alarms/{event_id}/ack"): Role.OPERATOR,
+    ("GET", "/api/gateways"): Role.OPERATOR,
+    ("GET", "/api/metrics"): Role.OPERATOR,
+    ("GET", "/api/households"): Role.OPERATOR,
+    ("GET", "/api/households/{household_id}"): Role.OPERATOR,
+    ("PUT", "/api/households/{household_id}"): Role.ADMIN,
+    ("GET", "/api/broadcasts"): Role.OPERATOR,
+    ("GET", "/api/broadcasts/{bc_id}"): Role.OPERATOR,
+    ("GET", "/api/broadcasts/{bc_id}/cap"): Role.OPERATOR,
+    ("POST", "/api/broadcasts"): Role.BROADCASTER,
+    ("POST", "/api/broadcasts/cap"): Role.BROADCASTER,
+    ("POST", "/api/broadcasts/{bc_id}/cancel"): Role.BROADCASTER,
+}
