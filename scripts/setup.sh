@@ -21,6 +21,10 @@ if [ "$extras" = "test" ] && [ -f "$mp32_src/build-unix32.sh" ]; then
     command -v make >/dev/null 2>&1 || need_apt+=(make)
     dpkg -s gcc-multilib >/dev/null 2>&1 || need_apt+=(gcc-multilib)
 fi
+# The console's browser tests drive Debian's chromium through Playwright (nothing downloaded).
+if [ "$extras" = "test" ]; then
+    [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
