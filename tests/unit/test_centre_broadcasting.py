@@ -40,6 +40,7 @@ from harness.fakegateway import (
 )
 from onekey.cli import main
 from protocol.signed import verify_frame
+from tests.auth_support import act_as
 from transport.keys import load_public_hex, public_hex
 
 NOW = 1_720_000_000_000  # 2024-07-03T09:46:40Z
@@ -118,6 +119,7 @@ async def running(
     app = create_app(
         cfg, client_factory=broker.factory, clock=lambda: now[0], scheduler_period_s=0.01
     )
+    act_as(app)  # route logic under test; tests/unit/test_centre_accounts.py checks access
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://centre") as http:
