@@ -505,3 +505,19 @@ def test_auth_settings_are_read_from_the_config_and_checked(tmp_path: Path) -> N
         path.write_text(base + f"\n[auth]\n{bad}\n")
         with pytest.raises(ConfigError, match=says):
             load_config(path)
+
+
+def test_cap_import_without_a_token_says_how_to_make_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ONEKEY_TOKEN", raising=False)
+    xml = tmp_path / "a.xml"
+    xml.write_text("<alert/>")
+    argv = ["cap", "import", str(xml), "--by", "Li", "--api", "http://127.0.0.1:9"]
+    assert onekey_main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "needs a staff API token" in err and "onekey centre user token create" in err
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    assert onekey_main([*argv, "--token-file", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().err

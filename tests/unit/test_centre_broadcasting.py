@@ -551,8 +551,9 @@ async def test_the_api_description_lists_the_broadcast_routes(centre: Centre) ->
 
 
 async def test_the_cap_command_checks_exports_and_reports_an_absent_centre(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ONEKEY_TOKEN", "okt_not-checked-nothing-listens")
     cfg = await setup_centre(tmp_path)
     now = [NOW]
     async with running(cfg, FakeBroker(), now) as c:
