@@ -521,3 +521,53 @@ def test_cap_import_without_a_token_says_how_to_make_one(
     empty.write_text("\n")
     assert onekey_main([*argv, "--token-file", str(empty)]) == 2
     assert "is empty" in capsys.readouterr().err
+
+
+async def test_mounts_and_websockets_are_checked_like_other_routes(
+    centre: Centre, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.staticfiles import StaticFiles
+    from starlette.websockets import WebSocket
+
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("hello")
+    centre.app.mount("/files", StaticFiles(directory=files))
+
+    @centre.app.websocket("/ws")
+    async def ws(socket: WebSocket) -> None:
+        await socket.accept()
+        await socket.send_text("open")
+        await socket.close()
+
+    async with centre.as_role(Role.ADMIN) as http:  # not in the table: refused
+        assert (await http.get("/files/a.txt")).status_code == 403
+    monkeypatch.setitem(ACCESS, ("GET", "/files/{path:path}"), Role.OPERATOR)
+    async with centre.client() as anon:
+        assert (await anon.get("/files/a.txt")).status_code == 401
+    async with centre.as_role(Role.OPERATOR) as http:
+        r = await http.get("/files/a.txt")
+        assert r.status_code == 200 and r.text == "hello"
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "raw_path": b"/ws", "root_path": "",
+             "headers": [], "query_string": b"", "scheme": "ws", "server": ("centre", 80),
+             "client": ("192.0.2.1", 5000), "subprotocols": [], "asgi": {"version": "3.0"}}
+    await centre.app(scope, receive, send)
+    assert [(m["type"], m.get("code")) for m in sent] == [("websocket.close", 1008)]
+
+
+async def test_a_hash_made_with_other_parameters_is_replaced_at_login(tmp_path: Path) -> None:
+    async with Store(tmp_path / "c.db") as store:
+        await Accounts(store, FAST).add("cli:test", "op", "Op", Role.OPERATOR, PASSWORD)
+        stronger = dataclasses.replace(FAST, argon2_time_cost=2)
+        await Accounts(store, stronger).login("op", PASSWORD)
+    with sqlite3.connect(tmp_path / "c.db") as db:
+        (h,) = db.execute("SELECT password_hash FROM staff").fetchone()
+    assert ",t=2," in h
