@@ -22,12 +22,16 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
 from centre import frames
+from centre.access import ACCESS
+from centre.accounts import Accounts
+from centre.auth import Authorize
 from centre.bcapi import broadcast_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
 from centre.households import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.scheduler import Scheduler
+from centre.staffapi import staff_router
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
 from transport import servicelock
 from transport.keys import load_private_key, public_hex
@@ -115,6 +119,7 @@ class _Runtime:
     key: Ed25519PrivateKey
     ingest: Ingest
     scheduler: Scheduler
+    accounts: Accounts
 
 
 def _event_out(ev: Event) -> EventOut:
@@ -169,7 +174,8 @@ def create_app(
                 ("broadcast-scheduler", scheduler.run),
             )
         ]
-        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler)
+        accounts = Accounts(store, config.auth, clock)
+        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))
         try:
             yield
@@ -197,13 +203,25 @@ def create_app(
             "village broadcasts (JSON and CAP 1.2)."
         ),
         lifespan=lifespan,
+        # The API description is served below to logged-in staff only.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
+    # Every request passes here first: login, role and CSRF (centre.auth, centre.access).
+    app.add_middleware(
+        Authorize, access=ACCESS, accounts=lambda: None if rt is None else rt.accounts
+    )
 
     @app.exception_handler(StoreError)
     async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
         log.error(kv(event="store_failed", path=request.url.path, error=str(exc)))
         return JSONResponse({"detail": "the centre's database failed; see its log"}, 503)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -274,6 +292,7 @@ def create_app(
             r.ingest.kick()
         return _event_out(result.event)
 
+    app.include_router(staff_router(lambda: runtime().accounts))
     app.include_router(broadcast_router(runtime, config.client_id, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
     app.include_router(households_router(config.db_path))

@@ -167,6 +167,48 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # staff accounts (centre.accounts): accounts with argon2id password hashes, server-side
+    # sessions and API tokens (both stored as SHA-256 of their secret), failed logins by address.
+    """
+    CREATE TABLE staff (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        username      TEXT NOT NULL UNIQUE,
+        display_name  TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('operator', 'broadcaster', 'admin')),
+        password_hash TEXT NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        failures      INTEGER NOT NULL DEFAULT 0,
+        locked_until  INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE staff_sessions (
+        hash       TEXT PRIMARY KEY,
+        staff_id   INTEGER NOT NULL REFERENCES staff (id),
+        created_at INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        address    TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX staff_sessions_staff ON staff_sessions (staff_id);
+    CREATE TABLE api_tokens (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash       TEXT NOT NULL UNIQUE,
+        staff_id   INTEGER NOT NULL REFERENCES staff (id),
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('operator', 'broadcaster', 'admin')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        last_used  INTEGER
+    );
+    CREATE INDEX api_tokens_staff ON api_tokens (staff_id);
+    CREATE TABLE login_failures (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       INTEGER NOT NULL,
+        address  TEXT NOT NULL,
+        username TEXT NOT NULL
+    );
+    CREATE INDEX login_failures_address ON login_failures (address, at);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

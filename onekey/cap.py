@@ -5,7 +5,9 @@
     onekey cap export BROADCAST_ID            # a broadcast as CAP 1.2 XML
 
 `import` and `export` talk to the centre's HTTP API (`--api`, default $ONEKEY_CENTRE_API or
-http://127.0.0.1:8080); `export --config centre.toml` reads the centre's database instead.
+http://127.0.0.1:8080) with a staff API token (`--token-file`, else $ONEKEY_TOKEN; make one
+with `onekey centre user token create`); `export --config centre.toml` reads the centre's
+database instead.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ def add_commands(sub: Any) -> None:
     c = sub.add_parser("cap", help="CAP 1.2 XML: check, import into the centre, export")
     csub = c.add_subparsers(dest="cap_cmd", required=True, metavar="COMMAND")
     api_help = f"the centre's HTTP API (default $ONEKEY_CENTRE_API or {DEFAULT_API})"
+    token_help = ("file holding a staff API token (default: the token in $ONEKEY_TOKEN); "
+                  "`onekey centre user token create` makes one")
 
     check = csub.add_parser("check", help="check that the centre would take a CAP alert")
     check.add_argument("file", type=Path, metavar="FILE.xml")
@@ -44,6 +48,7 @@ def add_commands(sub: Any) -> None:
     imp.add_argument("--by", required=True, help="your name: the staff member who sends it")
     imp.add_argument("--language", help="the <info> to use when the alert has several")
     imp.add_argument("--api", default=None, help=api_help)
+    imp.add_argument("--token-file", type=Path, default=None, help=token_help)
     imp.set_defaults(func=_import)
 
     exp = csub.add_parser("export", help="print a broadcast as a CAP 1.2 alert")
@@ -51,12 +56,29 @@ def add_commands(sub: Any) -> None:
     src = exp.add_mutually_exclusive_group()
     src.add_argument("--api", default=None, help=api_help)
     src.add_argument("--config", type=Path, help="read the centre's database (centre.toml)")
+    exp.add_argument("--token-file", type=Path, default=None, help=token_help + " (with --api)")
     exp.add_argument("-o", "--output", type=Path, help="write to this file, not stdout")
     exp.set_defaults(func=_export)
 
 
 def _api(args: argparse.Namespace) -> str:
     return (args.api or os.environ.get("ONEKEY_CENTRE_API") or DEFAULT_API).rstrip("/")
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The staff API token the centre's API needs: from --token-file, else $ONEKEY_TOKEN."""
+    if args.token_file is not None:
+        token = _read(args.token_file).decode("utf-8", "replace").strip()
+        if not token:
+            raise CapCommandError(f"token file {args.token_file} is empty")
+        return token
+    token = os.environ.get("ONEKEY_TOKEN", "").strip()
+    if not token:
+        raise CapCommandError(
+            "the centre's API needs a staff API token: --token-file FILE or $ONEKEY_TOKEN "
+            "(`onekey centre user token create USER --name NAME --config centre.toml`)"
+        )
+    return token
 
 
 def _read(path: Path) -> bytes:
@@ -66,8 +88,11 @@ def _read(path: Path) -> bytes:
         raise CapCommandError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _request(url: str, data: bytes | None = None, ctype: str | None = None) -> bytes:
+def _request(
+    url: str, token: str, data: bytes | None = None, ctype: str | None = None
+) -> bytes:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    req.add_header("Authorization", f"Bearer {token}")
     if ctype:
         req.add_header("Content-Type", ctype)
     try:
@@ -124,7 +149,7 @@ def _import(args: argparse.Namespace) -> int:
         query["language"] = args.language
     url = f"{_api(args)}/api/broadcasts/cap?{urllib.parse.urlencode(query)}"
     try:
-        answer = json.loads(_request(url, _read(args.file), "application/cap+xml"))
+        answer = json.loads(_request(url, _token(args), _read(args.file), "application/cap+xml"))
     except CapCommandError as exc:
         return _fail(exc)
     gateways = ", ".join(g["gw"] for g in answer.get("gateways", [])) or "none"
@@ -138,7 +163,7 @@ def _export(args: argparse.Namespace) -> int:
             xml = asyncio.run(_export_from_db(args.config, args.broadcast_id))
         else:
             bc_id = urllib.parse.quote(args.broadcast_id, safe="")
-            xml = _request(f"{_api(args)}/api/broadcasts/{bc_id}/cap").decode("utf-8")
+            xml = _request(f"{_api(args)}/api/broadcasts/{bc_id}/cap", _token(args)).decode("utf-8")
     except CapCommandError as exc:
         return _fail(exc)
     if args.output is None:

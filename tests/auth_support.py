@@ -1,5 +1,11 @@
 """Acting as a staff member in unit tests of route logic (the accounts' own tests log in for
-real)."""
+real: tests/unit/test_centre_accounts.py).
+
+`act_as` sets FastAPI's override of `current_principal`; the app-level check
+(`centre.auth.Authorize`) takes that principal instead of a cookie or token and still checks
+its role against `centre.access.ACCESS`, so `act_as(app, Role.OPERATOR)` gets 403 from an admin
+route. The principal counts as a token holder: no CSRF header is needed.
+"""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def broadcast(**kw: Any) -> dict[str, Any]:
 
 
 async def test_a_broadcast_reaches_the_gateway_signed_and_its_reports_come_back(
-    site: Site, tmp_path: Path
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with centre_running(site.config) as http, gateway(site) as gw:
         r = await http.post("/api/broadcasts", json=broadcast())
@@ -104,13 +104,18 @@ async def test_a_broadcast_reaches_the_gateway_signed_and_its_reports_come_back(
         # CAP out through the command line, and back in as a new broadcast.
         xml_path = tmp_path / "alert.xml"
         base = str(http.base_url).rstrip("/")
+        token = http.headers["Authorization"].removeprefix("Bearer ")
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
         rc = await asyncio.to_thread(
-            main, ["cap", "export", bc_id, "--api", base, "-o", str(xml_path)]
+            main, ["cap", "export", bc_id, "--api", base, "--token-file", str(token_file),
+                   "-o", str(xml_path)]
         )
         assert rc == 0
         xml = xml_path.read_text(encoding="utf-8")
         assert f"<identifier>{bc_id}</identifier>" in xml
         xml_path.write_text(xml.replace(bc_id, "imported-7"), encoding="utf-8")
+        monkeypatch.setenv("ONEKEY_TOKEN", token)  # the other way to give the token
         rc = await asyncio.to_thread(
             main, ["cap", "import", str(xml_path), "--by", "Zhao", "--api", base]
         )

@@ -25,6 +25,7 @@ from harness.fakegateway import (
     wait_until,
 )
 from protocol.signed import verify_frame
+from tests.auth_support import act_as
 from transport.keys import load_public_hex, public_hex
 
 GW_KEY = Ed25519PrivateKey.generate()
@@ -59,6 +60,7 @@ async def centre(tmp_path: Path) -> AsyncIterator[Centre]:
     broker = FakeBroker()
     now = [1_000_000]
     app = create_app(cfg, client_factory=broker.factory, clock=lambda: now[0])
+    act_as(app)  # route logic under test; tests/unit/test_centre_accounts.py checks access
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://centre") as http:

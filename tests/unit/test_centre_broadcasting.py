@@ -40,6 +40,7 @@ from harness.fakegateway import (
 )
 from onekey.cli import main
 from protocol.signed import verify_frame
+from tests.auth_support import act_as
 from transport.keys import load_public_hex, public_hex
 
 NOW = 1_720_000_000_000  # 2024-07-03T09:46:40Z
@@ -118,6 +119,7 @@ async def running(
     app = create_app(
         cfg, client_factory=broker.factory, clock=lambda: now[0], scheduler_period_s=0.01
     )
+    act_as(app)  # route logic under test; tests/unit/test_centre_accounts.py checks access
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://centre") as http:
@@ -549,8 +551,9 @@ async def test_the_api_description_lists_the_broadcast_routes(centre: Centre) ->
 
 
 async def test_the_cap_command_checks_exports_and_reports_an_absent_centre(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("ONEKEY_TOKEN", "okt_not-checked-nothing-listens")
     cfg = await setup_centre(tmp_path)
     now = [NOW]
     async with running(cfg, FakeBroker(), now) as c:
@@ -617,7 +620,7 @@ async def test_a_database_of_the_first_schema_is_migrated_and_keeps_its_data(tmp
         assert (g.id, g.name, g.villages, g.reported_villages) == ("gw-1", "x", (), None)
     db = sqlite3.connect(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert {"broadcasts", "broadcast_gateways", "broadcast_reports"} <= tables
     finally:
