@@ -6,6 +6,7 @@ store migration that brought the new states."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -18,9 +19,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
+from centre import lifecycle
 from centre import store as store_mod
 from centre.api import create_app
-from centre.auth import Role
+from centre.auth import Principal, Role
 from centre.config import load_config
 from centre.enrol import enrol_gateway_async, init_centre
 from centre.live import Change, LiveHub
@@ -428,3 +430,37 @@ async def test_a_long_display_name_is_cut_for_the_button_but_kept_elsewhere(
     eid = await press(centre, 7)
     r = await post(centre, eid, "dispatch", {"responder": "村医"})
     assert r.json()["acked_by"] == long_name[:32] and r.json()["dispatched_by"] == long_name
+
+
+async def test_a_step_that_fails_midway_leaves_no_state_timeline_or_audit(tmp_path: Path) -> None:
+    path = tmp_path / "centre.db"
+    staff = Principal(3, "zhao", "赵敏", Role.OPERATOR, "session")
+    new = store_mod.NewEvent(
+        id="gw-1:b:1", gw="gw-1", seq=1, kind="alarm", device="b", counter=1, village="v",
+        household="h", gw_ts=1,
+    )
+
+    def broken_signer(ev: store_mod.Event) -> tuple[str, bytes]:
+        raise OSError("the signing key went away")
+
+    async with Store(path) as store:
+        await store.insert_event(new, now_ms=100)
+        with pytest.raises(OSError):
+            await lifecycle.dispatch(store, "gw-1:b:1", staff, "村医", "", 200, broken_signer)
+        alarm = await store.get_event("gw-1:b:1")
+        assert alarm is not None and (alarm.state, alarm.acked_at) == ("open", None)
+        assert [s.kind for s in await store.timeline("gw-1:b:1")] == ["received"]
+        assert await store.count_downlinks() == 0
+        with pytest.raises(RuntimeError):  # ingest's batch rolled back: no step either
+            async with store.transaction() as db:
+                await store_mod.insert_events(db, [dataclasses.replace(new, id="gw-1:b:2")], 300)
+                raise RuntimeError("commit failed")
+        assert await store.get_event("gw-1:b:2") is None
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 0
+        assert db.execute(
+            "SELECT COUNT(*) FROM alarm_timeline WHERE alarm = 'gw-1:b:2'"
+        ).fetchone()[0] == 0
+    finally:
+        db.close()
