@@ -16,8 +16,9 @@ and its audit line (`centre.audit`), so the three commit together or not at all.
 - A cancel from the device closes only an alarm still `open` (state `cancelled`). Once staff
   took charge someone may be on the way: the alarm keeps its state, gets `cancelled_at` and a
   `cancelled` step, and staff resolve it (perhaps calling the responder back).
-- A test press (state `test`), a cancel event, an alarm cancelled while open and a resolved
-  alarm refuse every step (`Refused`, HTTP 409) and nothing changes.
+- A test press (state `test`), a cancel event and an alarm cancelled while open refuse every
+  step; a resolved alarm refuses dispatch and resolve (`Refused`, HTTP 409); nothing changes.
+  Acknowledging an alarm already acknowledged returns it as it is.
 """
 
 from __future__ import annotations
