@@ -25,7 +25,7 @@ from centre import frames
 from centre.bcapi import broadcast_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
-from centre.households import households_router
+from centre.household_api import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
@@ -276,7 +276,7 @@ def create_app(
 
     app.include_router(broadcast_router(runtime, config.client_id, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
-    app.include_router(households_router(config.db_path))
+    app.include_router(households_router(lambda: runtime().store, clock))
 
     @app.get("/api/gateways", response_model=list[GatewayOut])
     async def list_gateways() -> list[GatewayOut]:

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 
 from centre.api import create_app
+from centre.auth import Role
 from centre.config import load_config
 from centre.enrol import enrol_gateway_async, init_centre
 from harness.fakegateway import (
@@ -25,6 +26,7 @@ from harness.fakegateway import (
     wait_until,
 )
 from protocol.signed import verify_frame
+from tests.auth_support import act_as
 from transport.keys import load_public_hex, public_hex
 
 GW_KEY = Ed25519PrivateKey.generate()
@@ -186,6 +188,7 @@ async def test_health_page_and_openapi(centre: Centre) -> None:
 
 
 async def test_households_live_at_the_centre_api(centre: Centre) -> None:
+    act_as(centre.app, Role.ADMIN)  # changing a card is audited with who did it
     put = await centre.http.put(
         "/api/households/h-001",
         json={"village": "v-1", "name": "张桂英", "phone": "13800000000", "address": "东头3号"},
