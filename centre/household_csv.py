@@ -135,8 +135,9 @@ def _decode(data: bytes) -> str:
     return text
 
 
-def _records(text: str) -> Iterable[tuple[int, list[str]]]:
-    """(line where the record starts, cells), skipping blank lines."""
+def _records(text: str) -> Iterable[tuple[int, list[str] | Problem]]:
+    """(line where the record starts, cells), skipping blank lines; broken quoting ends the
+    file with a Problem (nothing after it can be told apart)."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     while True:
         start = reader.line_num + 1
@@ -145,10 +146,11 @@ def _records(text: str) -> Iterable[tuple[int, list[str]]]:
         except StopIteration:
             return
         except csv.Error as exc:
-            raise CsvRefused([Problem(start, "", (
+            yield start, Problem(start, "", (
                 f"broken quoting ({exc}): a field holding a comma, quote or line break must be "
                 'in double quotes, with each quote inside it doubled ("")'
-            ))]) from None
+            ))
+            return
         if any(c.strip() for c in cells):
             yield start, cells
 
@@ -226,11 +228,16 @@ def parse(data: bytes) -> list[Row]:
     first = next(records, None)
     if first is None:  # only blank lines
         raise CsvRefused([Problem(1, "", "the file is empty")])
-    names = _header(*first)
+    if isinstance(first[1], Problem):
+        raise CsvRefused([first[1]])
+    names = _header(first[0], first[1])
     problems: list[Problem] = []
     rows: list[Row] = []
     first_line: dict[str, int] = {}
     for line, cells in records:
+        if isinstance(cells, Problem):
+            problems.append(cells)
+            break
         if len(rows) + len(problems) >= MAX_ROWS:
             problems.append(Problem(line, "", f"more than {MAX_ROWS} rows: split the file"))
             break

@@ -142,6 +142,12 @@ def test_broken_quoting_is_refused_with_its_line(line: str, says: str) -> None:
     assert at == 3 and says in rule
 
 
+def test_broken_quoting_is_reported_after_the_problems_before_it() -> None:
+    got = problems(csv_file(row("h-1", phone="1"), 'h-2,"open', row("h-3")))
+    assert [(line, col) for line, col, _ in got] == [(2, "phone"), (3, "")]
+    assert "broken quoting" in got[1][2]
+
+
 def test_rows_with_too_few_or_too_many_values_are_refused() -> None:
     got = problems(csv_file(row("h-1") + ",extra", "h-2,v-1"))
     assert [(line, col) for line, col, _ in got] == [(2, ""), (3, "")]
@@ -273,3 +279,14 @@ async def test_a_bad_file_over_http_is_422_with_every_problem(http: httpx.AsyncC
 async def test_import_wants_text_csv(http: httpx.AsyncClient) -> None:
     r = await http.post("/api/households/import", json={"id": "h-1"})
     assert r.status_code == 415 and "text/csv" in r.text
+
+
+def test_the_example_in_the_docs_imports_and_its_header_is_the_format() -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "centre.md").read_text(encoding="utf-8")
+    example = re.search(r"```csv\n(.*?)```", doc, re.S)
+    assert example is not None
+    assert example.group(1).splitlines()[0] == HEAD
+    assert [r.id for r in parse(example.group(1).encode())] == ["h-001", "h-004"]
+    assert f"`{HEAD}`" in doc
