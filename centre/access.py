@@ -42,6 +42,10 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/households"): Role.OPERATOR,
     ("GET", "/api/households/{household_id}"): Role.OPERATOR,
     ("PUT", "/api/households/{household_id}"): Role.ADMIN,
+    ("DELETE", "/api/households/{household_id}"): Role.ADMIN,
+    # Every card's personal data at once: admins only, like the import.
+    ("GET", "/api/households/export"): Role.ADMIN,
+    ("POST", "/api/households/import"): Role.ADMIN,
     ("GET", "/api/broadcasts"): Role.OPERATOR,
     ("GET", "/api/broadcasts/{bc_id}"): Role.OPERATOR,
     ("GET", "/api/broadcasts/{bc_id}/cap"): Role.OPERATOR,

@@ -28,7 +28,7 @@ from centre.auth import Authorize, Principal, current_principal
 from centre.bcapi import broadcast_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
-from centre.households import households_router
+from centre.household_api import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.live import LiveHub
 from centre.scheduler import Scheduler
@@ -459,7 +459,7 @@ def create_app(
 
     app.include_router(broadcast_router(runtime, config.client_id, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
-    app.include_router(households_router(config.db_path))
+    app.include_router(households_router(lambda: runtime().store, clock))
 
     @app.get("/api/gateways", response_model=list[GatewayOut])
     async def list_gateways() -> list[GatewayOut]:

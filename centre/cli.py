@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,13 +26,19 @@ from centre.api import create_app
 from centre.auth import Role
 from centre.config import CentreConfig, ConfigError, load_config
 from centre.enrol import EnrolError, centre_public_key, enrol_gateway, init_centre
+from centre.household_csv import MAX_BYTES, CsvRefused, export_from, import_into
 from centre.store import Store, StoreError, now_ms
 from transport import backup
 from transport.keys import load_private_key
 
+
+class HouseholdFileError(Exception):
+    """A households CSV file cannot be read or written (missing, unreadable, too large)."""
+
+
 # Errors the top-level command line prints as one line (no traceback).
 ERRORS: tuple[type[Exception], ...] = (
-    ConfigError, EnrolError, StoreError, backup.BackupError, AccountError
+    ConfigError, EnrolError, StoreError, backup.BackupError, AccountError, HouseholdFileError
 )
 T = TypeVar("T")
 
@@ -141,6 +148,31 @@ def add_commands(sub: Any) -> None:
     rs.add_argument("--config", type=Path, required=True)
     rs.add_argument("file", type=Path, help="a copy made by `onekey centre backup`")
     rs.set_defaults(func=_restore)
+
+    hh = csub.add_parser(
+        "households",
+        help="household cards: import or export a CSV file (format: docs/centre.md)",
+    )
+    hsub = hh.add_subparsers(dest="households_cmd", required=True, metavar="COMMAND")
+    imp = hsub.add_parser(
+        "import",
+        help="create or replace the cards of a CSV file: every row, or nothing if one is bad",
+        description=(
+            "Checks the whole file first: every bad row is listed with its line, column and "
+            "rule, and then nothing is imported (exit status 1). Households not in the file "
+            "are kept. The centre may be running."
+        ),
+    )
+    imp.add_argument("--config", type=Path, required=True)
+    imp.add_argument("file", type=Path, help="UTF-8 CSV, with or without a byte order mark")
+    imp.set_defaults(func=_households_import)
+    exp = hsub.add_parser(
+        "export", help="write every card to a CSV file (UTF-8 with a byte order mark, as Excel wants)"
+    )
+    exp.add_argument("--config", type=Path, required=True)
+    exp.add_argument("--village", default=None, help="only this village's cards")
+    exp.add_argument("file", type=Path, help="written (replaced) with mode 0600: personal data")
+    exp.set_defaults(func=_households_export)
 
     show = csub.add_parser("show-key", help="print the centre's public key (gateways pin it)")
     show.add_argument("--config", type=Path, required=True)
@@ -366,4 +398,52 @@ def _restore(args: argparse.Namespace) -> int:
 
 def _show_key(args: argparse.Namespace) -> int:
     print(centre_public_key(args.config))
+    return 0
+
+
+def _cli_actor() -> str:
+    """Who acts, for the audit log, when no session does: the operating system's user."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):  # no user name in the environment or the password database
+        return f"cli:uid{os.getuid()}"
+
+
+def _households_import(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    path: Path = args.file
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            raise HouseholdFileError(
+                f"{path} has {path.stat().st_size} bytes, more than the {MAX_BYTES} accepted: "
+                "split it into several files"
+            )
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HouseholdFileError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        result = asyncio.run(import_into(cfg.db_path, data, _cli_actor(), source=path.name))
+    except CsvRefused as exc:
+        for problem in exc.problems:
+            print(f"{path}: {problem}", file=sys.stderr)
+        print(f"onekey: error: {path}: {exc}", file=sys.stderr)
+        return 1
+    print(f"imported {result.count} households from {path}: {result.created} new, "
+          f"{result.updated} replaced")
+    return 0
+
+
+def _households_export(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    path: Path = args.file
+    data, count = asyncio.run(export_from(cfg.db_path, _cli_actor(), args.village))
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise HouseholdFileError(f"cannot write {path}: {exc.strerror}") from None
+    print(f"exported {count} households to {path}")
     return 0

@@ -279,6 +279,51 @@ _MIGRATIONS: tuple[str, ...] = (
         SELECT id, acked_at, 'acked', COALESCE(acked_by, ''), json_object('note', acked_note)
         FROM alarms WHERE acked_at IS NOT NULL ORDER BY acked_at, id;
     """,
+    # version 6: household cards and their contacts (centre.households). Before this, centre.households
+    # created a smaller `households` table itself (CREATE TABLE IF NOT EXISTS, outside these
+    # versions): a database that has it keeps its rows (copied over, phones as they were
+    # written); one without gets an empty one to copy from.
+    """
+    CREATE TABLE IF NOT EXISTS households (
+        id TEXT PRIMARY KEY,
+        village TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL DEFAULT '',
+        phone TEXT NOT NULL DEFAULT '',
+        address TEXT NOT NULL DEFAULT '',
+        notes TEXT NOT NULL DEFAULT '',
+        updated_at INTEGER NOT NULL
+    );
+    DROP INDEX IF EXISTS households_village;
+    ALTER TABLE households RENAME TO households_before_cards;
+    CREATE TABLE households (
+        id             TEXT PRIMARY KEY,
+        village        TEXT NOT NULL DEFAULT '',
+        village_group  TEXT NOT NULL DEFAULT '',
+        name           TEXT NOT NULL DEFAULT '',
+        address        TEXT NOT NULL DEFAULT '',
+        phone          TEXT NOT NULL DEFAULT '',
+        medical        TEXT NOT NULL DEFAULT '',
+        language_notes TEXT NOT NULL DEFAULT '',
+        lat            REAL CHECK (lat IS NULL OR lat BETWEEN -90 AND 90),
+        lon            REAL CHECK (lon IS NULL OR lon BETWEEN -180 AND 180),
+        notes          TEXT NOT NULL DEFAULT '',
+        updated_at     INTEGER NOT NULL,
+        CHECK ((lat IS NULL) = (lon IS NULL))
+    );
+    INSERT INTO households (id, village, name, phone, address, notes, updated_at)
+        SELECT id, village, name, phone, address, notes, updated_at FROM households_before_cards;
+    DROP TABLE households_before_cards;
+    CREATE INDEX households_village ON households (village, village_group, id);
+    CREATE TABLE household_contacts (
+        household TEXT NOT NULL REFERENCES households (id) ON DELETE CASCADE,
+        kind      TEXT NOT NULL CHECK (kind IN ('leader', 'grid', 'family', 'doctor')),
+        position  INTEGER NOT NULL CHECK (position >= 1),
+        name      TEXT NOT NULL,
+        relation  TEXT NOT NULL DEFAULT '',
+        phone     TEXT NOT NULL,
+        PRIMARY KEY (household, kind, position)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -63,6 +63,7 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"demo: setting up keys, certificates and configuration in {run_dir}", flush=True)
         stack.setup()
         staff = demo_accounts(stack)
+        load_households(stack)
         print("demo: starting village broker, centre broker (TLS), centre and gateway", flush=True)
         stack.start()
         for i in range(1, args.buttons + 1):
@@ -103,6 +104,22 @@ def demo_accounts(stack: LocalStack) -> list[tuple[str, Role, str]]:
         add_staff(stack.centre_config, username, display, role, password, actor="demo")
         made.append((username, role, password))
     return made
+
+
+def load_households(stack: LocalStack) -> None:
+    """The demo village's household cards (harness/demo_households.csv: fictional people,
+    phone numbers 139 0000 00xx), so that an alarm shows a person and whom to call."""
+    import asyncio
+    from importlib import resources
+
+    from centre.config import load_config
+    from centre.household_csv import import_into
+
+    data = resources.files("harness").joinpath("demo_households.csv").read_bytes()
+    db = load_config(stack.centre_config).db_path
+    result = asyncio.run(import_into(db, data, "demo", source="demo_households.csv"))
+    print(f"demo: {result.count} fictional household cards with contacts loaded "
+          "(h-001 ... h-008)", flush=True)
 
 
 def print_instructions(

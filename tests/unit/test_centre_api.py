@@ -190,6 +190,7 @@ async def test_health_page_and_openapi(centre: Centre) -> None:
 
 
 async def test_households_live_at_the_centre_api(centre: Centre) -> None:
+    act_as(centre.app, Role.ADMIN)  # changing a card is audited with who did it
     put = await centre.http.put(
         "/api/households/h-001",
         json={"village": "v-1", "name": "张桂英", "phone": "13800000000", "address": "东头3号"},
