@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     from onekey.demo import add_commands as demo_commands
     from onekey.sim import add_commands as sim_commands
     from onekey.vboard import add_commands as vboard_commands
+    from onekey.vmodem import add_commands as vmodem_commands
     from provisioning.cli import add_commands as provisioning_commands
 
     parser = argparse.ArgumentParser(
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_commands(sub)
     provisioning_commands(sub)
     vboard_commands(sub)
+    vmodem_commands(sub)
     cap_commands(sub)
     return parser
 
