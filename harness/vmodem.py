@@ -415,7 +415,7 @@ class VirtualModem:
                     "network": "ok" if self.network else "none", "sim": "present" if self.sim else "missing",
                     "cms": self.cms_code if self.cms_count else None, "cms_count": self.cms_count,
                     "delay": self.delay, "reports": self.reports, "stored": sorted(self._storage),
-                    "echo": self.echo}
+                    "echo": self.echo, "pdu_input": self._pdu_mode is not None}
 
     def sent(self) -> list[dict[str, Any]]:
         return read_sent(self.dir)

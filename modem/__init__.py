@@ -19,7 +19,8 @@ SimMissing, ModemGone (unplugged: the driver re-opens the port by itself), Modem
 CmsError (`.code`, `.meaning`), CommandError; a bad number or empty text is pdu.PduError.
 Long text goes as concatenated parts; incoming parts are joined before they are delivered.
 A delivery report carries the references of the whole message and `message_delivered` once
-every part arrived. docs/modem.md has the AT commands and the state model.
+every part arrived. `same_number(a, b)` compares a reply's sender with a stored contact
+(+86 or national form). docs/modem.md has the AT commands and the state model.
 """
 
 from modem.driver import (
@@ -34,6 +35,7 @@ from modem.driver import (
     Modem,
     SendResult,
     StateChange,
+    same_number,
 )
 from modem.errors import CmsError, CommandError, ModemError, ModemGone, ModemTimeout, NoNetwork, SimMissing
 from modem.pdu import PduError
@@ -58,4 +60,5 @@ __all__ = [
     "SendResult",
     "SimMissing",
     "StateChange",
+    "same_number",
 ]

@@ -108,10 +108,18 @@ class _Tracked:
     delivered: set[int] = field(default_factory=set)
 
 
-def _same_number(a: str, b: str) -> bool:
-    # A report may give the number in national form while we sent it international.
+def same_number(a: str, b: str) -> bool:
+    """Whether two phone numbers name the same line: networks give a sender or recipient in
+    international (+86...) or national form, whichever way it was stored or sent."""
     da, db = re.sub(r"\D", "", a), re.sub(r"\D", "", b)
-    return da[-8:] == db[-8:]
+    if not da or not db:
+        return False
+    if len(da) == len(db):
+        return da == db
+    short, long_ = sorted((da, db), key=len)
+    # National form: the international number less its country code (86 for China) and any 0
+    # trunk prefix of the national one.
+    return len(short.lstrip("0")) >= 7 and long_.endswith(short.lstrip("0"))
 
 
 class Modem:
@@ -502,7 +510,7 @@ class Modem:
 
     def _report(self, sr: pdu.StatusReport) -> None:
         tracked = self._tracked.get(sr.mr)
-        if tracked is not None and not _same_number(tracked.number, sr.recipient):
+        if tracked is not None and not same_number(tracked.number, sr.recipient):
             tracked = None  # a reference reused by the module after wrapping at 255
         message_delivered = False
         refs: tuple[int, ...] = ()

@@ -214,7 +214,10 @@ async def test_unplugged_mid_send_raises_modem_gone_and_the_modem_comes_back(
 ) -> None:
     vmodem.fault(delay=0.5)
     send = asyncio.create_task(modem.send_sms(CENTRE, LONG_ZH))
-    await asyncio.sleep(0.2)
+    deadline = time.monotonic() + 3
+    while not vmodem.status()["pdu_input"]:  # the module took AT+CMGS; its prompt is late
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
     vmodem.fault(unplug=True)
     with pytest.raises(ModemGone, match=r"is gone"):
         await asyncio.wait_for(send, 5)

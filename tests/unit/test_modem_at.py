@@ -8,7 +8,7 @@ import datetime as dt
 
 import pytest
 
-from modem import pdu
+from modem import pdu, same_number
 from modem.at import Channel, Urc
 from modem.errors import CmsError, CommandError, ModemGone, ModemTimeout
 
@@ -108,6 +108,16 @@ async def test_errors_are_typed_with_their_code(
     with pytest.raises(error) as info:
         await task
     assert getattr(info.value, "code", None) == code
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [("+8613900139000", "13900139000", True), ("+8613900139000", "+86 139-0013-9000", True),
+     ("013900139000", "+8613900139000", True), ("+8613900139000", "+8613900139001", False),
+     ("+8613900139000", "139000", False), ("", "", False)],
+)
+def test_phone_numbers_in_national_and_international_form_match(a: str, b: str, same: bool) -> None:
+    assert same_number(a, b) is same
 
 
 async def test_cms_error_names_its_meaning() -> None:
