@@ -194,6 +194,7 @@ class Modem:
                 await self._task
             self._task = None
         self._close_port()
+        self._initialised.clear()
 
     async def events(self) -> AsyncIterator[Event]:
         """Incoming messages, delivery reports and state changes, in order (one consumer)."""
