@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from onekey.pki import add_commands as pki_commands
     from onekey.sim import add_commands as sim_commands
     from onekey.vboard import add_commands as vboard_commands
+    from onekey.vmodem import add_commands as vmodem_commands
     from provisioning.cli import add_commands as provisioning_commands
 
     parser = argparse.ArgumentParser(
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim_commands(sub)
     provisioning_commands(sub)
     vboard_commands(sub)
+    vmodem_commands(sub)
     cap_commands(sub)
     install_commands(sub)
     pki_commands(sub)
