@@ -29,4 +29,7 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/broadcasts"): Role.BROADCASTER,
     ("POST", "/api/broadcasts/cap"): Role.BROADCASTER,
     ("POST", "/api/broadcasts/{bc_id}/cancel"): Role.BROADCASTER,
+    ("POST", "/api/broadcasts/{bc_id}/approve"): Role.BROADCASTER,
+    ("GET", "/api/settings/broadcasts"): Role.ADMIN,
+    ("PUT", "/api/settings/broadcasts"): Role.ADMIN,
 }

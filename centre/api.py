@@ -22,11 +22,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
 from centre import frames
-from centre.bcapi import broadcast_router
+from centre.bcapi import broadcast_router, settings_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
 from centre.households import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
+from centre.live import LiveHub
 from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
 from transport import servicelock
@@ -115,6 +116,7 @@ class _Runtime:
     key: Ed25519PrivateKey
     ingest: Ingest
     scheduler: Scheduler
+    live: LiveHub
 
 
 def _event_out(ev: Event) -> EventOut:
@@ -133,6 +135,7 @@ def create_app(
     scheduler_period_s: float = 1.0,
 ) -> FastAPI:
     metrics = Metrics()
+    live = LiveHub()  # what changed, for the console's server push (app.state.live)
     rt: _Runtime | None = None
     index_html = load_index_html()
 
@@ -152,7 +155,9 @@ def create_app(
         except BaseException:
             lock.release()
             raise
-        ingest = Ingest(config, store, key, metrics, client_factory=client_factory, clock=clock)
+        ingest = Ingest(
+            config, store, key, metrics, client_factory=client_factory, clock=clock, live=live
+        )
         scheduler = Scheduler(
             ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
         )
@@ -169,7 +174,7 @@ def create_app(
                 ("broadcast-scheduler", scheduler.run),
             )
         ]
-        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler)
+        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, live)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))
         try:
             yield
@@ -199,6 +204,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.metrics = metrics
+    app.state.live = live
 
     @app.exception_handler(StoreError)
     async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
@@ -275,6 +281,7 @@ def create_app(
         return _event_out(result.event)
 
     app.include_router(broadcast_router(runtime, config.client_id, clock))
+    app.include_router(settings_router(runtime, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
     app.include_router(households_router(config.db_path))
 

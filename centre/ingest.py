@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from centre import bcreports, confs, frames
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
+from centre.live import LiveHub
 from centre.store import (
     Downlink,
     Event,
@@ -166,8 +167,10 @@ class Ingest:
         metrics: Metrics | None = None,
         client_factory: ClientFactory = broker_client,
         clock: Callable[[], int] = now_ms,
+        live: LiveHub | None = None,
     ) -> None:
         self.config = config
+        self.live = live or LiveHub()
         self.store = store
         self.broadcasts = BroadcastStore(store)
         self.key = key
@@ -327,6 +330,8 @@ class Ingest:
                 kv(event="bc_reports", gw=op.gw, bc=op.bc, reports=len(op.reports),
                    changed=it.changed)
             )
+            if it.changed:  # the console's counts of that broadcast moved
+                self.live.publish("broadcast", {"id": op.bc})
             return []
         assert it.result is not None
         ev = it.result.event
