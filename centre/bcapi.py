@@ -50,6 +50,7 @@ from centre.ingest import Ingest, kv
 from centre.live import LiveHub
 from centre.scheduler import Scheduler
 from centre.store import Store
+from protocol.broadcast import MAX_TEXT
 
 log = logging.getLogger("onekey.centre.api")
 
@@ -210,6 +211,30 @@ class BroadcastDetail(BroadcastOut):
     gateways: list[GatewayCopyOut]
     speakers: list[SpeakerOut]
     coverage: CoverageOut = Field(description="speakers targeted and played, per village")
+
+
+class PartOut(BaseModel):
+    part: str = Field(description="e.g. info[1]/description")
+    length: int = Field(description="characters")
+
+
+class CapCheckOut(BaseModel):
+    """What an import of this alert would do, without sending anything."""
+
+    acceptable: bool
+    refusal: str | None = Field(description="why an import as asked would be refused")
+    identifier: str
+    sender: str
+    msgType: str
+    status: str
+    info: bool = Field(description="false for a Cancel without <info>")
+    joined: list[int] = Field(description="the <info> blocks joined into one text")
+    parts: list[PartOut]
+    text_length: int
+    text_limit: int
+    expires_missing: bool = Field(description="true: give valid_for_s to import it")
+    villages: list[str]
+    notes: list[str]
 
 
 class SettingsIn(BaseModel):
@@ -468,14 +493,7 @@ def broadcast_router(
         ] = None,
         confirm_extreme: Annotated[bool, Query()] = False,
     ) -> BroadcastDetail:
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype not in CAP_TYPES:
-            raise HTTPException(415, f"send the alert as {CAP_TYPES[0]} (got {ctype or 'none'})")
-        data = bytearray()
-        async for chunk in request.stream():
-            data += chunk
-            if len(data) > cap.MAX_XML:
-                raise HTTPException(413, f"a CAP alert is at most {cap.MAX_XML} bytes")
+        data = await read_cap(request)
         r = runtime()
         name = _name(who, by)
         try:
@@ -496,6 +514,59 @@ def broadcast_router(
             extra={"cap_identifier": fields["id"], "cap_sender": fields["sender"],
                    "joined": fields["joined"], "notes": fields["notes"][:20]},
         ))
+
+    @router.post(
+        "/cap/check",
+        response_model=CapCheckOut,
+        summary="What an import of a CAP 1.2 alert would do, sending nothing",
+        description=(
+            "Reads the alert as `POST /api/broadcasts/cap` would, with the same query, and "
+            "says whether it would be taken: which <info> blocks are joined, the text's parts "
+            "and length against the speakers' limit, whether expires is missing (give "
+            "`valid_for_s`), what is left out, and the refusal if any. 422 for a document "
+            "that is not a CAP 1.2 alert the centre can read."
+        ),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {t: {"schema": {"type": "string"}} for t in CAP_TYPES},
+            }
+        },
+        responses={413: {"model": ErrorOut}, 415: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    )
+    async def check_cap(
+        request: Request,
+        language: Annotated[str | None, Query(max_length=8)] = None,
+        valid_for_s: Annotated[int | None, Query(ge=1, le=MAX_AHEAD_MS // 1000)] = None,
+        text: Annotated[str | None, Query(min_length=1, max_length=500)] = None,
+    ) -> CapCheckOut:
+        data = await read_cap(request)
+        r = runtime()
+        try:
+            fields = cap.from_cap_xml(bytes(data), language=language)
+        except cap.CapError as exc:
+            raise HTTPException(422, str(exc)) from None
+        refusal = None
+        villages = [str(a["village"]) for a in fields.get("area") or []]
+        try:
+            found = await r.broadcasts.find_by_cap(cap.reference_keys(fields))
+            bc = cap.to_broadcast(
+                fields, by="check", centre_id=centre_id, now=clock(), known=found,
+                live=await r.broadcasts.live_ids(b.id for b in found.values()),
+                valid_for_s=valid_for_s, text=text,
+            )
+            villages = [a.village for a in bc.area]
+        except (cap.CapError, BroadcastError) as exc:
+            refusal = str(exc)
+        spoken = text if text is not None else str(fields.get("text") or "")
+        return CapCheckOut(
+            acceptable=refusal is None, refusal=refusal, identifier=fields["id"],
+            sender=fields["sender"], msgType=fields["msgType"], status=fields["status"],
+            info=bool(fields["info"]), joined=fields["joined"],
+            parts=[PartOut(**p) for p in fields["parts"]], text_length=len(spoken),
+            text_limit=MAX_TEXT, expires_missing=bool(fields["info"]) and fields["expires"] is None,
+            villages=villages, notes=fields["notes"],
+        )
 
     @router.get("", response_model=list[BroadcastOut], summary="List broadcasts, newest first")
     async def list_broadcasts(
@@ -653,6 +724,19 @@ def settings_router(runtime: Callable[[], BroadcastRuntime], clock: Callable[[],
         return SettingsOut(**saved.as_json())
 
     return router
+
+
+async def read_cap(request: Request) -> bytes:
+    """The request's body as a CAP document: 415 for another type, 413 over the limit."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in CAP_TYPES:
+        raise HTTPException(415, f"send the alert as {CAP_TYPES[0]} (got {ctype or 'none'})")
+    data = bytearray()
+    async for chunk in request.stream():
+        data += chunk
+        if len(data) > cap.MAX_XML:
+            raise HTTPException(413, f"a CAP alert is at most {cap.MAX_XML} bytes")
+    return bytes(data)
 
 
 def _copy_out(c: GatewayCopy) -> GatewayCopyOut:

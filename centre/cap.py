@@ -494,6 +494,27 @@ def reference_keys(fields: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(str(r["sender"]), str(r["id"])) for r in fields.get("reference_details") or []]
 
 
+# The CAP element behind each broadcast field, for refusals of an import (the broadcast rules
+# speak of the API's fields).
+_ELEMENT = {
+    "expires": "info/expires", "valid_for_s": "info/expires", "start": "info/onset",
+    "text": "info/description", "area": "info/area", "village": "info/area",
+    "sender": "alert/sender", "references": "alert/references", "identifier": "alert/identifier",
+    "language": "info/language", "event": "info/event", "repeat": "info/parameter",
+    "give": "info/description",
+}
+
+
+def _as_cap(exc: BroadcastError) -> BroadcastError:
+    """The same refusal, naming the CAP element first."""
+    msg = str(exc)
+    word = re.split(r"[\s.:]", msg, maxsplit=1)[0]
+    element = _ELEMENT.get(word)
+    if element is None and msg.startswith("the copy for gateway"):
+        element = "info/area"
+    return BroadcastError(f"{element}: {msg}" if element else msg)
+
+
 def _too_long(fields: Mapping[str, Any], text: str) -> NoReturn:
     parts = ", ".join(f"{p['part']} {p['length']}" for p in fields.get("parts") or [])
     joined = fields.get("joined") or []
@@ -613,21 +634,24 @@ def to_broadcast(
     try:
         req = BroadcastIn.model_validate({**body, "by": by})
     except ValidationError as exc:
-        raise BroadcastError(validation_message(exc)) from None
+        raise _as_cap(BroadcastError(validation_message(exc))) from None
     sender = str(fields["sender"])
     if len(sender) > MAX_SENDER:
         sender = make_sender(centre_id, by)
         note(f"alert/sender is over {MAX_SENDER} characters: kept at the centre, gateways "
              f"are told {sender}")
-    return build(
-        req,
-        centre_id=centre_id,
-        now=now,
-        known={b.id: b for b in refs},
-        identifier=bc_id or make_id(centre_id, now),
-        sender=sender,
-        sent=int(fields["sent"]),
-        references=[b.as_reference() for b in refs],
-        allow_past_start=True,
-        origin=origin,
-    )
+    try:
+        return build(
+            req,
+            centre_id=centre_id,
+            now=now,
+            known={b.id: b for b in refs},
+            identifier=bc_id or make_id(centre_id, now),
+            sender=sender,
+            sent=int(fields["sent"]),
+            references=[b.as_reference() for b in refs],
+            allow_past_start=True,
+            origin=origin,
+        )
+    except BroadcastError as exc:
+        raise _as_cap(exc) from None

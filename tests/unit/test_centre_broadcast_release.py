@@ -248,3 +248,31 @@ async def test_coverage_per_village_and_a_live_change_when_reports_move_it(
     assert [(v["village"], v["gateways"], v["targeted"], v["played"]) for v in cov["villages"]] == [
         ("v-1", ["gw-1"], 2, 1), ("v-3", ["gw-2"], 1, 1)
     ]
+
+
+async def test_staff_see_what_an_import_would_do_before_sending_it(centre: Centre) -> None:
+    assert ACCESS[("POST", "/api/broadcasts/cap/check")] is Role.BROADCASTER
+    act_as(centre.app, Role.BROADCASTER, "li")
+    xml = (DATA / "nws-thunderstorm-two-info.xml").read_bytes()
+    centre.now[0] = from_cap_xml(xml)["sent"]
+
+    async def check(doc: bytes, **params: Any) -> dict[str, Any]:
+        r = await centre.http.post("/api/broadcasts/cap/check", params=params, content=doc,
+                                   headers={"content-type": "application/cap+xml"})
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    out = await check(xml)
+    assert not out["acceptable"] and out["refusal"].startswith("info/description: the text")
+    assert out["joined"] == [1, 2] and out["text_length"] == 1011 and out["text_limit"] == 500
+    assert out["parts"][0]["part"] == "info[1]/description"
+    assert out["villages"] == ["v-1", "v-2"]
+    fine = await check(xml, text="雷暴警报：请立即进入室内。")
+    assert fine["acceptable"] and fine["text_length"] == 13
+    oasis = (DATA / "oasis-homeland-security.xml").read_bytes()
+    centre.now[0] = from_cap_xml(oasis)["sent"]
+    missing = await check(oasis)
+    assert missing["expires_missing"] and "valid_for_s" in missing["refusal"]
+    assert (await check(oasis, valid_for_s=3600))["acceptable"]
+    assert centre.copies() == [] and (await centre.http.get("/api/broadcasts")).json() == []

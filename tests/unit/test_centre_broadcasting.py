@@ -577,7 +577,7 @@ async def test_the_cap_command_checks_exports_and_reports_an_absent_centre(
     # The original has expired by now (2024): the centre would refuse it.
     (tmp_path / "old.xml").write_text(xml, encoding="utf-8")
     assert await asyncio.to_thread(main, ["cap", "check", str(tmp_path / "old.xml")]) == 1
-    assert "refused: expires" in capsys.readouterr().err
+    assert "refused: info/expires: expires" in capsys.readouterr().err
 
     nowhere = "http://127.0.0.1:9"  # discard port: nothing listens
     argv = ["cap", "import", str(tmp_path / "ok.xml"), "--by", "Li", "--api", nowhere]

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from centre.broadcast import DRILL_PREFIX, Area, Broadcast, BroadcastIn, build
+from centre.broadcast import DRILL_PREFIX, Area, Broadcast, BroadcastError, BroadcastIn, build
 from centre.cap import CapError, from_cap_xml, reference_keys, to_broadcast
 from device_fw import okproto
 
@@ -170,3 +170,55 @@ def test_a_test_alert_reads_with_its_status() -> None:
     fields = read("status-test.xml")
     bc = to_broadcast(fields, by="li", centre_id="centre", now=fields["sent"])
     assert bc.status == "Test" and not bc.needs_extreme_confirmation()
+
+
+def test_a_refusal_by_the_broadcast_rules_names_the_cap_element() -> None:
+    fields = read("iceland-43-char-identifier.xml")
+    late = fields["sent"] + 86_400_000  # read a day later: it has expired
+    with pytest.raises(BroadcastError, match=r"^info/expires: expires .* is not after now"):
+        to_broadcast(fields, by="li", centre_id="centre", now=late)
+    with pytest.raises(BroadcastError, match=r"^info/area: area is empty"):
+        to_broadcast({**fields, "area": []}, by="li", centre_id="centre", now=fields["sent"])
+    with pytest.raises(BroadcastError, match=r"^info/description: .*outside the Basic"):
+        to_broadcast({**fields, "text": "🔥"}, by="li", centre_id="centre", now=fields["sent"])
+
+
+def test_cap_check_prints_joined_blocks_parts_and_takes_a_chosen_validity_and_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from onekey.cli import main
+
+    # Old documents have expired by now: the refusals are what staff would read.
+    nws = str(DATA / "nws-thunderstorm-two-info.xml")
+    assert main(["cap", "check", nws]) == 1
+    err = capsys.readouterr().err
+    assert "the text to speak is 1011 characters" in err
+    oasis = str(DATA / "oasis-homeland-security.xml")
+    assert main(["cap", "check", oasis]) == 1
+    assert "valid_for_s=SECONDS" in capsys.readouterr().err
+    exercise = str(DATA / "status-exercise.xml")
+    assert main(["cap", "check", exercise, "--valid-for", "600"]) == 1  # expires given, old
+    assert "info/expires: expires" in capsys.readouterr().err
+
+
+def test_cap_check_lists_what_was_joined(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from centre.cap import format_time
+    from centre.store import now_ms
+    from onekey.cli import main
+
+    xml = (DATA / "nws-thunderstorm-two-info.xml").read_text(encoding="utf-8")
+    # The same alert sent now, so that it is taken today.
+    now = now_ms()
+    current = xml
+    for old, shift in (("2024-06-14T15:42:00-05:00", 0), ("2024-06-14T16:30:00-05:00", 3_600_000),
+                       ("2024-06-14T16:45:00-05:00", 4_500_000)):
+        current = current.replace(old, format_time(now + shift))
+    path = tmp_path / "current.xml"
+    path.write_text(current, encoding="utf-8")
+    assert main(["cap", "check", str(path), "--text", "雷暴警报。"]) == 0
+    out = capsys.readouterr().out
+    assert "joined: <info> blocks 1, 2" in out
+    assert "part: info[1]/description 620 characters" in out
+    assert "part: info[2]/description 53 characters" in out
