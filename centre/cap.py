@@ -387,12 +387,9 @@ def _join(read: list[dict[str, Any]], numbers: list[int], notes: list[str]) -> d
     first = dict(read[0])
     if len(read) == 1:
         return first
-    for r in read[1:]:
+    for n, r in zip(numbers[1:], read[1:], strict=True):
         if (r["category"], r["event"]) != (first["category"], first["event"]):
-            notes.append(
-                f"info[{numbers[read.index(r)]}]: event {r['event']!r} joined to "
-                f"{first['event']!r}"
-            )
+            notes.append(f"info[{n}]: event {r['event']!r} joined to {first['event']!r}")
     first["urgency"] = min((r["urgency"] for r in read), key=lambda v: _rank(v, URGENCIES))
     first["severity"] = min((r["severity"] for r in read), key=lambda v: _rank(v, SEVERITIES))
     first["certainty"] = min((r["certainty"] for r in read), key=lambda v: _rank(v, CERTAINTIES))
@@ -613,6 +610,9 @@ def to_broadcast(
             if k in fields
         }
         body["msgType"] = msg_type
+        if body.get("expires") is None and msg_type == "Cancel" and valid_for_s is None:
+            # A Cancel stops sound until what it cancels would have ended.
+            body["expires"] = max(b.expires for b in refs)
         if body.get("expires") is None:
             if valid_for_s is None:
                 _fail(

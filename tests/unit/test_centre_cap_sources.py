@@ -222,3 +222,20 @@ def test_cap_check_lists_what_was_joined(
     assert "joined: <info> blocks 1, 2" in out
     assert "part: info[1]/description 620 characters" in out
     assert "part: info[2]/description 53 characters" in out
+
+
+def test_a_cancel_with_info_but_no_expires_lasts_as_long_as_what_it_cancels() -> None:
+    alert = read("usgs-58-char-identifier.xml")
+    made = to_broadcast(alert, by="li", centre_id="centre", now=alert["sent"])
+    xml = (DATA / "usgs-58-char-identifier.xml").read_text(encoding="utf-8")
+    cancel_xml = (
+        xml.replace("<msgType>Alert</msgType>", "<msgType>Cancel</msgType>\n  <references>"
+                    f"{alert['sender']},{alert['id']},2024-08-10T08:29:51-00:00</references>")
+        .replace(alert["id"], "us7000n7n8-cancel", 1)
+        .replace("<expires>2024-08-10T08:59:51-00:00</expires>", "")
+    )
+    cancel = from_cap_xml(cancel_xml)
+    assert cancel["expires"] is None and cancel["info"] is True
+    bc = to_broadcast(cancel, by="li", centre_id="centre", now=alert["sent"] + 60_000,
+                      known={(alert["sender"], alert["id"]): made})
+    assert bc.msg_type == "Cancel" and bc.expires == made.expires
