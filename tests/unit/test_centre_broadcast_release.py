@@ -276,3 +276,39 @@ async def test_staff_see_what_an_import_would_do_before_sending_it(centre: Centr
     assert missing["expires_missing"] and "valid_for_s" in missing["refusal"]
     assert (await check(oasis, valid_for_s=3600))["acceptable"]
     assert centre.copies() == [] and (await centre.http.get("/api/broadcasts")).json() == []
+
+
+async def test_an_update_awaiting_approval_stops_what_it_replaces_only_once_released(
+    centre: Centre,
+) -> None:
+    act_as(centre.app, Role.ADMIN, "admin")
+    await centre.http.put("/api/settings/broadcasts",
+                          json={"approval": "extreme", "drill_villages": []})
+    act_as_broadcaster(centre.app, 1, "li")
+    first = await post(centre, 201)
+    upd = await post(centre, 201, msgType="Update", references=[first["id"]], area=[],
+                     severity="Extreme", confirm_extreme=True)
+    assert upd["state"] == "awaiting_approval"
+    assert (await centre.get(first["id"]))["state"] in ("sending", "sent")  # still playing
+    act_as_broadcaster(centre.app, 2, "wang")
+    r = await centre.http.post(f"/api/broadcasts/{upd['id']}/approve")
+    assert r.status_code == 200, r.text
+    got = await centre.get(first["id"])
+    assert (got["state"], got["replaced_by"]) == ("updated", upd["id"])
+
+
+async def test_an_approved_broadcast_keeps_its_start_and_one_that_expired_waiting_is_refused(
+    centre: Centre,
+) -> None:
+    act_as(centre.app, Role.ADMIN, "admin")
+    await centre.http.put("/api/settings/broadcasts", json={"approval": "all", "drill_villages": []})
+    act_as_broadcaster(centre.app, 1, "li")
+    later = await post(centre, 201, start=NOW + 60_000)
+    short = await post(centre, 201, valid_for_s=60)
+    act_as_broadcaster(centre.app, 2, "wang")
+    r = await centre.http.post(f"/api/broadcasts/{later['id']}/approve")
+    assert r.json()["state"] == "scheduled" and copies_for(centre, later["id"]) == []
+    centre.now[0] = NOW + 61_000
+    await centre_wait(centre, later["id"])  # the scheduler releases it at its start
+    expired = await centre.http.post(f"/api/broadcasts/{short['id']}/approve")
+    assert expired.status_code == 409 and "expired while it waited" in expired.json()["detail"]
