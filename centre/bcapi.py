@@ -4,6 +4,12 @@
 A posted broadcast is checked (centre.broadcast), routed to the gateways that serve its
 villages, signed once per gateway and stored with its copies in one transaction; the ingest
 task publishes the copies that are due, the scheduler the others when their start comes.
+
+Before that: severity Extreme to a whole village needs `confirm_extreme` (409); a `Test` is
+recorded and never sent; an `Exercise` goes only to drill villages; and with the setting
+`approval` a broadcast waits, `awaiting_approval`, until a different broadcaster approves it.
+`settings_router` serves those settings (admin). Every create, approve and cancel is audited
+in its own transaction and announced on the live hub.
 """
 
 from __future__ import annotations

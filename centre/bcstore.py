@@ -9,7 +9,9 @@ restart, when the gateway is heard again and periodically, until the gateway con
 copy stays in the outbox until confirmed, or until its broadcast expires (a gateway refuses an
 expired broadcast, so nothing is left to deliver).
 
-Broadcast states: `scheduled` (held until its start) → `sending` (some copy not yet at the
+Broadcast states: `awaiting_approval` (a second broadcaster releases it) and `recorded` (never
+sent: a Test, or an Exercise where no village has drills), both stored `scheduled` with `hold`
+set; `scheduled` (held until its start) → `sending` (some copy not yet at the
 broker) → `sent`; or `cancelled` (staff cancelled it, or a Cancel referenced it), `updated` (an
 Update replaced it), `expired` (its time ran out before any copy could be sent).
 Copy states: `scheduled`, `pending`, `sent`, `expired` (not sent before it expired), `withheld`
