@@ -51,5 +51,9 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/broadcasts/{bc_id}/cap"): Role.OPERATOR,
     ("POST", "/api/broadcasts"): Role.BROADCASTER,
     ("POST", "/api/broadcasts/cap"): Role.BROADCASTER,
+    ("POST", "/api/broadcasts/cap/check"): Role.BROADCASTER,
     ("POST", "/api/broadcasts/{bc_id}/cancel"): Role.BROADCASTER,
+    ("POST", "/api/broadcasts/{bc_id}/approve"): Role.BROADCASTER,
+    ("GET", "/api/settings/broadcasts"): Role.ADMIN,
+    ("PUT", "/api/settings/broadcasts"): Role.ADMIN,
 }

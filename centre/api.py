@@ -25,7 +25,7 @@ from centre import frames, lifecycle
 from centre.access import ACCESS
 from centre.accounts import Accounts
 from centre.auth import Authorize, Principal, current_principal
-from centre.bcapi import broadcast_router
+from centre.bcapi import broadcast_router, settings_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
 from centre.household_api import households_router
@@ -171,6 +171,7 @@ class _Runtime:
     ingest: Ingest
     scheduler: Scheduler
     accounts: Accounts
+    live: LiveHub
 
 
 def _event_out(ev: Event) -> EventOut:
@@ -230,7 +231,7 @@ def create_app(
             )
         ]
         accounts = Accounts(store, config.auth, clock)
-        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts)
+        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts, live)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))
         try:
             yield
@@ -458,6 +459,7 @@ def create_app(
         )
 
     app.include_router(broadcast_router(runtime, config.client_id, clock))
+    app.include_router(settings_router(runtime, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
     app.include_router(households_router(lambda: runtime().store, clock))
 

@@ -171,8 +171,8 @@ class Ingest:
         live: LiveHub | None = None,
     ) -> None:
         self.config = config
-        # New alarms, cancels and tests are published here once committed (the console's push).
-        self.live = live
+        # What committed changes go to (the console's push): new alarms, cancels, report counts.
+        self.live = live or LiveHub()
         self.store = store
         self.broadcasts = BroadcastStore(store)
         self.key = key
@@ -250,8 +250,6 @@ class Ingest:
     async def _publish(self, items: list[_Item]) -> None:
         """Tell the consoles what the committed batch changed: each new alarm or test press,
         and the alarm each new cancel refers to, as `GET /api/alarms/{id}` shows it."""
-        if self.live is None:
-            return
         refs: list[str] = []
         for it in items:
             if it.rejected is not None or it.result is None or not it.result.created:
@@ -355,6 +353,8 @@ class Ingest:
                 kv(event="bc_reports", gw=op.gw, bc=op.bc, reports=len(op.reports),
                    changed=it.changed)
             )
+            if it.changed:  # the console's counts of that broadcast moved
+                self.live.publish("broadcast", {"id": op.bc})
             return []
         assert it.result is not None
         ev = it.result.event

@@ -324,6 +324,28 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (household, kind, position)
     );
     """,
+    # version 7: broadcasts from CAP sources and their release (centre.bcstore): a CAP import's own
+    # identity (kept as its source gave it, mapped to the broadcast id), who created and who
+    # approved a broadcast, a broadcast held back (`hold`: awaiting_approval, or recorded and
+    # never sent: status Test, or an Exercise where no village has drills), and the broadcast
+    # settings (second approval, drill villages).
+    """
+    ALTER TABLE broadcasts ADD COLUMN hold TEXT
+        CHECK (hold IS NULL OR hold IN ('awaiting_approval', 'recorded'));
+    ALTER TABLE broadcasts ADD COLUMN hold_reason TEXT;
+    ALTER TABLE broadcasts ADD COLUMN created_by_id INTEGER;
+    ALTER TABLE broadcasts ADD COLUMN approved_by TEXT;
+    ALTER TABLE broadcasts ADD COLUMN approved_at INTEGER;
+    ALTER TABLE broadcasts ADD COLUMN cap_identifier TEXT;
+    ALTER TABLE broadcasts ADD COLUMN cap_sender TEXT;
+    ALTER TABLE broadcasts ADD COLUMN cap_origin TEXT;
+    CREATE UNIQUE INDEX broadcasts_cap ON broadcasts (cap_sender, cap_identifier)
+        WHERE cap_identifier IS NOT NULL;
+    CREATE TABLE broadcast_settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

@@ -41,12 +41,16 @@ def add_commands(sub: Any) -> None:
     check = csub.add_parser("check", help="check that the centre would take a CAP alert")
     check.add_argument("file", type=Path, metavar="FILE.xml")
     check.add_argument("--language", help="the <info> to use when the alert has several")
+    _import_options(check)
     check.set_defaults(func=_check)
 
     imp = csub.add_parser("import", help="send a CAP alert as a broadcast through the centre")
     imp.add_argument("file", type=Path, metavar="FILE.xml")
     imp.add_argument("--by", required=True, help="your name: the staff member who sends it")
     imp.add_argument("--language", help="the <info> to use when the alert has several")
+    _import_options(imp)
+    imp.add_argument("--confirm-extreme", action="store_true",
+                     help="confirm a broadcast of severity Extreme to a whole village")
     imp.add_argument("--api", default=None, help=api_help)
     imp.add_argument("--token-file", type=Path, default=None, help=token_help)
     imp.set_defaults(func=_import)
@@ -59,6 +63,13 @@ def add_commands(sub: Any) -> None:
     exp.add_argument("--token-file", type=Path, default=None, help=token_help + " (with --api)")
     exp.add_argument("-o", "--output", type=Path, help="write to this file, not stdout")
     exp.set_defaults(func=_export)
+
+
+def _import_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--valid-for", type=int, metavar="SECONDS", dest="valid_for_s",
+                   help="how long it plays, for an alert without expires")
+    p.add_argument("--text", help="what speakers say instead of the alert's text (at most 500 "
+                   "characters), for an alert whose text is longer")
 
 
 def _api(args: argparse.Namespace) -> str:
@@ -126,7 +137,10 @@ def _check(args: argparse.Namespace) -> int:
 
     try:
         fields = from_cap_xml(_read(args.file), language=args.language)
-        bc = to_broadcast(fields, by="check", centre_id="centre", now=now_ms())
+        bc = to_broadcast(
+            fields, by="check", centre_id="centre", now=now_ms(),
+            valid_for_s=args.valid_for_s, text=args.text,
+        )
     except (CapError, BroadcastError) as exc:
         print(f"{args.file}: refused: {exc}", file=sys.stderr)
         return 1
@@ -134,10 +148,14 @@ def _check(args: argparse.Namespace) -> int:
         return _fail(exc)
     villages = ", ".join(a.village for a in bc.area)
     print(
-        f"{args.file}: ok: {bc.id} {bc.msg_type} {bc.status}, {bc.urgency}/{bc.severity}/"
+        f"{args.file}: ok: {fields['id']} {bc.msg_type} {bc.status}, {bc.urgency}/{bc.severity}/"
         f"{bc.certainty} (priority {bc.priority}), villages {villages}, "
         f"{len(bc.text)} characters, repeat {bc.repeat}"
     )
+    if fields["joined"]:
+        print(f"joined: <info> blocks {', '.join(str(n) for n in fields['joined'])}")
+    for part in fields["parts"]:
+        print(f"part: {part['part']} {part['length']} characters")
     for note in fields["notes"]:
         print(f"note: {note}")
     return 0
@@ -147,6 +165,12 @@ def _import(args: argparse.Namespace) -> int:
     query = {"by": args.by}
     if args.language:
         query["language"] = args.language
+    if args.valid_for_s is not None:
+        query["valid_for_s"] = str(args.valid_for_s)
+    if args.text:
+        query["text"] = args.text
+    if args.confirm_extreme:
+        query["confirm_extreme"] = "true"
     url = f"{_api(args)}/api/broadcasts/cap?{urllib.parse.urlencode(query)}"
     try:
         answer = json.loads(_request(url, _token(args), _read(args.file), "application/cap+xml"))

@@ -52,6 +52,7 @@ def broadcast(**kw: Any) -> dict[str, Any]:
         "area": [{"village": "v-xiaocun"}],
         "text": "山洪预警：请立即撤离到安全地带。",
         "clip": "siren",
+        "confirm_extreme": True,  # Extreme to a whole village: staff confirm it
         **kw,
     }
 
@@ -119,11 +120,18 @@ async def test_a_broadcast_reaches_the_gateway_signed_and_its_reports_come_back(
         rc = await asyncio.to_thread(
             main, ["cap", "import", str(xml_path), "--by", "Zhao", "--api", base]
         )
+        assert rc == 2  # Extreme to a whole village: refused until staff confirm it
+        rc = await asyncio.to_thread(
+            main, ["cap", "import", str(xml_path), "--by", "Zhao", "--api", base,
+                   "--confirm-extreme"]
+        )
         assert rc == 0
         imported = await next_broadcast(site, gw)
-        assert (imported["id"], imported["sender"], imported["text"]) == (
-            "imported-7", copy["sender"], copy["text"]
-        )
+        # The import gets the centre's own id; the source's identifier stays at the centre.
+        assert imported["id"] != "imported-7"
+        assert (imported["sender"], imported["text"]) == (copy["sender"], copy["text"])
+        got = (await http.get(f"/api/broadcasts/{imported['id']}")).json()
+        assert got["cap_source"]["identifier"] == "imported-7"
 
         # Staff cancel the first: the gateway gets a signed Cancel that references it.
         r = await http.post(f"/api/broadcasts/{bc_id}/cancel", json={"by": "Zhao", "note": "ok"})
