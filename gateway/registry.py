@@ -247,6 +247,8 @@ class DeviceRecord:
     counter_floor: int
     # The newest test event from the device: (counter, gateway receive time ms, state).
     last_test: tuple[int, int, str] | None
+    power: str = "mains"
+    period_s: int = 0
 
 
 def _groups(text: str | None) -> tuple[str, ...]:
@@ -348,7 +350,7 @@ def _check_takeover(
 
 _RECORD_SQL = (
     "SELECT id, role, village, household, groups, enabled, hw_id, created_at, last_seen,"
-    " status_json FROM devices"
+    " status_json, power, period_s FROM devices"
 )
 
 
@@ -372,6 +374,8 @@ def _record(conn: sqlite3.Connection, r: Any) -> DeviceRecord:
         status_json=str(r[9]) if r[9] is not None else None,
         counter_floor=_counter_floor(conn, dev_id),
         last_test=(int(test[0]), int(test[1]), str(test[2])) if test else None,
+        power=str(r[10]),
+        period_s=int(r[11]),
     )
 
 
