@@ -224,6 +224,23 @@ async def _apply(
     )
 
 
+async def record_seen(
+    db: aiosqlite.Connection, gw: str, devs: Sequence[uplink.DeviceSeen], now_ms: int
+) -> int:
+    """A gateway heartbeat's `devs` (§6.5): when each device was last heard, its last reading.
+    Only devices already in the list (their `seen` came) change, and last_seen never moves
+    back. Returns how many rows changed."""
+    if not devs:
+        return 0
+    before = db.total_changes
+    await db.executemany(
+        "UPDATE devices SET last_seen = ?, bat = COALESCE(?, bat), fw = COALESCE(?, fw), "
+        "updated_at = ? WHERE gw = ? AND id = ? AND (last_seen IS NULL OR last_seen < ?)",
+        [(d.last_seen, d.bat, d.fw, now_ms, gw, d.id, d.last_seen) for d in devs],
+    )
+    return db.total_changes - before
+
+
 # -- reads and staff actions (the API, centre.device_api)
 
 

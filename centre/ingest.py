@@ -332,6 +332,8 @@ class Ingest:
                         it.rejected = frames.Rejected(
                             frames.REPLAY, f"heartbeat ts {op.ts} is not newer"
                         )
+                    elif op.devs:
+                        await devices.record_seen(db, op.gw, op.devs, now)
                 elif isinstance(op, bcreports.ReportBatch):
                     try:
                         it.changed = await record_reports(db, op, now)

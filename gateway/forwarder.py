@@ -370,6 +370,9 @@ class CentreSide:
                         tuple(sorted(
                             {self.cfg.village} | {d.village for d in self.registry.devices.values()}
                         )),
+                        # When its devices were last heard, some at a time (§6.5, supervision).
+                        None if self.village.supervisor is None
+                        else self.village.supervisor.seen_batch(),
                     )
                 )
                 payload = sign_frame(self.key, self.hb_topic, encode_json(body))

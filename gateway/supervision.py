@@ -63,6 +63,7 @@ class Supervisor:
         self.watches: dict[str, suprules.Watch] = {}
         self._saved: dict[str, SupervisionRow] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._listed = 0  # where the next heartbeat's `devs` starts (§6.5)
 
     async def init(self) -> None:
         """Load who was lost, low or faulty; every watched device gets a fresh grace now."""
@@ -122,6 +123,22 @@ class Supervisor:
         w = self.watches.get(dev.id)
         if w is not None:
             suprules.will(w, self.clock(), self.marks)
+
+    def seen_batch(self, limit: int = uplink.MAX_DEVS) -> tuple[uplink.DeviceSeen, ...]:
+        """§6.5 `devs` for the next gateway heartbeat: up to `limit` watched devices with when
+        each was last heard, taking turns when there are more, so that the centre's device
+        list shows every device's last seen within a few heartbeats."""
+        heard = sorted(
+            (uplink.DeviceSeen(d, w.last_seen, w.bat, w.fw)
+             for d, w in self.watches.items() if w.last_seen is not None),
+            key=lambda s: s.id,
+        )
+        if not heard:
+            return ()
+        start = self._listed % len(heard)
+        chosen = (heard[start:] + heard[:start])[:limit]
+        self._listed = start + len(chosen)
+        return tuple(chosen)
 
     # -- deadlines
 

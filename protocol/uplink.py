@@ -34,6 +34,7 @@ SUP_WHATS = (
 POWER_PROFILES = ("mains", "battery")
 MAX_CODE = 16  # a fault code (§4 `flt`)
 MAX_VILLAGES = 64  # §6.5: per gateway heartbeat
+MAX_DEVS = 64  # §6.5: supervised devices listed in one gateway heartbeat
 MAX_CONFIRMATIONS = 200  # §6.6: acks and broadcast ids in one message
 CONFIRMED_STATES = ("received", "acked")  # §6.6: the §6.4 states a gateway confirms
 
@@ -292,19 +293,47 @@ def parse_event(body: Mapping[str, Any], gw: str) -> Event:
 
 
 @dataclass(frozen=True)
+class DeviceSeen:
+    """§6.5 `devs`: when the gateway last heard one supervised device, and its last reading."""
+
+    id: str
+    last_seen: int  # gateway Unix ms
+    bat: int | None = None
+    fw: str | None = None
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     gw: str
     ts: int
     outbox: int  # -1: the gateway could not read its own store
     devices: int
     villages: tuple[str, ...] | None = None  # absent from older gateways' heartbeats
+    devs: tuple[DeviceSeen, ...] | None = None  # absent from older gateways' heartbeats
 
 
 def encode_heartbeat(hb: Heartbeat) -> dict[str, Any]:
     body: dict[str, Any] = {"gw": hb.gw, "ts": hb.ts, "outbox": hb.outbox, "devices": hb.devices}
     if hb.villages is not None:
         body["villages"] = list(hb.villages)
+    if hb.devs is not None:
+        body["devs"] = [[d.id, d.last_seen, d.bat, d.fw] for d in hb.devs]
     return body
+
+
+def _device_seen(item: object, i: int) -> DeviceSeen:
+    if not isinstance(item, list) or len(item) != 4:
+        raise Rejected(BAD_FIELD, f"devs[{i}] must be [device id, last_seen, bat, fw]")
+    dev, seen, bat, fw = item
+    if not isinstance(dev, str) or not valid_id(dev) or reserved_id(dev):
+        raise Rejected(BAD_FIELD, f"devs[{i}][0] must be a device id (§1.1)")
+    if type(seen) is not int or not 0 <= seen < MAX_INT:
+        raise Rejected(BAD_FIELD, f"devs[{i}][1] must be a time in Unix ms")
+    if bat is not None and (type(bat) is not int or not 0 <= bat <= 100):
+        raise Rejected(BAD_FIELD, f"devs[{i}][2] must be a battery percentage 0..100 or null")
+    if fw is not None and (not isinstance(fw, str) or len(fw) > MAX_CODE):
+        raise Rejected(BAD_FIELD, f"devs[{i}][3] must be a string of at most {MAX_CODE} or null")
+    return DeviceSeen(dev, seen, bat, fw)
 
 
 def parse_heartbeat(body: Mapping[str, Any], gw: str) -> Heartbeat:
@@ -320,7 +349,13 @@ def parse_heartbeat(body: Mapping[str, Any], gw: str) -> Heartbeat:
         or not all(valid_id(v) for v in villages)
     ):
         raise Rejected(BAD_FIELD, f"villages must be a list of at most {MAX_VILLAGES} village ids")
-    return Heartbeat(gw, ts, outbox, devices, None if villages is None else tuple(villages))
+    devs = body.get("devs")
+    if devs is not None and (not isinstance(devs, list) or len(devs) > MAX_DEVS):
+        raise Rejected(BAD_FIELD, f"devs must be a list of at most {MAX_DEVS} devices")
+    return Heartbeat(
+        gw, ts, outbox, devices, None if villages is None else tuple(villages),
+        None if devs is None else tuple(_device_seen(d, i) for i, d in enumerate(devs)),
+    )
 
 
 # -- §6.6 confirmations

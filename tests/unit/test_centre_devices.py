@@ -25,8 +25,8 @@ from centre.config import CentreConfig, load_config
 from centre.enrol import enrol_gateway_async, init_centre
 from centre.live import Change
 from harness.fakegateway import FakeBroker, signed_event, wait_until
-from protocol import uplink
-from protocol.signed import verify_frame
+from protocol import topics, uplink
+from protocol.signed import encode_json, sign_frame, verify_frame
 from tests.auth_support import act_as
 from transport.keys import load_public_hex, public_hex
 
@@ -179,6 +179,27 @@ async def test_duplicate_and_late_events_do_not_move_the_device_back(centre: Cen
     (dev,) = await centre.devices()
     assert (dev["status"], dev["lost"]) == ("ok", False)
     assert len((await centre.http.get("/api/device-events")).json()) == 3
+
+
+async def test_gateway_heartbeat_moves_last_seen_of_listed_devices_only_forward(
+    centre: Centre,
+) -> None:
+    await centre.receive(sup_body(1, "seen"))
+
+    async def heartbeat(ts: int, devs: list[list[Any]]) -> None:
+        m = centre.app.state.metrics
+        before = m.counts["heartbeats"]
+        body = {"gw": "gw-1", "ts": ts, "outbox": 0, "devices": 2, "devs": devs}
+        topic = topics.heartbeat("gw-1")
+        centre.broker.clients[-1].deliver(topic, sign_frame(GW_KEY, topic, encode_json(body)))
+        await wait_until(lambda: m.counts["heartbeats"] > before)
+
+    await heartbeat(1, [["spk-1", 990_000, None, "spk-1.0.1"], ["spk-9", 990_000, 50, None]])
+    (dev,) = await centre.devices()  # spk-9 was never seen: not listed
+    assert (dev["last_seen"], dev["fw"]) == (990_000, "spk-1.0.1")
+    await heartbeat(2, [["spk-1", 980_000, None, None]])
+    (dev,) = await centre.devices()
+    assert dev["last_seen"] == 990_000
 
 
 async def test_a_supervision_event_with_a_bad_sup_is_refused(centre: Centre) -> None:

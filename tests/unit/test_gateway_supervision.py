@@ -266,3 +266,26 @@ async def test_revoked_device_is_no_longer_supervised(tmp_path: Path) -> None:
         assert [b["sup"]["what"] for b in await outbox(store)] == ["seen"]  # type: ignore[index]
     finally:
         await store.close()
+
+
+async def test_heartbeat_lists_devices_last_heard_taking_turns(tmp_path: Path) -> None:
+    clock = Clock()
+    devs = [Device(f"btn-{i}", b"k" * 32, "button", "v-1", "h", True) for i in range(5)]
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    try:
+        sup = Supervisor(SupervisionConfig(), store, registry_with(*devs), Metrics(), clock=clock)
+        await sup.init()
+        assert sup.seen_batch(2) == ()
+        for i, d in enumerate(devs):
+            clock.now = T0 + i
+            sup.heard(d, "hb", {"bat": 50 + i, "fw": "btn-1.0.0"})
+        first = sup.seen_batch(2)
+        assert first[0] == uplink.DeviceSeen("btn-0", T0, 50, "btn-1.0.0")
+        rounds = [first, sup.seen_batch(2), sup.seen_batch(2)]
+        assert [[s.id for s in r] for r in rounds] == [
+            ["btn-0", "btn-1"], ["btn-2", "btn-3"], ["btn-4", "btn-0"],
+        ]
+        await settle(sup)
+    finally:
+        await store.close()
