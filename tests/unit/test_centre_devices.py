@@ -202,6 +202,14 @@ async def test_gateway_heartbeat_moves_last_seen_of_listed_devices_only_forward(
     assert dev["last_seen"] == 990_000
 
 
+async def test_the_staff_page_shows_devices_needing_attention(centre: Centre) -> None:
+    page = (await centre.http.get("/")).text
+    assert 'getJSON("/api/devices")' in page and "renderDevices(devices)" in page
+    spec = (await centre.http.get("/openapi.json")).json()
+    assert {"/api/devices", "/api/device-events", "/api/device-events/{event_id}",
+            "/api/device-events/{event_id}/ack"} <= set(spec["paths"])
+
+
 async def test_a_supervision_event_with_a_bad_sup_is_refused(centre: Centre) -> None:
     body = sup_body(1, "lost")
     body["sup"]["what"] = "exploded"
