@@ -289,3 +289,30 @@ async def test_heartbeat_lists_devices_last_heard_taking_turns(tmp_path: Path) -
         await settle(sup)
     finally:
         await store.close()
+
+
+def test_device_add_records_the_power_profile_and_its_period(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gateway.config import render_config
+    from onekey.cli import main as onekey_main
+
+    (tmp_path / "village-broker.pass").write_text("pw\n")
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(render_config(
+        gateway_id="gw-1", village="v-1", state_dir=tmp_path, centre_public_key="00" * 32,
+        village_host="127.0.0.1", village_port=1883, centre_host="127.0.0.1", centre_port=8883,
+    ) + "\n[supervision]\nbattery_period_s = 1800\n")
+    base = ["gateway", "device", "add", "--config", str(cfg), "--household", "h-1"]
+    assert onekey_main([*base, "--id", "btn-1", "--power", "battery"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["power"], out["period_s"]) == ("battery", 1800)
+    assert onekey_main([*base, "--id", "btn-2"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["power"], out["period_s"]) == ("mains", 20)
+    conn = sqlite3.connect(tmp_path / "gateway.db")
+    try:
+        rows = conn.execute("SELECT id, power, period_s FROM devices ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    assert rows == [("btn-1", "battery", 1800), ("btn-2", "mains", 20)]
