@@ -521,8 +521,12 @@ class Store:
         return self._submit(op)
 
     async def load_supervision(self) -> dict[str, SupervisionRow]:
+        # last_seen: the newer of the one saved with the last supervision event and the
+        # registry's, which every heartbeat and report updates (record_heartbeat).
         rows = await self.db.execute_fetchall(
-            "SELECT device, state, low_battery, fault, tamper, last_seen, bat, fw FROM supervision"
+            "SELECT s.device, s.state, s.low_battery, s.fault, s.tamper,"
+            " NULLIF(MAX(COALESCE(s.last_seen, 0), COALESCE(d.last_seen, 0)), 0), s.bat, s.fw"
+            " FROM supervision s LEFT JOIN devices d ON d.id = s.device"
         )
         return {
             str(r[0]): SupervisionRow(

@@ -250,6 +250,34 @@ def supervision_events(path: Path) -> list[dict[str, object]]:
     return [{"sup": json.loads(r[0])} for r in rows]
 
 
+async def test_after_a_restart_last_seen_is_the_newest_heartbeat_not_the_last_event(
+    tmp_path: Path,
+) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    try:
+        await store.db.execute(
+            "INSERT INTO devices(id, key_hex, role, village, household, created_at)"
+            " VALUES ('spk-1', ?, 'speaker', 'v-1', 'h-1', 0)", ("00" * 32,)
+        )
+        sup = Supervisor(SupervisionConfig(), store, registry_with(SPK), Metrics(), clock=clock)
+        await sup.init()
+        sup.heard(SPK, "hb", {})  # `seen`, saved with last_seen T0
+        await settle(sup)
+        await store.record_heartbeat("spk-1", 5, "{}", T0 + 40_000)  # a later heartbeat
+    finally:
+        await store.close()
+    store = Store(tmp_path / "gw.db")
+    await store.start()
+    try:
+        sup = Supervisor(SupervisionConfig(), store, registry_with(SPK), Metrics(), clock=clock)
+        await sup.init()
+        assert sup.watches["spk-1"].last_seen == T0 + 40_000
+    finally:
+        await store.close()
+
+
 async def test_revoked_device_is_no_longer_supervised(tmp_path: Path) -> None:
     clock = Clock()
     reg = registry_with(SPK)
