@@ -46,6 +46,10 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     # Every card's personal data at once: admins only, like the import.
     ("GET", "/api/households/export"): Role.ADMIN,
     ("POST", "/api/households/import"): Role.ADMIN,
+    ("GET", "/api/devices"): Role.OPERATOR,
+    ("GET", "/api/device-events"): Role.OPERATOR,
+    ("GET", "/api/device-events/{event_id}"): Role.OPERATOR,
+    ("POST", "/api/device-events/{event_id}/ack"): Role.OPERATOR,
     ("GET", "/api/broadcasts"): Role.OPERATOR,
     ("GET", "/api/broadcasts/{bc_id}"): Role.OPERATOR,
     ("GET", "/api/broadcasts/{bc_id}/cap"): Role.OPERATOR,

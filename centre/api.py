@@ -28,6 +28,7 @@ from centre.auth import Authorize, Principal, current_principal
 from centre.bcapi import broadcast_router, settings_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
+from centre.device_api import device_router
 from centre.household_api import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.live import LiveHub
@@ -462,6 +463,8 @@ def create_app(
     app.include_router(settings_router(runtime, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
     app.include_router(households_router(lambda: runtime().store, clock))
+    # Device supervision: the device list and the items staff acknowledge (docs/centre.md).
+    app.include_router(device_router(lambda: runtime().store, clock, live))
 
     @app.get("/api/gateways", response_model=list[GatewayOut])
     async def list_gateways() -> list[GatewayOut]:

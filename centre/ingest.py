@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import bcreports, confs, frames
+from centre import bcreports, confs, devices, frames
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
 from centre.live import LiveHub
@@ -49,6 +49,7 @@ from centre.store import (
     now_ms,
     record_heartbeat,
 )
+from protocol import uplink
 from transport.keys import KeyFileError, load_public_hex
 from transport.mqtt import MqttClient, MqttError, TlsFiles
 from transport.reconnect import Backoff, keep_connected
@@ -135,6 +136,7 @@ class _Item:
     op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | None = None
     rejected: frames.Rejected | None = None
     result: InsertResult | None = None
+    sup: devices.SupResult | None = None  # a supervision event's (§6.2.1)
     changed: int = 0
 
 
@@ -251,7 +253,11 @@ class Ingest:
         """Tell the consoles what the committed batch changed: each new alarm or test press,
         and the alarm each new cancel refers to, as `GET /api/alarms/{id}` shows it."""
         refs: list[str] = []
+        moved: dict[tuple[str, str], None] = {}
         for it in items:
+            if it.rejected is None and it.sup is not None and it.sup.created:
+                self.live.publish("device", {"event": devices.event_data(it.sup.event)})
+                moved[(it.sup.event.gw, it.sup.event.device)] = None
             if it.rejected is not None or it.result is None or not it.result.created:
                 continue
             ev = it.result.event
@@ -265,6 +271,12 @@ class Ingest:
             alarm = await self.store.get_event(ref)
             if alarm is not None:
                 self.live.publish("alarm", event_data(alarm))
+        if moved:
+            # The rows of the devices the batch changed, as GET /api/devices lists them.
+            for gw, dev_id in moved:
+                dev = await devices.get_device(self.store, gw, dev_id)
+                if dev is not None:
+                    self.live.publish("device", {"device": devices.device_data(dev)})
 
     def _check_all(self, items: list[_Item], keys: dict[str, Ed25519PublicKey]) -> None:
         """No I/O and no shared state: safe in a worker thread."""
@@ -295,11 +307,22 @@ class Ingest:
         """Everything the batch carries, in one transaction."""
         if all(it.op is None for it in items):
             return
-        events = [(it, it.op) for it in items if isinstance(it.op, NewEvent)]
+        events = [
+            (it, it.op) for it in items
+            if isinstance(it.op, NewEvent) and it.op.kind != uplink.SUPERVISION
+        ]
+        sups = [
+            (it, it.op) for it in items
+            if isinstance(it.op, NewEvent) and it.op.kind == uplink.SUPERVISION
+        ]
         async with self.store.transaction() as db:
             results = await insert_events(db, [ev for _, ev in events], now)
             for (it, _), result in zip(events, results, strict=True):
                 it.result = result
+            if sups:
+                sup_results = await devices.insert_supervision(db, [ev for _, ev in sups], now)
+                for (it, _), sup_result in zip(sups, sup_results, strict=True):
+                    it.sup = sup_result
             for it in items:
                 op = it.op
                 if isinstance(op, frames.Heartbeat):
@@ -309,6 +332,8 @@ class Ingest:
                         it.rejected = frames.Rejected(
                             frames.REPLAY, f"heartbeat ts {op.ts} is not newer"
                         )
+                    elif op.devs:
+                        await devices.record_seen(db, op.gw, op.devs, now)
                 elif isinstance(op, bcreports.ReportBatch):
                     try:
                         it.changed = await record_reports(db, op, now)
@@ -346,6 +371,19 @@ class Ingest:
                        confirmed=it.changed)
                 )
             return []
+        if it.sup is not None:
+            sev = it.sup.event
+            if it.sup.created:
+                self.metrics.inc("device_events")
+                self.metrics.inc(f"device_events_{sev.what}")
+                log.info(
+                    kv(event="device_event", id=sev.id, what=sev.what, device=sev.device,
+                       gw=sev.gw, village=sev.village, raised=sev.raised)
+                )
+            else:
+                self.metrics.inc("duplicates")
+                log.info(kv(event="duplicate", id=sev.id, what=sev.what))
+            return [frames.signed_ack(self.key, sev.gw, devices.ack_body(sev))]
         if isinstance(op, bcreports.ReportBatch):
             self.metrics.inc("bc_reports")
             self.metrics.inc("bc_report_items", len(op.reports))

@@ -346,6 +346,50 @@ _MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # device supervision (docs/centre.md, Devices; protocol §6.2.1): each gateway's devices as
+    # its supervision events left them, and the events themselves, which staff acknowledge.
+    """
+    CREATE TABLE devices (
+        gw           TEXT NOT NULL,
+        id           TEXT NOT NULL,
+        village      TEXT NOT NULL,
+        household    TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        power        TEXT NOT NULL,
+        period_s     INTEGER NOT NULL,
+        lost_after_s INTEGER NOT NULL,
+        lost         INTEGER NOT NULL DEFAULT 0,
+        low_battery  INTEGER NOT NULL DEFAULT 0,
+        fault        TEXT,
+        tamper       INTEGER NOT NULL DEFAULT 0,
+        last_seen    INTEGER,
+        bat          INTEGER,
+        fw           TEXT,
+        last_seq     INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (gw, id)
+    );
+    CREATE INDEX devices_village ON devices (village, id);
+    CREATE TABLE device_events (
+        id          TEXT PRIMARY KEY,
+        gw          TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        device      TEXT NOT NULL,
+        what        TEXT NOT NULL,
+        village     TEXT NOT NULL,
+        household   TEXT NOT NULL,
+        gw_ts       INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        sup         TEXT NOT NULL,
+        raised      INTEGER NOT NULL,
+        cleared_at  INTEGER,
+        acked_by    TEXT,
+        acked_note  TEXT,
+        acked_at    INTEGER
+    );
+    CREATE INDEX device_events_open ON device_events (raised, acked_at, received_at);
+    CREATE INDEX device_events_device ON device_events (gw, device, received_at);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 

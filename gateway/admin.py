@@ -63,6 +63,14 @@ class DeviceIn(BaseModel):
         default="", description="hex of the board's machine.unique_id()"
     )
     force: bool = Field(default=False, description="take the id from another board or household")
+    power: Literal["mains", "battery"] = Field(
+        default="mains", description="the power profile the gateway supervises it by"
+    )
+    period_s: int = Field(
+        default=0, ge=0, le=86400,
+        description="its heartbeat (mains) or check-in (battery) period; 0: this gateway's "
+        "default for the profile ([supervision] in gateway.toml)",
+    )
 
 
 class CredentialsOut(BaseModel):
@@ -78,6 +86,8 @@ class CredentialsOut(BaseModel):
     broker_host: str
     broker_port: int
     counter_floor: int = Field(description="the board must count its messages from here")
+    power: str = Field(description="mains or battery")
+    period_s: int = Field(description="the heartbeat or check-in period the board must use")
 
 
 class TestOut(BaseModel):
@@ -99,6 +109,8 @@ class DeviceOut(BaseModel):
     status: dict[str, Any] | None = Field(description="the device's last heartbeat")
     counter_floor: int
     last_test: TestOut | None
+    power: str = Field(description="mains or battery")
+    period_s: int = Field(description="heartbeat or check-in period; 0: the profile's default")
 
 
 class RevokedOut(BaseModel):
@@ -157,6 +169,7 @@ def _device_out(rec: DeviceRecord) -> DeviceOut:
         created_at=rec.created_at, last_seen=rec.last_seen, status=status,
         counter_floor=rec.counter_floor,
         last_test=TestOut(counter=test[0], gw_ts=test[1], state=test[2]) if test else None,
+        power=rec.power, period_s=rec.period_s,
     )
 
 
@@ -209,10 +222,18 @@ def create_app(ctx: AdminContext) -> FastAPI:
             )
         _refuse_service_login(ctx, body.id)
 
+        # The period is recorded as the board will use it: this gateway's default for the
+        # profile unless given, so that board and gateway agree (docs/gateway.md, Supervision).
+        sup = ctx.cfg.supervision
+        period_s = body.period_s or (
+            sup.battery_period_s if body.power == "battery" else sup.mains_period_s
+        )
+
         def write(conn: sqlite3.Connection) -> registry.Registration:
             return registry.register_device(
                 conn, body.id, role=body.role, village=ctx.cfg.village, household=body.household,
-                groups=body.groups, hw_id=body.hw_id, force=body.force,
+                groups=body.groups, hw_id=body.hw_id, force=body.force, power=body.power,
+                period_s=period_s,
             )
 
         try:
@@ -225,8 +246,10 @@ def create_app(ctx: AdminContext) -> FastAPI:
         await ctx.broker.set_user(body.id, password)
         await ctx.registry.reload(ctx.store)
         log.info(
-            "event=device_registered device=%s role=%s household=%s created=%s hw_id=%s",
-            body.id, body.role, body.household, reg.created, body.hw_id or "-",
+            "event=device_registered device=%s role=%s household=%s created=%s hw_id=%s"
+            " power=%s period_s=%d",
+            body.id, body.role, body.household, reg.created, body.hw_id or "-", body.power,
+            period_s,
         )
         dev = reg.device
         return CredentialsOut(
@@ -234,7 +257,7 @@ def create_app(ctx: AdminContext) -> FastAPI:
             groups=list(dev.groups), created=reg.created, key_hex=dev.key.hex(),
             mqtt_user=dev.id, mqtt_password=password,
             broker_host=ctx.admin.device_broker_host, broker_port=ctx.admin.device_broker_port,
-            counter_floor=reg.counter_floor,
+            counter_floor=reg.counter_floor, power=dev.power, period_s=dev.period_s,
         )
 
     @app.get("/admin/devices", dependencies=auth)

@@ -30,6 +30,18 @@ Example (`onekey gateway init` writes one)::
                                                 #    "command:systemctl reload mosquitto"
     device_broker_host = "192.168.4.1"          # what boards dial (default: [village_broker] host)
     device_broker_port = 1883
+
+    [supervision]                               # optional; the values shown are the defaults
+    mains_period_s = 20                         # a mains device's heartbeat period
+    mains_missed = 3                            # lost after 3 missed: 60 s at the gateway
+    mains_margin_s = 0
+    battery_period_s = 3600                     # a battery button's check-in period
+    battery_missed = 2                          # lost after 2 missed check-ins + the margin
+    battery_margin_s = 300
+    low_battery_pct = 20                        # low battery at or below this reading
+    battery_ok_pct = 30                         # cleared only above this one
+    will_grace_s = 10.0                         # a mains device's last will: lost this long after
+    check_s = 1.0                               # how often deadlines are checked
 """
 
 from __future__ import annotations
@@ -79,6 +91,23 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class SupervisionConfig:
+    """Device supervision (docs/gateway.md, Supervision). A device's own period, recorded at
+    provisioning, overrides its profile's `*_period_s`."""
+
+    mains_period_s: int = 20
+    mains_missed: int = 3
+    mains_margin_s: int = 0
+    battery_period_s: int = 3600
+    battery_missed: int = 2
+    battery_margin_s: int = 300
+    low_battery_pct: int = 20
+    battery_ok_pct: int = 30
+    will_grace_s: float = 10.0
+    check_s: float = 1.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     gateway_id: str
     village: str
@@ -92,6 +121,7 @@ class GatewayConfig:
     resend_after_s: float = 10.0
     heartbeat_s: float = 30.0
     admin: AdminConfig | None = None
+    supervision: SupervisionConfig = SupervisionConfig()
 
     @property
     def db_path(self) -> Path:
@@ -191,7 +221,39 @@ def load_config(path: Path) -> GatewayConfig:
         resend_after_s=float(fwd.get("resend_after_s", 10.0)),
         heartbeat_s=float(fwd.get("heartbeat_s", 30.0)),
         admin=_admin(data.get("admin", {}), f"{path} [admin]", rel, village_host, village_port),
+        supervision=_supervision(data.get("supervision", {}), f"{path} [supervision]"),
     )
+
+
+def _supervision(sec: Any, where: str) -> SupervisionConfig:
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{where} must be a table")
+    default = SupervisionConfig()
+    values: dict[str, Any] = {}
+    for name, value in vars(default).items():
+        if name not in sec:
+            continue
+        v = sec[name]
+        if isinstance(value, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(value, float):
+            if type(v) is not float or v <= 0:
+                raise ConfigError(f"{where}: {name} must be a number above 0, not {v!r}")
+        else:
+            lowest = 0 if name.endswith("_margin_s") else 1
+            if type(v) is not int or v < lowest:
+                raise ConfigError(f"{where}: {name} must be an integer of at least {lowest}, not {v!r}")
+        values[name] = v
+    unknown = sorted(set(sec) - set(vars(default)))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    cfg = SupervisionConfig(**values)
+    if not cfg.low_battery_pct < cfg.battery_ok_pct <= 100:
+        raise ConfigError(
+            f"{where}: low_battery_pct ({cfg.low_battery_pct}) must be below battery_ok_pct "
+            f"({cfg.battery_ok_pct}), which is at most 100: the gap is the hysteresis"
+        )
+    return cfg
 
 
 def _admin(

@@ -13,6 +13,7 @@ again. An empty confirmation right after each connect tells the centre we are th
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -54,11 +55,13 @@ class _InFlight:
 def event_body(gateway_id: str, ev: StoredEvent) -> dict[str, object]:
     """The §6.2 body of a stored event."""
     r = ev.record
+    # A supervision event keeps its `sup` object as the link's codec wrote it (§6.2.1).
+    sup = None if r.detail is None else uplink.parse_supervision(json.loads(r.detail))
     return uplink.encode_event(
         uplink.new_event(
             gateway_id, ev.seq, r.kind, r.device, r.counter,
             village=r.village, household=r.household, gw_ts=r.gw_ts,
-            ref_counter=r.ref, dev_ts=r.dev_ts, dev_up=r.dev_up,
+            ref_counter=r.ref, dev_ts=r.dev_ts, dev_up=r.dev_up, sup=sup,
         )
     )
 
@@ -367,6 +370,9 @@ class CentreSide:
                         tuple(sorted(
                             {self.cfg.village} | {d.village for d in self.registry.devices.values()}
                         )),
+                        # When its devices were last heard, some at a time (§6.5, supervision).
+                        None if self.village.supervisor is None
+                        else self.village.supervisor.seen_batch(),
                     )
                 )
                 payload = sign_frame(self.key, self.hb_topic, encode_json(body))

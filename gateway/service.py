@@ -13,6 +13,7 @@ from gateway.forwarder import CentreSide
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import Store
+from gateway.supervision import Supervisor
 from gateway.village import VillageSide
 from transport import servicelock
 from transport.keys import KeyFileError, load_private_key, load_public_hex
@@ -54,7 +55,14 @@ class Gateway:
             await self.store.start()
             try:
                 await self.registry.reload(self.store)
-                village = VillageSide(self.cfg, self.store, self.registry, self.metrics)
+                supervisor = Supervisor(
+                    self.cfg.supervision, self.store, self.registry, self.metrics
+                )
+                # Who was lost stays lost; everyone gets a fresh grace from this start.
+                await supervisor.init()
+                village = VillageSide(
+                    self.cfg, self.store, self.registry, self.metrics, supervisor=supervisor
+                )
                 centre = CentreSide(
                     self.cfg, self.store, self.registry, self.metrics, key, centre_key, village
                 )
@@ -80,6 +88,7 @@ class Gateway:
                     tg.create_task(supervise("village", village.run, log=log))
                     tg.create_task(supervise("centre", centre.run, log=log))
                     tg.create_task(supervise("heartbeat", centre.heartbeat, log=log))
+                    tg.create_task(supervise("supervision", supervisor.run, log=log))
                     tg.create_task(supervise("broadcasts", broadcasts.run, log=log))
                     tg.create_task(supervise("registry", self._watch_registry, log=log))
                     tg.create_task(supervise("metrics", self._write_metrics, log=log))

@@ -67,10 +67,29 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (device, counter)
 );
 CREATE INDEX IF NOT EXISTS events_outbox ON events(seq) WHERE state = 'stored';
+CREATE TABLE IF NOT EXISTS supervision (
+    device TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    low_battery INTEGER NOT NULL DEFAULT 0,
+    fault TEXT,
+    tamper INTEGER NOT NULL DEFAULT 0,
+    last_seen INTEGER,
+    bat INTEGER,
+    fw TEXT,
+    changed_at INTEGER NOT NULL
+);
 """
 
 # Columns added after the first release; each is applied once to older databases.
-COLUMN_MIGRATIONS = ("ALTER TABLE devices ADD COLUMN groups TEXT NOT NULL DEFAULT ''",)
+COLUMN_MIGRATIONS = (
+    "ALTER TABLE devices ADD COLUMN groups TEXT NOT NULL DEFAULT ''",
+    # The power profile chosen at provisioning and the device's heartbeat or check-in period
+    # (0: the profile's default from the gateway's configuration); docs/gateway.md, Supervision.
+    "ALTER TABLE devices ADD COLUMN power TEXT NOT NULL DEFAULT 'mains'",
+    "ALTER TABLE devices ADD COLUMN period_s INTEGER NOT NULL DEFAULT 0",
+    # A supervision event's `sup` object (protocol §6.2.1), JSON; NULL for the device kinds.
+    "ALTER TABLE events ADD COLUMN detail TEXT",
+)
 
 
 async def add_column(db: aiosqlite.Connection, sql: str) -> None:
@@ -102,6 +121,21 @@ class EventRecord:
     gw_ts: int
     dev_ts: int | None
     dev_up: int | None
+    detail: str | None = None  # a supervision event's `sup` (§6.2.1), JSON
+
+
+@dataclass(frozen=True)
+class SupervisionRow:
+    """A device's durable supervision state (the `supervision` table)."""
+
+    device: str
+    state: str
+    low_battery: bool
+    fault: str | None
+    tamper: bool
+    last_seen: int | None
+    bat: int | None
+    fw: str | None
 
 
 @dataclass(frozen=True)
@@ -449,6 +483,58 @@ class Store:
 
         return self._submit(op)
 
+    # -- supervision (docs/gateway.md, Supervision; protocol §6.2.1)
+
+    def insert_supervision(
+        self, source: str, make: Callable[[int], EventRecord], row: SupervisionRow, at: int
+    ) -> asyncio.Future[int]:
+        """Queue a supervision event and the device's new supervision state, in one operation:
+        both commit or neither does. `make(n)` gives the event for the gateway's next
+        supervision counter `n` (one above the highest of `source`'s events, read in the
+        writer, so it never repeats). Resolves to the event's outbox seq once committed."""
+
+        async def op(db: aiosqlite.Connection) -> int:
+            top = await db.execute_fetchall(
+                "SELECT COALESCE(MAX(counter), 0) FROM events WHERE device=?", (source,)
+            )
+            n = int(next(iter(top))[0]) + 1
+            rec = make(n)
+            rows = await db.execute_fetchall(
+                "INSERT INTO events(device, counter, kind, ref, village, household, gw_ts,"
+                " dev_ts, dev_up, state, updated_at, detail)"
+                " VALUES (?,?,?,?,?,?,?,?,?,'stored',?,?) RETURNING seq",
+                (*_event_values(rec), rec.detail),
+            )
+            seq = int(next(iter(rows))[0])
+            self._outbox_changed(+1)
+            await _save_supervision(db, row, at)
+            return seq
+
+        return self._submit(op)
+
+    def save_supervision(self, row: SupervisionRow, at: int) -> asyncio.Future[None]:
+        """Queue a supervision state change that raises no event (a new reading)."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await _save_supervision(db, row, at)
+
+        return self._submit(op)
+
+    async def load_supervision(self) -> dict[str, SupervisionRow]:
+        # last_seen: the newer of the one saved with the last supervision event and the
+        # registry's, which every heartbeat and report updates (record_heartbeat).
+        rows = await self.db.execute_fetchall(
+            "SELECT s.device, s.state, s.low_battery, s.fault, s.tamper,"
+            " NULLIF(MAX(COALESCE(s.last_seen, 0), COALESCE(d.last_seen, 0)), 0), s.bat, s.fw"
+            " FROM supervision s LEFT JOIN devices d ON d.id = s.device"
+        )
+        return {
+            str(r[0]): SupervisionRow(
+                str(r[0]), str(r[1]), bool(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]
+            )
+            for r in rows
+        }
+
     # -- meta
 
     def put_meta_int(self, name: str, value: int) -> asyncio.Future[None]:
@@ -480,7 +566,8 @@ class Store:
             raise StoreError("store is not open")
         cur = await self._reader.execute(
             "SELECT seq, device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
-            " state, acked_by FROM events WHERE state='stored' AND seq>? ORDER BY seq LIMIT ?",
+            " state, acked_by, detail FROM events WHERE state='stored' AND seq>? ORDER BY seq"
+            " LIMIT ?",
             (after_seq, limit),
         )
         rows = await cur.fetchall()
@@ -513,7 +600,7 @@ class Store:
     async def get_event(self, device: str, counter: int) -> StoredEvent | None:
         cur = await self.db.execute(
             "SELECT seq, device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
-            " state, acked_by FROM events WHERE device=? AND counter=?",
+            " state, acked_by, detail FROM events WHERE device=? AND counter=?",
             (device, counter),
         )
         row = await cur.fetchone()
@@ -525,7 +612,7 @@ class Store:
         try:
             cur = await self.db.execute(
                 "SELECT id, key_hex, role, village, household, enabled, hb_counter, event_floor,"
-                " groups FROM devices"
+                " groups, power, period_s FROM devices"
             )
             rows = list(await cur.fetchall())
             await cur.close()
@@ -543,7 +630,7 @@ class Store:
 def _event(r: Any) -> StoredEvent:
     rec = EventRecord(
         device=r[1], counter=r[2], kind=r[3], ref=r[4], village=r[5], household=r[6],
-        gw_ts=r[7], dev_ts=r[8], dev_up=r[9],
+        gw_ts=r[7], dev_ts=r[8], dev_up=r[9], detail=r[12] if len(r) > 12 else None,
     )
     return StoredEvent(seq=int(r[0]), record=rec, state=str(r[10]), acked_by=r[11])
 
@@ -558,6 +645,18 @@ def _event_values(rec: EventRecord) -> tuple[Any, ...]:
     return (
         rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
         rec.gw_ts, rec.dev_ts, rec.dev_up, rec.gw_ts,
+    )
+
+
+async def _save_supervision(db: aiosqlite.Connection, row: SupervisionRow, at: int) -> None:
+    await db.execute(
+        "INSERT INTO supervision(device, state, low_battery, fault, tamper, last_seen, bat, fw,"
+        " changed_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET"
+        " state=excluded.state, low_battery=excluded.low_battery, fault=excluded.fault,"
+        " tamper=excluded.tamper, last_seen=excluded.last_seen, bat=excluded.bat,"
+        " fw=excluded.fw, changed_at=excluded.changed_at",
+        (row.device, row.state, int(row.low_battery), row.fault, int(row.tamper),
+         row.last_seen, row.bat, row.fw, at),
     )
 
 

@@ -29,6 +29,7 @@ from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import DOWNLINK_COUNTER, EventRecord, InsertResult, Refused, Store, now_ms
+from gateway.supervision import Supervisor
 from transport.mqtt import Message, MqttClient, MqttError
 from transport.pubacks import PubackOrder
 from transport.reconnect import Backoff, keep_connected
@@ -128,12 +129,15 @@ class VillageSide:
         metrics: Metrics,
         *,
         clock: Callable[[], int] = now_ms,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.registry = registry
         self.metrics = metrics
         self.clock = clock
+        # Device supervision (gateway/supervision.py): told what is heard, and each last will.
+        self.supervisor = supervisor
         self.client: MqttClient | None = None
         self._acks = AckCounter(store, clock)
         self._pending: deque[tuple[str, bytes]] = deque(maxlen=MAX_PENDING_ACKS)
@@ -222,6 +226,8 @@ class VillageSide:
             self.metrics.inc("device_offline")
             if dev in self.registry.devices:
                 self.on_device_offline(dev)
+                if self.supervisor is not None:
+                    self.supervisor.will(self.registry.devices[dev])
             return None
         result = intake.check(self.registry, msg.topic, msg.payload)
         if (
@@ -237,6 +243,11 @@ class VillageSide:
             self._rejected(result.reason, result.device_id, msg, result.detail)
             return None  # bad input: acknowledged at once, it must not sit in the broker
         self.on_device_seen(result.device.id)
+        if self.supervisor is not None and result.kind in ("hb", "bcr"):
+            # Heartbeats and reports pass the counter watermark (§5.3): a replayed one never
+            # gets here, so a dead device cannot be kept alive with old frames. An event counts
+            # once it is stored as new (_store_event), not as a duplicate.
+            self.supervisor.heard(result.device, result.kind, result.body)
         # Each branch queues its store writes before it returns, so writes go to the store in
         # the order the messages arrived.
         if result.kind == "hb":
@@ -313,9 +324,6 @@ class VillageSide:
         self.metrics.inc("heartbeats")
         dev = acc.device.id
         status = {k: v for k, v in acc.body.items() if k not in ("t", "d", "c", "ev")}
-        bat = status.get("bat")
-        if isinstance(bat, int) and bat <= 20:
-            log.warning("event=low_battery device=%s battery=%d", dev, bat)
         recorded = self.store.record_heartbeat(dev, acc.counter, json.dumps(status), self.clock())
         pairs = _ev_pairs(acc.body.get("ev"))
         states = self.store.event_states(dev, [c for c, _s in pairs]) if pairs else None
@@ -388,6 +396,8 @@ class VillageSide:
             self._rejected(res.reason, dev, msg, res.detail)
             return True
         if res.new:
+            if self.supervisor is not None:
+                self.supervisor.heard(acc.device, acc.kind, acc.body)
             self.metrics.inc(f"stored_{acc.kind}")
             log.info(
                 "event=stored kind=%s device=%s counter=%d seq=%d household=%s",

@@ -82,6 +82,25 @@ async def test_registration_issues_key_and_broker_login_and_the_gateway_knows_it
     assert got["groups"] == ["north"] and got["hw_id"] == "a0b1c2d3e4f5" and got["last_test"] is None
 
 
+async def test_registration_records_the_power_profile_with_the_gateway_default_period(
+    api: tuple[httpx.AsyncClient, AdminContext],
+) -> None:
+    client, ctx = api
+    r = await client.post("/admin/devices", json={**BODY, "power": "battery"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["power"], r.json()["period_s"]) == ("battery", 3600)
+    dev = ctx.registry.devices["btn-1"]
+    assert (dev.power, dev.period_s) == ("battery", 3600)
+    got = (await client.get("/admin/devices/btn-1")).json()
+    assert (got["power"], got["period_s"]) == ("battery", 3600)
+    r = await client.post("/admin/devices", json={**BODY, "id": "btn-2", "period_s": 30})
+    assert (r.json()["power"], r.json()["period_s"]) == ("mains", 30)
+    r = await client.post(
+        "/admin/devices", json={**BODY, "id": "spk-1", "role": "speaker", "power": "battery"}
+    )
+    assert r.status_code == 400 and "runs on mains" in r.json()["detail"]
+
+
 async def test_another_board_with_the_same_id_gets_409_with_the_reason(
     api: tuple[httpx.AsyncClient, AdminContext],
 ) -> None:
