@@ -202,19 +202,50 @@ def parse_event(body: Mapping[str, Any], gw: str) -> Event:
 
 
 @dataclass(frozen=True)
+class StoreState:
+    """§6.5 `store`: whether the gateway can write its store. `ok` false from a write that
+    failed until one commits again; `full` when that was a full disk; `failed` writes that
+    failed since the last that committed; `free_bytes` free on the store's disk (-1: unknown)."""
+
+    ok: bool
+    full: bool
+    failed: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     gw: str
     ts: int
     outbox: int  # -1: the gateway could not read its own store
     devices: int
     villages: tuple[str, ...] | None = None  # absent from older gateways' heartbeats
+    store: StoreState | None = None  # absent from older gateways' heartbeats
 
 
 def encode_heartbeat(hb: Heartbeat) -> dict[str, Any]:
     body: dict[str, Any] = {"gw": hb.gw, "ts": hb.ts, "outbox": hb.outbox, "devices": hb.devices}
     if hb.villages is not None:
         body["villages"] = list(hb.villages)
+    if hb.store is not None:
+        body["store"] = encode_store_state(hb.store)
     return body
+
+
+def encode_store_state(st: StoreState) -> dict[str, Any]:
+    return {"ok": st.ok, "full": st.full, "failed": st.failed, "free_bytes": st.free_bytes}
+
+
+def parse_store_state(value: object) -> StoreState:
+    """Check a §6.5 `store` object."""
+    if not isinstance(value, dict):
+        raise Rejected(BAD_FIELD, "store must be an object {ok, full, failed, free_bytes}")
+    flags = [value.get("ok"), value.get("full")]
+    if not all(type(f) is bool for f in flags):
+        raise Rejected(BAD_FIELD, "store.ok and store.full must be true or false")
+    failed = _int(value, "failed")
+    free = _int(value, "free_bytes", lo=-1)
+    return StoreState(bool(flags[0]), bool(flags[1]), failed, free)
 
 
 def parse_heartbeat(body: Mapping[str, Any], gw: str) -> Heartbeat:
@@ -230,7 +261,11 @@ def parse_heartbeat(body: Mapping[str, Any], gw: str) -> Heartbeat:
         or not all(valid_id(v) for v in villages)
     ):
         raise Rejected(BAD_FIELD, f"villages must be a list of at most {MAX_VILLAGES} village ids")
-    return Heartbeat(gw, ts, outbox, devices, None if villages is None else tuple(villages))
+    store = body.get("store")
+    return Heartbeat(
+        gw, ts, outbox, devices, None if villages is None else tuple(villages),
+        None if store is None else parse_store_state(store),
+    )
 
 
 # -- §6.6 confirmations

@@ -55,8 +55,12 @@ def _confirmation(d: dict[str, Any]) -> uplink.Confirmation:
 
 
 def _heartbeat(d: dict[str, Any]) -> uplink.Heartbeat:
-    villages = d["villages"]
-    return uplink.Heartbeat(**{**d, "villages": None if villages is None else tuple(villages)})
+    villages, store = d["villages"], d.get("store")
+    return uplink.Heartbeat(**{
+        **d,
+        "villages": None if villages is None else tuple(villages),
+        "store": None if store is None else uplink.StoreState(**store),
+    })
 
 
 def _batch(d: dict[str, Any]) -> reports.ReportBatch:
