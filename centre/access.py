@@ -39,6 +39,8 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/alarm-outcomes"): Role.OPERATOR,
     ("GET", "/api/gateways"): Role.OPERATOR,
     ("GET", "/api/metrics"): Role.OPERATOR,
+    # Prometheus scrapes with an operator's API token (docs/centre.md, "Metrics").
+    ("GET", "/metrics"): Role.OPERATOR,
     ("GET", "/api/households"): Role.OPERATOR,
     ("GET", "/api/households/{household_id}"): Role.OPERATOR,
     ("PUT", "/api/households/{household_id}"): Role.ADMIN,

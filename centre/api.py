@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from centre import frames, lifecycle
@@ -35,7 +36,7 @@ from centre.live import LiveHub
 from centre.scheduler import Scheduler
 from centre.staffapi import staff_router
 from centre.store import Event, Gateway, NotFound, Store, StoreError, event_data, now_ms
-from transport import servicelock
+from transport import prom, servicelock
 from transport.keys import load_private_key, public_hex
 from transport.supervisor import supervise
 
@@ -130,6 +131,16 @@ class StepOut(BaseModel):
     detail: dict[str, Any]
 
 
+class StoreStateOut(BaseModel):
+    """A gateway's §6.5 `store`: ok false (and full true on a full disk) means it is storing
+    nothing: devices keep their alarms and send them again until space is freed there."""
+
+    ok: bool
+    full: bool = Field(description="the last write failed because its disk is full")
+    failed: int = Field(description="writes that failed since the last one that committed")
+    free_bytes: int = Field(description="free space on its store's disk (-1: unknown)")
+
+
 class GatewayOut(BaseModel):
     id: str
     name: str
@@ -142,6 +153,11 @@ class GatewayOut(BaseModel):
     villages: list[str] = Field(description="villages given at enrolment")
     reported_villages: list[str] | None = Field(
         description="villages its last heartbeat listed (null: its heartbeats list none)"
+    )
+    store: StoreStateOut | None = Field(
+        default=None,
+        description="whether it can write its store, as its last heartbeat said (null: its "
+        "heartbeats do not say)",
     )
 
 
@@ -483,6 +499,14 @@ def create_app(
             gateways_offline=metrics.gateways_offline,
         )
 
+    @app.get("/metrics", response_class=Response, include_in_schema=False)
+    async def prometheus() -> Response:
+        # Prometheus text format (docs/centre.md, "Metrics"); a staff API token authorises it.
+        body = await metrics.prom.scrape(
+            runtime().store, clock(), int(config.gateway_timeout_s * 1000)
+        )
+        return Response(body, media_type=prom.CONTENT_TYPE)
+
     return app
 
 
@@ -499,4 +523,5 @@ def _gateway_out(g: Gateway, now: int, timeout_ms: int) -> GatewayOut:
         online=online,
         villages=list(g.villages),
         reported_villages=None if g.reported_villages is None else list(g.reported_villages),
+        store=None if g.store is None else StoreStateOut(**dataclasses.asdict(g.store)),
     )

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import bcreports, confs, devices, frames
+from centre import bcreports, confs, devices, frames, prom
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
 from centre.live import LiveHub
@@ -111,6 +112,12 @@ class Metrics:
         self.rejected: Counter[str] = Counter()
         self.connected = False
         self.gateways_offline = 0
+        # Prometheus (`GET /metrics`, centre.prom): this instance's own registry.
+        self.prom = prom.CentreProm(self)
+
+    def set_modem_state(self, state: str) -> None:
+        """The modem's state (`modem.Modem.state`); `absent` until a modem sets it."""
+        self.prom.modem.set(state)
 
     def inc(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -187,6 +194,8 @@ class Ingest:
         # When each gateway was last heard (loop time), and the gateways whose unconfirmed
         # downlinks go again at the pump's next pass (§6.6).
         self._heard: dict[str, float] = {}
+        # Each gateway's §6.5 store state (ok, full) as last published to the consoles.
+        self._store_seen: dict[str, tuple[bool, bool] | None] = {}
         self._resync: set[str] = set()
 
     def kick(self) -> None:
@@ -315,6 +324,7 @@ class Ingest:
             (it, it.op) for it in items
             if isinstance(it.op, NewEvent) and it.op.kind == uplink.SUPERVISION
         ]
+        started = time.perf_counter()
         async with self.store.transaction() as db:
             results = await insert_events(db, [ev for _, ev in events], now)
             for (it, _), result in zip(events, results, strict=True):
@@ -327,7 +337,8 @@ class Ingest:
                 op = it.op
                 if isinstance(op, frames.Heartbeat):
                     if not await record_heartbeat(
-                        db, op.gw, op.ts, op.outbox, op.devices, now, villages=op.villages
+                        db, op.gw, op.ts, op.outbox, op.devices, now, villages=op.villages,
+                        store=op.store,
                     ):
                         it.rejected = frames.Rejected(
                             frames.REPLAY, f"heartbeat ts {op.ts} is not newer"
@@ -342,6 +353,7 @@ class Ingest:
                 elif isinstance(op, confs.Conf):
                     it.changed = await confirm_acks(db, op.gw, op.acks)
                     it.changed += await self.broadcasts.confirm_copies(db, op.gw, op.bc, now)
+        self.metrics.prom.commit_seconds.observe(time.perf_counter() - started)
 
     def _after_commit(self, it: _Item) -> list[tuple[str, bytes]]:
         """Count and log one message of a committed batch; its ack, if it is an event."""
@@ -361,6 +373,7 @@ class Ingest:
             ))
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
+            self._store_state(op)
             return []
         if isinstance(op, confs.Conf):
             self.metrics.inc("confs")
@@ -409,6 +422,22 @@ class Ingest:
             self.metrics.inc("duplicates")
             log.info(kv(event="duplicate", id=ev.id, state=ev.state))
         return [self._ack(ev)]
+
+    def _store_state(self, hb: frames.Heartbeat) -> None:
+        """§6.5 `store`: a gateway that can no longer write its store (a full disk) is logged
+        and shown to the consoles once per change, and again when it recovers."""
+        st = hb.store
+        now = None if st is None else (st.ok, st.full)
+        if self._store_seen.get(hb.gw, ()) == now:
+            return
+        self._store_seen[hb.gw] = now
+        if st is not None and not st.ok:
+            log.error(kv(event="gateway_store_failing", gw=hb.gw, full=int(st.full),
+                         failed=st.failed, free_bytes=st.free_bytes))
+        elif st is not None:
+            log.info(kv(event="gateway_store_ok", gw=hb.gw, free_bytes=st.free_bytes))
+        store = None if st is None else uplink.encode_store_state(st)
+        self.live.publish("gateway", {"id": hb.gw, "store": store})
 
     def _ack(self, ev: Event) -> tuple[str, bytes]:
         return frames.signed_ack(self.key, ev.gw, frames.ack_body(ev))

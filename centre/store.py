@@ -346,7 +346,7 @@ _MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
-    # device supervision (docs/centre.md, Devices; protocol §6.2.1): each gateway's devices as
+    # version 8: device supervision (docs/centre.md, Devices; protocol §6.2.1): each gateway's devices as
     # its supervision events left them, and the events themselves, which staff acknowledge.
     """
     CREATE TABLE devices (
@@ -389,6 +389,11 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX device_events_open ON device_events (raised, acked_at, received_at);
     CREATE INDEX device_events_device ON device_events (gw, device, received_at);
+    """,
+    # version 9: whether each gateway can write its store, as its last heartbeat said (§6.5
+    # `store`, JSON; NULL: its heartbeats do not say).
+    """
+    ALTER TABLE gateways ADD COLUMN store_state TEXT;
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -463,6 +468,8 @@ class Gateway:
     # them (None: its heartbeats carry no list). Broadcasts target the union of both.
     villages: tuple[str, ...] = ()
     reported_villages: tuple[str, ...] | None = None
+    # §6.5 `store` of its last heartbeat (None: its heartbeats do not carry it).
+    store: uplink.StoreState | None = None
 
     def serves(self) -> frozenset[str]:
         return frozenset(self.villages) | frozenset(self.reported_villages or ())
@@ -501,7 +508,7 @@ _EVENT_COLS = (
 _EVENT_FIELDS = _EVENT_COLS.split(", ")
 _GATEWAY_COLS = (
     "id, public_key, name, enrolled_at, last_seen, hb_ts, outbox, devices, villages, "
-    "reported_villages"
+    "reported_villages, store_state"
 )
 _DOWNLINK_COLS = "id, gw, event_id, state, topic, payload, created_at"
 
@@ -533,6 +540,7 @@ def _gateway(row: Any) -> Gateway:
         devices=row[7],
         villages=tuple(json.loads(row[8])),
         reported_villages=reported,
+        store=None if row[10] is None else uplink.StoreState(**json.loads(row[10])),
     )
 
 
@@ -565,16 +573,19 @@ async def record_heartbeat(
     devices: int,
     now_ms: int,
     villages: Sequence[str] | None = None,
+    store: uplink.StoreState | None = None,
 ) -> bool:
     """Record a gateway heartbeat in the caller's transaction; False (and nothing written) if
     `ts` is not newer. `villages` (§6.5, optional) replaces the list the gateway reported
-    before; None (a heartbeat without the field) keeps it."""
+    before; None (a heartbeat without the field) keeps it. `store` (§6.5, optional) replaces
+    the last one."""
     vjson = None if villages is None else json.dumps(sorted(set(villages)))
+    sjson = None if store is None else json.dumps(uplink.encode_store_state(store))
     cur = await db.execute(
         "UPDATE gateways SET last_seen = ?, hb_ts = ?, outbox = ?, devices = ?, "
-        "reported_villages = COALESCE(?, reported_villages) "
+        "reported_villages = COALESCE(?, reported_villages), store_state = ? "
         "WHERE id = ? AND (hb_ts IS NULL OR hb_ts < ?)",
-        (now_ms, ts, outbox, devices, vjson, gw, ts),
+        (now_ms, ts, outbox, devices, vjson, sjson, gw, ts),
     )
     return cur.rowcount == 1
 
@@ -865,10 +876,11 @@ class Store:
         devices: int,
         now_ms: int,
         villages: Sequence[str] | None = None,
+        store: uplink.StoreState | None = None,
     ) -> bool:
         """Record a gateway heartbeat (see `record_heartbeat`, the function)."""
         async with self._tx() as db:
-            return await record_heartbeat(db, gw, ts, outbox, devices, now_ms, villages)
+            return await record_heartbeat(db, gw, ts, outbox, devices, now_ms, villages, store)
 
     async def public_keys(self, gws: Iterable[str]) -> dict[str, str]:
         """The enrolled public key (hex) of each of `gws` that is enrolled."""

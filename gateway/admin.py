@@ -14,6 +14,7 @@ a revoked one is refused at once.
 | GET | /admin/devices | every registry entry |
 | GET | /admin/devices/{id} | one entry, with last_seen, its status and the last test seen |
 | DELETE | /admin/devices/{id} | revoke: the registry refuses it, its broker user is removed |
+| GET | /metrics | Prometheus text format (docs/gateway.md, "Metrics"); the same bearer token |
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import secrets
 import socket
 import sqlite3
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import uvicorn
 from fastapi import Depends, FastAPI, Header, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from device_fw import okproto
@@ -41,8 +42,10 @@ from gateway import registry
 from gateway.brokerctl import BrokerControl, BrokerControlError
 from gateway.config import AdminConfig, GatewayConfig
 from gateway.errors import ConfigError, RegistryError
+from gateway.metrics import Metrics
 from gateway.registry import DeviceConflict, DeviceRecord, Registry, ReservedIdError
 from gateway.store import Store
+from transport import prom
 from transport.keys import write_secret
 
 log = logging.getLogger("onekey.gateway.admin")
@@ -146,6 +149,7 @@ class AdminContext:
     registry: Registry
     broker: BrokerControl
     token: str
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 def _db(ctx: AdminContext, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -209,6 +213,18 @@ def create_app(ctx: AdminContext) -> FastAPI:
     async def broker_failed(_: Any, exc: BrokerControlError) -> JSONResponse:
         log.error("event=admin_broker_failed error=%r", str(exc))
         return JSONResponse({"detail": str(exc), "code": "broker"}, 502)
+
+    @app.get("/metrics", dependencies=auth, response_class=Response)
+    async def metrics() -> Response:
+        # The same token as the rest of this API: the listener is loopback by default, and a
+        # scraper there reads the token file (docs/gateway.md, "Metrics").
+        store = ctx.store
+        health = store.health
+        ctx.metrics.observe_store(
+            await store.event_counts(), store.outbox_count, health.ok, health.full,
+            health.failed, store.free_bytes(), len(ctx.registry.devices),
+        )
+        return Response(prom.render(ctx.metrics.registry), media_type=prom.CONTENT_TYPE)
 
     @app.get("/admin/health", dependencies=auth)
     async def health() -> HealthOut:
@@ -310,7 +326,9 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(cfg: GatewayConfig, store: Store, reg: Registry) -> None:
+async def serve(
+    cfg: GatewayConfig, store: Store, reg: Registry, metrics: Metrics | None = None
+) -> None:
     """Runs the admin API until cancelled. The socket is bound here, so that a port in use
     is an ordinary error for the supervisor, never a process exit."""
     admin = cfg.admin
@@ -320,7 +338,7 @@ async def serve(cfg: GatewayConfig, store: Store, reg: Registry) -> None:
     broker = BrokerControl(
         admin.broker_passwd, admin.broker_reload, service_users=(cfg.village_broker.user,)
     )
-    ctx = AdminContext(cfg, admin, store, reg, broker, token)
+    ctx = AdminContext(cfg, admin, store, reg, broker, token, metrics or Metrics())
     sock = _listen(admin.listen, admin.port)
     server = _Server(
         uvicorn.Config(

@@ -13,6 +13,7 @@ again. An empty confirmation right after each connect tells the centre we are th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -104,6 +105,9 @@ class CentreSide:
         self._acks_tail: asyncio.Task[None] | None = None
         self._ack_tasks: set[asyncio.Task[None]] = set()
         store.stored_listeners.append(self._wake.set)
+        # §6.5: a change in whether the store can be written goes to the centre at once.
+        self._hb_wake = asyncio.Event()
+        store.health_listeners.append(self._hb_wake.set)
 
     async def run(self) -> None:
         cb = self.cfg.centre_broker
@@ -130,6 +134,7 @@ class CentreSide:
             self.client = client
             self._publish_conf(client, [], [])  # §6.6: here now, send what I lack
             self.metrics.gauge("centre_link", "up")
+            self._hb_wake.set()  # a heartbeat at once: the centre learns our state now
             log.info("event=centre_link_up broker=%s:%d", cb.host, cb.port)
             backoff.reset()
             self._inflight.clear()
@@ -357,9 +362,11 @@ class CentreSide:
 
     async def heartbeat(self) -> None:
         while True:
+            self._hb_wake.clear()
             client = self.client
             if client is not None:
                 depth = self.store.outbox_count  # exact, kept by the store on every commit
+                health = self.store.health
                 body = uplink.encode_heartbeat(
                     uplink.Heartbeat(
                         self.cfg.gateway_id,
@@ -373,6 +380,10 @@ class CentreSide:
                         # When its devices were last heard, some at a time (§6.5, supervision).
                         None if self.village.supervisor is None
                         else self.village.supervisor.seen_batch(),
+                        # Not stored, so it goes out also when the disk is full.
+                        uplink.StoreState(
+                            health.ok, health.full, health.failed, self.store.free_bytes()
+                        ),
                     )
                 )
                 payload = sign_frame(self.key, self.hb_topic, encode_json(body))
@@ -382,7 +393,8 @@ class CentreSide:
                     )
                 except MqttError:
                     pass
-            await asyncio.sleep(self.cfg.heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hb_wake.wait(), self.cfg.heartbeat_s)
 
 
 def _settled(ok: bool) -> asyncio.Future[bool]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 
@@ -30,7 +31,7 @@ class Gateway:
     def __init__(self, cfg: GatewayConfig) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
-        self.store = Store(cfg.db_path)
+        self.store = Store(cfg.db_path, observe_commit=self.metrics.commit_seconds.observe)
         self.registry = Registry()
 
     async def run(self) -> None:
@@ -94,12 +95,14 @@ class Gateway:
                     tg.create_task(supervise("metrics", self._write_metrics, log=log))
                     tg.create_task(supervise("admin", self._admin, log=log))
             finally:
-                self.metrics.write(self.cfg.metrics_path)
+                with contextlib.suppress(OSError):  # a full disk must not hide why we stop
+                    self.metrics.write(self.cfg.metrics_path)
                 await self.store.close()
         finally:
             lock.release()
 
     async def _write_metrics(self) -> None:
+        failing = False
         while True:
             # Group commit made visible: transactions against the events they carried.
             self.metrics.gauge("store_commits", self.store.commits)
@@ -109,14 +112,26 @@ class Gateway:
             # The backlog for the centre, kept exact by the store on every commit, so that it
             # shows whether the uplink is up or not.
             self.metrics.gauge("outbox", self.store.outbox_count)
-            self.metrics.write(self.cfg.metrics_path)
+            health = self.store.health
+            self.metrics.gauge("store_ok", health.ok)
+            self.metrics.gauge("store_full", health.full)
+            try:
+                self.metrics.write(self.cfg.metrics_path)
+            except OSError as exc:
+                # A full disk: the counters are still served on /metrics; written again later.
+                if not failing:
+                    log.warning("event=metrics_write_failed file=%s error=%r",
+                                self.cfg.metrics_path, exc.strerror)
+                failing = True
+            else:
+                failing = False
             await asyncio.sleep(0.5)
 
     async def _admin(self) -> None:
         # Imported here, in a thread: FastAPI takes a while to import, and the alarm path
         # must not wait for the admin API (provisioning) to come up.
         admin = await asyncio.to_thread(importlib.import_module, "gateway.admin")
-        await admin.serve(self.cfg, self.store, self.registry)
+        await admin.serve(self.cfg, self.store, self.registry, self.metrics)
 
     async def _watch_registry(self) -> None:
         while True:

@@ -10,12 +10,19 @@ transaction, and whatever it raises (not only sqlite3.Error) is rolled back to t
 given to its future alone as a StoreError, while the rest of the batch commits. A listener that
 raises is logged and skipped. The writer task itself runs under a supervisor that restarts it if
 it ever ends, so a fault never leaves later writes waiting forever.
+
+A full disk (SQLITE_FULL) fails writes with StoreFullError, so that callers can tell it from a
+fault of one operation; `health` says whether the last write committed, and the gateway's
+heartbeat carries it to the centre (protocol §6.5 `store`). Writes resume by themselves once
+space is freed: SQLite rolled the failed transaction back, and the next one starts afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +33,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from device_fw import okproto
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreFullError
 from transport.keys import private_db, private_dir
 
 log = logging.getLogger("onekey.gateway.store")
@@ -163,6 +170,17 @@ class Refused:
     detail: str
 
 
+@dataclass(frozen=True)
+class StoreHealth:
+    """What the writes did lately (§6.5 `store`): `ok` while the last write committed; from a
+    write that failed until one commits again, not ok, `full` if that was a full disk, and
+    `failed` the operations that failed since the last commit."""
+
+    ok: bool = True
+    full: bool = False
+    failed: int = 0
+
+
 _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 # A writer that ends (it never should) is started again after this long.
@@ -185,8 +203,12 @@ class _Pending:
 class Store:
     """Owns the SQLite connection and the single writer task. `start()` opens; `close()` ends."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, observe_commit: Callable[[float], None] | None = None
+    ) -> None:
         self.path = path
+        # Told the duration (seconds, BEGIN to COMMIT with its fsync) of each committed batch.
+        self.observe_commit = observe_commit
         self._db: aiosqlite.Connection | None = None
         # A second connection for the forwarder's reads: in WAL mode it sees only committed
         # rows, so no event leaves for the centre before the transaction that holds it commits
@@ -203,6 +225,9 @@ class Store:
         # Events not yet received by the centre, kept exact on every commit (the outbox gauge).
         self.outbox_count = 0
         self.stored_listeners: list[Callable[[], None]] = []
+        self.health = StoreHealth()
+        # Called when `health.ok` or `health.full` changes (the heartbeat goes out at once).
+        self.health_listeners: list[Callable[[], None]] = []
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -316,6 +341,10 @@ class Store:
         """One transaction for the batch, one SAVEPOINT per operation. True if it committed."""
         db = self.db
         results: list[tuple[_Pending, Any]] = []
+        full: BaseException | None = None  # an operation found the disk full
+        op_failures = 0
+        started = time.perf_counter()
+        changes = db.total_changes
         try:
             await db.execute("BEGIN IMMEDIATE")
             for p in batch:
@@ -330,6 +359,8 @@ class Store:
                 except Exception as exc:
                     self._current = None
                     p.outbox_delta = 0
+                    if _is_full(exc):
+                        full = exc  # SQLite may have rolled back the whole transaction
                     # Undo what this operation wrote; the others in the batch still commit.
                     # If SQLite already rolled the whole transaction back (disk full, I/O
                     # error), ROLLBACK TO raises and the batch fails as a whole below.
@@ -338,20 +369,40 @@ class Store:
                     log.error(
                         "event=store_op_failed error=%r batch=%d", _describe(exc), len(batch)
                     )
-                    err = StoreError(f"write to {self.path} failed: {_describe(exc)}")
+                    err = _store_error(
+                        f"write to {self.path} failed: {_describe(exc)}", exc, self.path
+                    )
                     err.__cause__ = exc
+                    op_failures += 1
                     p.fut.set_exception(err)
                     p.fut.exception()  # retrieved: a caller that dropped it is not warned
                 self._current = None
             await db.execute("COMMIT")
         except sqlite3.Error as exc:
             await self._rollback()
-            err = StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc}")
-            log.error("event=store_write_failed batch=%d error=%r", len(batch), str(exc))
+            cause = full or exc
+            err = _store_error(
+                f"write to {self.path} failed, nothing in this batch stored: {cause}", cause, self.path
+            )
+            log.error(
+                "event=store_write_failed batch=%d full=%d error=%r",
+                len(batch), isinstance(err, StoreFullError), str(cause),
+            )
+            failed = 0
             for p in batch:
                 if not p.fut.done():
                     p.fut.set_exception(err)
+                    failed += 1
+            self._set_health(False, isinstance(err, StoreFullError), failed + op_failures)
             return False
+        if self.observe_commit is not None:
+            self.observe_commit(time.perf_counter() - started)
+        if full is not None:
+            # It committed, but one of its operations found the disk full: still unable.
+            self._set_health(False, True, op_failures)
+        elif db.total_changes != changes:
+            # Something was written: a batch of reads alone says nothing (it needs no space).
+            self._set_health(True, False, 0)
         self.commits += 1
         self.committed_ops += len(results)
         for p, result in results:
@@ -359,6 +410,33 @@ class Store:
             if not p.fut.done():
                 p.fut.set_result(result)
         return True
+
+    def _set_health(self, ok: bool, full: bool, failed: int) -> None:
+        old = self.health
+        self.health = StoreHealth(ok, full, 0 if ok else old.failed + failed)
+        if (old.ok, old.full) == (ok, full):
+            return
+        if ok:
+            log.info("event=store_writable failed_before=%d", old.failed)
+        else:
+            log.error(
+                "event=store_unwritable full=%d free_bytes=%d db=%s",
+                full, self.free_bytes(), self.path,
+            )
+        for listener in list(self.health_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("event=store_listener_failed listener=%r", listener)
+
+    def free_bytes(self) -> int:
+        """Bytes free for the gateway's user on the state directory's filesystem; -1 if
+        unknown."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return -1
+        return st.f_bavail * st.f_frsize
 
     def _notify(self) -> None:
         for listener in list(self.stored_listeners):
@@ -591,6 +669,15 @@ class Store:
 
         return self._submit(op)
 
+    async def event_counts(self) -> dict[str, int]:
+        """Committed events by state (read on the reader connection: never waits on writes)."""
+        if self._reader is None:
+            raise StoreError("store is not open")
+        rows = await self._reader.execute_fetchall(
+            "SELECT state, COUNT(*) FROM events GROUP BY state"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def outbox_depth(self) -> int:
         cur = await self.db.execute("SELECT COUNT(*) FROM events WHERE state='stored'")
         row = await cur.fetchone()
@@ -658,6 +745,21 @@ async def _save_supervision(db: aiosqlite.Connection, row: SupervisionRow, at: i
         (row.device, row.state, int(row.low_battery), row.fault, int(row.tamper),
          row.last_seen, row.bat, row.fw, at),
     )
+def _is_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL (a full disk, or max_page_count reached), or ENOSPC itself."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+def _store_error(message: str, cause: BaseException, path: Path) -> StoreError:
+    if _is_full(cause):
+        return StoreFullError(
+            f"{message}; the disk holding {path.parent} is full: free space there "
+            f"(df -h {path.parent}); writes resume by themselves"
+        )
+    return StoreError(message)
 
 
 def _describe(exc: BaseException) -> str:

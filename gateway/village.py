@@ -25,7 +25,7 @@ from typing import Any
 from device_fw import okproto
 from gateway import intake
 from gateway.config import GatewayConfig
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreFullError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import DOWNLINK_COUNTER, EventRecord, InsertResult, Refused, Store, now_ms
@@ -46,8 +46,12 @@ UNKNOWN_RELOAD_S = 0.05
 RESEND_PROGRESS_MS = 15 * 60 * 1000
 # A message whose write failed this many times is acknowledged anyway (and logged), so that
 # one message that cannot be stored does not hold up the village: a device keeps an event on
-# its flash until it has `stored`, and sends it again.
+# its flash until it has `stored`, and sends it again. Never on a full disk: then nothing can
+# be stored, so the message stays with the broker until space is freed.
 MAX_WRITE_ATTEMPTS = 3
+# While the disk is full, the village link is re-opened (and the broker's messages tried
+# again) about this often rather than in a tight loop.
+STORE_FULL_RETRY_S = 2.0
 # §4.3: at most this many [counter, state] pairs in a heartbeat's `ev`.
 MAX_EV = 8
 # A device's view of an event, in the order states move (§4.2, §7).
@@ -178,7 +182,10 @@ class VillageSide:
             self.client = client
             self.metrics.gauge("village_link", "up")
             log.info("event=village_link_up broker=%s:%d", vb.host, vb.port)
-            backoff.reset()
+            if self.store.health.full:
+                backoff.delay = STORE_FULL_RETRY_S
+            else:
+                backoff.reset()
             self._flush_pending()
             await self._resend_progress()
             async for msg in client.messages():
@@ -296,9 +303,17 @@ class VillageSide:
 
     def _write_failed(self, acc: intake.Accepted, exc: Exception) -> bool:
         """Whether to acknowledge a message whose write failed: not until it has failed
-        MAX_WRITE_ATTEMPTS times (the broker sends it again after the link reset). No
-        `stored` ack either: the device keeps an event on its flash and sends it again."""
+        MAX_WRITE_ATTEMPTS times (the broker sends it again after the link reset), and never
+        while the disk is full. No `stored` ack either: the device keeps an event on its flash
+        and sends it again."""
         self.metrics.inc("store_failed")
+        if isinstance(exc, StoreFullError):
+            # Every write fails alike until space is freed: this message is not at fault.
+            log.error(
+                "event=store_failed kind=%s device=%s counter=%d full=1 error=%r",
+                acc.kind, acc.device.id, acc.counter, str(exc),
+            )
+            return False
         key = (acc.device.id, acc.counter)  # a device never reuses a counter (§5.1)
         n = self._write_failures.get(key, 0) + 1
         if len(self._write_failures) > 1000:

@@ -56,6 +56,7 @@ class LocalStack:
         village_listen: str = HOST,
         device_broker_host: str | None = None,
         supervision: dict[str, int | float] | None = None,
+        gateway_dir: Path | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         # The gateway's [supervision] settings (gateway/config.py); None: its defaults.
@@ -70,7 +71,9 @@ class LocalStack:
         self.forward_window = forward_window
         self.resend_after_s = resend_after_s
         self.pki_dir = self.root / "pki"
-        self.gateway_dir = self.root / "gateway"
+        # The gateway's state directory (its configuration, keys, SQLite store); a test may put
+        # it on a filesystem of its own, e.g. a small tmpfs that it fills.
+        self.gateway_dir = Path(gateway_dir).resolve() if gateway_dir else self.root / "gateway"
         self.centre_dir = self.root / "centre"
         self.devices_dir = self.root / "devices"
         self.gateway_config = self.gateway_dir / "gateway.toml"
@@ -96,6 +99,7 @@ class LocalStack:
     def setup(self) -> None:
         # Keys, passwords, device configurations and databases live under it: 0700.
         private_dir(self.root, tighten=True)
+        private_dir(self.gateway_dir, tighten=True)
         self.http_port = self.http_port or free_port()
         ca = pki.create_ca(self.pki_dir, name="onekey demo CA")
         server = pki.issue_server(ca, self.pki_dir, "centre-broker")

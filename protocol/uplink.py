@@ -303,6 +303,18 @@ class DeviceSeen:
 
 
 @dataclass(frozen=True)
+class StoreState:
+    """§6.5 `store`: whether the gateway can write its store. `ok` false from a write that
+    failed until one commits again; `full` when that was a full disk; `failed` writes that
+    failed since the last that committed; `free_bytes` free on the store's disk (-1: unknown)."""
+
+    ok: bool
+    full: bool
+    failed: int
+    free_bytes: int
+
+
+@dataclass(frozen=True)
 class Heartbeat:
     gw: str
     ts: int
@@ -310,6 +322,7 @@ class Heartbeat:
     devices: int
     villages: tuple[str, ...] | None = None  # absent from older gateways' heartbeats
     devs: tuple[DeviceSeen, ...] | None = None  # absent from older gateways' heartbeats
+    store: StoreState | None = None  # absent from older gateways' heartbeats
 
 
 def encode_heartbeat(hb: Heartbeat) -> dict[str, Any]:
@@ -318,7 +331,25 @@ def encode_heartbeat(hb: Heartbeat) -> dict[str, Any]:
         body["villages"] = list(hb.villages)
     if hb.devs is not None:
         body["devs"] = [[d.id, d.last_seen, d.bat, d.fw] for d in hb.devs]
+    if hb.store is not None:
+        body["store"] = encode_store_state(hb.store)
     return body
+
+
+def encode_store_state(st: StoreState) -> dict[str, Any]:
+    return {"ok": st.ok, "full": st.full, "failed": st.failed, "free_bytes": st.free_bytes}
+
+
+def parse_store_state(value: object) -> StoreState:
+    """Check a §6.5 `store` object."""
+    if not isinstance(value, dict):
+        raise Rejected(BAD_FIELD, "store must be an object {ok, full, failed, free_bytes}")
+    flags = [value.get("ok"), value.get("full")]
+    if not all(type(f) is bool for f in flags):
+        raise Rejected(BAD_FIELD, "store.ok and store.full must be true or false")
+    failed = _int(value, "failed")
+    free = _int(value, "free_bytes", lo=-1)
+    return StoreState(bool(flags[0]), bool(flags[1]), failed, free)
 
 
 def _device_seen(item: object, i: int) -> DeviceSeen:
@@ -352,9 +383,11 @@ def parse_heartbeat(body: Mapping[str, Any], gw: str) -> Heartbeat:
     devs = body.get("devs")
     if devs is not None and (not isinstance(devs, list) or len(devs) > MAX_DEVS):
         raise Rejected(BAD_FIELD, f"devs must be a list of at most {MAX_DEVS} devices")
+    store = body.get("store")
     return Heartbeat(
         gw, ts, outbox, devices, None if villages is None else tuple(villages),
         None if devs is None else tuple(_device_seen(d, i) for i, d in enumerate(devs)),
+        None if store is None else parse_store_state(store),
     )
 
 

@@ -25,6 +25,7 @@ from harness.fakegateway import (
     signed_heartbeat,
     wait_until,
 )
+from protocol import uplink
 from protocol.signed import verify_frame
 from tests.auth_support import act_as
 from transport.keys import load_public_hex, public_hex
@@ -160,6 +161,16 @@ async def test_gateways_show_heartbeats_and_go_offline(centre: Centre) -> None:
     centre.now[0] += 61_000
     (gw,) = (await centre.http.get("/api/gateways")).json()
     assert gw["online"] is False
+
+
+async def test_gateways_show_whether_their_store_can_be_written(centre: Centre) -> None:
+    full = uplink.StoreState(ok=False, full=True, failed=2, free_bytes=0)
+    await centre.receive(*signed_heartbeat(GW_KEY, "gw-1", ts=5, store=full))
+    (gw,) = (await centre.http.get("/api/gateways")).json()
+    assert gw["store"] == {"ok": False, "full": True, "failed": 2, "free_bytes": 0}
+    await centre.receive(*signed_heartbeat(GW_KEY, "gw-1", ts=6))
+    (gw,) = (await centre.http.get("/api/gateways")).json()
+    assert gw["store"] is None
 
 
 async def test_metrics_count_rejections_by_reason(centre: Centre) -> None:

@@ -60,11 +60,12 @@ def _event(d: dict[str, Any]) -> uplink.Event:
 
 
 def _heartbeat(d: dict[str, Any]) -> uplink.Heartbeat:
-    villages, devs = d["villages"], d.get("devs")
+    villages, devs, store = d["villages"], d.get("devs"), d.get("store")
     return uplink.Heartbeat(**{
         **d,
         "villages": None if villages is None else tuple(villages),
         "devs": None if devs is None else tuple(uplink.DeviceSeen(**x) for x in devs),
+        "store": None if store is None else uplink.StoreState(**store),
     })
 
 
@@ -382,11 +383,13 @@ def test_fuzzed_frames_open_or_raise_rejected() -> None:
 
 
 def test_the_largest_gateway_heartbeat_fits_the_centre_broker_limit() -> None:
-    """§6.5: 64 villages and 64 devices, every id and field at its longest, signed."""
+    """§6.5: 64 villages, 64 devices and the store state, every id and field at its longest,
+    signed."""
     longest = "d" * 32
     hb = uplink.Heartbeat(
         "g" * 32, 2**53 - 1, 2**53 - 1, 2**53 - 1, tuple(f"{i:02d}" + "v" * 30 for i in range(64)),
         tuple(uplink.DeviceSeen(longest, 2**53 - 1, 100, "f" * 16) for _ in range(uplink.MAX_DEVS)),
+        uplink.StoreState(False, True, 2**53 - 1, 2**53 - 1),
     )
     topic = topics.heartbeat(hb.gw)
     payload = sign_frame(KEYS["g1"], topic, encode_json(uplink.encode_heartbeat(hb)))
