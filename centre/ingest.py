@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import bcreports, confs, frames
+from centre import bcreports, confs, contactpush, frames
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
 from centre.live import LiveHub
@@ -49,6 +49,7 @@ from centre.store import (
     now_ms,
     record_heartbeat,
 )
+from protocol import contacts, topics
 from transport.keys import KeyFileError, load_public_hex
 from transport.mqtt import MqttClient, MqttError, TlsFiles
 from transport.reconnect import Backoff, keep_connected
@@ -132,7 +133,7 @@ class _Item:
     payload: bytes
     gw: str = ""
     kind: str = ""
-    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | None = None
+    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | contacts.SmsReport | None = None
     rejected: frames.Rejected | None = None
     result: InsertResult | None = None
     changed: int = 0
@@ -281,6 +282,8 @@ class Ingest:
                 it.op = bcreports.parse_reports(body, gw)
             elif kind == "conf":
                 it.op = confs.parse_conf(body, gw)
+            elif kind == topics.SMS_REPORTS:
+                it.op = contacts.parse_sms_report(body, gw)
             else:
                 it.op = frames.parse_event(body, gw)
         except frames.Rejected as exc:
@@ -317,6 +320,12 @@ class Ingest:
                 elif isinstance(op, confs.Conf):
                     it.changed = await confirm_acks(db, op.gw, op.acks)
                     it.changed += await self.broadcasts.confirm_copies(db, op.gw, op.bc, now)
+                    it.changed += await contactpush.confirm_versions(db, op.gw, op.cl)
+                elif isinstance(op, contacts.SmsReport):
+                    # Imported here: centre.smsin imports this module.
+                    from centre.smsin import record_gateway_sms
+
+                    it.changed = await record_gateway_sms(db, op)
 
     def _after_commit(self, it: _Item) -> list[tuple[str, bytes]]:
         """Count and log one message of a committed batch; its ack, if it is an event."""
@@ -336,6 +345,11 @@ class Ingest:
             ))
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
+            return []
+        if isinstance(op, contacts.SmsReport):
+            self.metrics.inc("gateway_sms_reports")
+            log.info(kv(event="gateway_sms", gw=op.gw, id=op.id, to=op.to, parts=op.parts,
+                        new=it.changed))
             return []
         if isinstance(op, confs.Conf):
             self.metrics.inc("confs")
@@ -386,6 +400,7 @@ class Ingest:
             await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
             await client.subscribe(frames.SUB_REPORTS, qos=1)
             await client.subscribe(confs.SUB_CONF, qos=1)
+            await client.subscribe(topics.SUB_SMS_REPORTS, qos=1)
             self.metrics.connected = True
             self.metrics.inc("connects")
             log.info(
