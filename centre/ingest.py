@@ -187,6 +187,8 @@ class Ingest:
         # downlinks go again at the pump's next pass (§6.6).
         self._heard: dict[str, float] = {}
         self._resync: set[str] = set()
+        # Each gateway's SMS modem as its last heartbeat said (§11.5): a change is logged.
+        self.gateway_modems: dict[str, str] = {}
 
     def kick(self) -> None:
         """New pending downlinks are in the store: publish them now if connected."""
@@ -345,6 +347,10 @@ class Ingest:
             ))
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
+            if op.modem is not None and self.gateway_modems.get(op.gw) != op.modem:
+                self.gateway_modems[op.gw] = op.modem
+                line = kv(event="gateway_modem", gw=op.gw, state=op.modem)
+                (log.info if op.modem == "ok" else log.warning)(line)
             return []
         if isinstance(op, contacts.SmsReport):
             self.metrics.inc("gateway_sms_reports")
