@@ -14,7 +14,8 @@ nothing pending for it, makes the centre publish the current one again.
 The tables are this module's own and created here (`CREATE TABLE IF NOT EXISTS`), so that
 they need no schema version of `centre.store`: `contact_lists` (per gateway: the version and a
 digest of its content) and `household_local_alert` (households that refuse the local alert;
-absent: accepts, the default; set with `set_local_alert`).
+absent: accepts, the default; set with `set_local_alert`, through
+`PUT /api/households/{id}/local_alert`).
 """
 
 from __future__ import annotations
@@ -63,6 +64,15 @@ async def set_local_alert(db: aiosqlite.Connection, household: str, allowed: boo
         "ON CONFLICT (household) DO UPDATE SET allowed = excluded.allowed",
         (household, int(allowed)),
     )
+
+
+async def local_alert_allowed(db: aiosqlite.Connection, household: str) -> bool:
+    await ensure_schema(db)
+    async with db.execute(
+        "SELECT allowed FROM household_local_alert WHERE household = ?", (household,)
+    ) as cur:
+        row = await cur.fetchone()
+    return row is None or bool(row[0])
 
 
 async def _refusing(db: aiosqlite.Connection) -> set[str]:

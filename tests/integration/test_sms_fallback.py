@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from centre import contactpush
 from centre.ingest import Metrics
 from centre.live import LiveHub
 from centre.smsin import SmsIngest
@@ -46,15 +45,17 @@ class Rig:
 
 
 def modem_section(port: str, **extra: object) -> str:
-    lines = [f'port = "{port}"', f'centre_number = "{CENTRE_NUMBER}"', "link_down_s = 1.0",
-             "receipt_deadline_s = 1.0", "poll_interval_s = 0.5", "reopen_interval_s = 0.2",
-             "command_timeout_s = 2.0"]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    values: dict[str, object] = {
+        "port": port, "centre_number": CENTRE_NUMBER, "link_down_s": 1.0,
+        "receipt_deadline_s": 1.0, "poll_interval_s": 0.5, "reopen_interval_s": 0.2,
+        "command_timeout_s": 2.0,
+    } | extra
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     return "\n[modem]\n" + "\n".join(lines) + "\n"
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+@contextlib.contextmanager
+def make_rig(tmp_path: Path, **modem: object) -> Iterator[Rig]:
     stack = LocalStack(tmp_path / "stack", resend_after_s=2.0)
     stack.setup()
     gw_modem = VModemProcess(tmp_path / "gw-modem")
@@ -63,7 +64,7 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         gw_modem.start()
         centre_modem.start()
         text = stack.gateway_config.read_text().replace("heartbeat_s = 30.0", "heartbeat_s = 0.5")
-        stack.gateway_config.write_text(text + modem_section(gw_modem.port))
+        stack.gateway_config.write_text(text + modem_section(gw_modem.port, **modem))
         stack.start()
         yield Rig(stack, gw_modem, centre_modem,
                   SmsRelay(gw_modem.dir, {CENTRE_NUMBER: centre_modem.dir}, GATEWAY_NUMBER))
@@ -71,6 +72,12 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         stack.stop()
         gw_modem.stop()
         centre_modem.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    with make_rig(tmp_path) as r:
+        yield r
 
 
 def wait(pred: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
@@ -238,13 +245,8 @@ async def test_local_alert_plays_near_the_household_unless_it_refuses(rig: Rig) 
         stack.centre_broker.start()
         await dev.wait_ack(c, "received", timeout=30)
         version = gauges(stack)["contacts_version"]
-        store = Store(stack.centre_dir / "centre.db")
-        await store.open()
-        try:
-            async with store.transaction() as db:
-                await contactpush.set_local_alert(db, "h-002", False)
-        finally:
-            await store.close()
+        assert stack.api("PUT", "/api/households/h-002/local_alert", {"allowed": False}) == {
+            "allowed": False}
         await await_(lambda: gauges(stack).get("contacts_version", 0) > version, 20, "new list")
         key2, password2 = stack.register_device("btn-h2", "h-002")
         dev2 = ProtoDevice("btn-h2", key2, HOST, stack.village_broker.port, password2)
@@ -295,5 +297,43 @@ async def test_modem_faults_are_reported_and_the_alarm_waits_for_the_line(rig: R
             control(rig.gw_modem.dir, {"cmd": "fault", "network": "ok", "sim": "present", "plug": True})
             await await_(lambda: gauges(stack).get("modem") == "ok", 10, "modem ok again")
         assert "event=modem_ok" in (stack.root / "gateway.log").read_text()
+    finally:
+        await dev.close()
+
+
+@pytest.fixture
+def deadline_rig(tmp_path: Path) -> Iterator[Rig]:
+    with make_rig(tmp_path, link_down_s=600.0, receipt_deadline_s=1.0) as r:
+        yield r
+
+
+async def test_alarm_not_received_within_the_deadline_goes_by_sms_once_across_a_restart(
+    deadline_rig: Rig,
+) -> None:
+    # The uplink stays up but the centre does not answer (its process is stopped): the alarm's
+    # own deadline starts the second path, long before `link_down_s`.
+    rig = deadline_rig
+    stack = rig.stack
+    assert stack.centre_proc is not None and stack.village_broker is not None
+    stack.centre_proc.stop()
+    key, password = stack.register_device("btn-proto", "h-404")
+    dev = ProtoDevice("btn-proto", key, HOST, stack.village_broker.port, password)
+    await dev.connect()
+    try:
+        c = await dev.send("alarm")
+        await dev.wait_ack(c, "stored")
+        rows = await await_(lambda: read_sent(rig.gw_modem.dir), 15, "the SMS to the centre")
+        assert [r["to"] for r in rows] == [CENTRE_NUMBER]  # no card: no contacts
+        assert gauges(stack).get("centre_link") == "up"
+        assert "event=local_alert" not in (stack.root / "gateway.log").read_text()
+        # A restart of the gateway while the alarm still waits: nothing is sent twice.
+        assert stack.gateway_proc is not None
+        stack.gateway_proc.stop()
+        (stack.gateway_dir / "metrics.json").unlink()  # only the new process's counts from here
+        stack.start_gateway()
+        # Several sweeps of the new process with the alarm still past its deadline.
+        await await_(lambda: counts(stack).get("fallback_sweeps", 0) >= 5, 15, "sweeps")
+        assert counts(stack).get("forwarded", 0) >= 1
+        assert len(read_sent(rig.gw_modem.dir)) == 1
     finally:
         await dev.close()
