@@ -153,6 +153,9 @@ async def test_uplink_cut_press_goes_by_sms_to_centre_and_contacts_then_reconcil
     assert stack.centre_broker is not None
     put_card(stack, "h-001")
     await await_(lambda: gauges(stack).get("contacts_version", 0) > 0, 20, "contact list at the gateway")
+    # The gateway confirmed the version (§11.1): the centre holds nothing more for it.
+    await await_(lambda: stack.api("GET", "/api/metrics")["pending_downlinks"] == 0, 20,
+                 "the contact list confirmed")
     button = stack.add_button("btn-0001", "h-001")
     button.start()
     button.wait_for(lambda st: st["connected"])
