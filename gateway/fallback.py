@@ -93,12 +93,13 @@ class Pending:
 
 
 def contact_text(h: contacts.Household | None, household_id: str, at_ms: int) -> str:
-    """The SMS to a contact: who, where, when; plain Chinese, short enough for two parts."""
+    """The SMS to a contact: who, where, when, and that the centre cannot be reached now (true
+    of both triggers: the link is down, or the centre has not answered); plain Chinese."""
     when = dt.datetime.fromtimestamp(at_ms / 1000, CHINA).strftime("%m月%d日%H:%M")
     who = h.name if h is not None and h.name else f"住户{household_id}"
     where = h.address if h is not None and h.address else ""
     place = f"（{where}）" if where else ""
-    return f"【一键报警】{who}{place}于{when}按下了一键报警。村里与乡镇中心的网络中断，请尽快上门查看。"
+    return f"【一键报警】{who}{place}于{when}按下了一键报警，乡镇中心暂时联系不上，请尽快上门查看。"
 
 
 def local_alert_text(h: contacts.Household | None, household_id: str) -> str:
