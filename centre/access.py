@@ -45,6 +45,8 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     ("GET", "/api/households/{household_id}"): Role.OPERATOR,
     ("PUT", "/api/households/{household_id}"): Role.ADMIN,
     ("DELETE", "/api/households/{household_id}"): Role.ADMIN,
+    ("GET", "/api/households/{household_id}/local_alert"): Role.OPERATOR,
+    ("PUT", "/api/households/{household_id}/local_alert"): Role.ADMIN,
     # Every card's personal data at once: admins only, like the import.
     ("GET", "/api/households/export"): Role.ADMIN,
     ("POST", "/api/households/import"): Role.ADMIN,

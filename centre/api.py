@@ -22,13 +22,14 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from centre import frames, lifecycle
+from centre import frames, lifecycle, smsin
 from centre.access import ACCESS
 from centre.accounts import Accounts
 from centre.auth import Authorize, Principal, current_principal
 from centre.bcapi import broadcast_router, settings_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
+from centre.contactpush import ContactPush
 from centre.device_api import device_router
 from centre.household_api import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
@@ -234,6 +235,11 @@ def create_app(
         scheduler = Scheduler(
             ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
         )
+        # Alarms by SMS (§10): the centre's modem task hands each incoming SMS to
+        # `smsin.handle_incoming` first. The contact lists gateways keep (§11).
+        smsin.attach(smsin.SmsIngest(store, metrics, live, clock))
+        contact_push = ContactPush(store, key, ingest.kick, clock)
+
         def crashed(task: str) -> None:
             metrics.inc("task_crashes")
             metrics.inc(f"task_crashes_{task}")
@@ -245,6 +251,7 @@ def create_app(
                 ("ingest", ingest.run),
                 ("watch-gateways", ingest.watch_gateways),
                 ("broadcast-scheduler", scheduler.run),
+                ("contacts", contact_push.run),
             )
         ]
         accounts = Accounts(store, config.auth, clock)
@@ -254,6 +261,7 @@ def create_app(
             yield
         finally:
             rt = None
+            smsin.attach(None)
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import bcreports, confs, devices, frames, prom
+from centre import bcreports, confs, contactpush, devices, frames, prom
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
 from centre.live import LiveHub
@@ -50,7 +50,7 @@ from centre.store import (
     now_ms,
     record_heartbeat,
 )
-from protocol import uplink
+from protocol import contacts, topics, uplink
 from transport.keys import KeyFileError, load_public_hex
 from transport.mqtt import MqttClient, MqttError, TlsFiles
 from transport.reconnect import Backoff, keep_connected
@@ -140,7 +140,7 @@ class _Item:
     payload: bytes
     gw: str = ""
     kind: str = ""
-    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | None = None
+    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | contacts.SmsReport | None = None
     rejected: frames.Rejected | None = None
     result: InsertResult | None = None
     sup: devices.SupResult | None = None  # a supervision event's (§6.2.1)
@@ -197,6 +197,8 @@ class Ingest:
         # Each gateway's §6.5 store state (ok, full) as last published to the consoles.
         self._store_seen: dict[str, tuple[bool, bool] | None] = {}
         self._resync: set[str] = set()
+        # Each gateway's SMS modem as its last heartbeat said (§11.5): a change is logged.
+        self.gateway_modems: dict[str, str] = {}
 
     def kick(self) -> None:
         """New pending downlinks are in the store: publish them now if connected."""
@@ -302,6 +304,8 @@ class Ingest:
                 it.op = bcreports.parse_reports(body, gw)
             elif kind == "conf":
                 it.op = confs.parse_conf(body, gw)
+            elif kind == topics.SMS_REPORTS:
+                it.op = contacts.parse_sms_report(body, gw)
             else:
                 it.op = frames.parse_event(body, gw)
         except frames.Rejected as exc:
@@ -353,6 +357,12 @@ class Ingest:
                 elif isinstance(op, confs.Conf):
                     it.changed = await confirm_acks(db, op.gw, op.acks)
                     it.changed += await self.broadcasts.confirm_copies(db, op.gw, op.bc, now)
+                    it.changed += await contactpush.confirm_versions(db, op.gw, op.cl)
+                elif isinstance(op, contacts.SmsReport):
+                    # Imported here: centre.smsin imports this module.
+                    from centre.smsin import record_gateway_sms
+
+                    it.changed = await record_gateway_sms(db, op)
         self.metrics.prom.commit_seconds.observe(time.perf_counter() - started)
 
     def _after_commit(self, it: _Item) -> list[tuple[str, bytes]]:
@@ -374,6 +384,15 @@ class Ingest:
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
             self._store_state(op)
+            if op.modem is not None and self.gateway_modems.get(op.gw) != op.modem:
+                self.gateway_modems[op.gw] = op.modem
+                line = kv(event="gateway_modem", gw=op.gw, state=op.modem)
+                (log.info if op.modem == "ok" else log.warning)(line)
+            return []
+        if isinstance(op, contacts.SmsReport):
+            self.metrics.inc("gateway_sms_reports")
+            log.info(kv(event="gateway_sms", gw=op.gw, id=op.id, to=op.to, parts=op.parts,
+                        new=it.changed))
             return []
         if isinstance(op, confs.Conf):
             self.metrics.inc("confs")
@@ -453,6 +472,7 @@ class Ingest:
             await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
             await client.subscribe(frames.SUB_REPORTS, qos=1)
             await client.subscribe(confs.SUB_CONF, qos=1)
+            await client.subscribe(topics.SUB_SMS_REPORTS, qos=1)
             self.metrics.connected = True
             self.metrics.inc("connects")
             log.info(

@@ -42,6 +42,15 @@ Example (`onekey gateway init` writes one)::
     battery_ok_pct = 30                         # cleared only above this one
     will_grace_s = 10.0                         # a mains device's last will: lost this long after
     check_s = 1.0                               # how often deadlines are checked
+
+    [modem]                                     # optional: the second path (docs/gateway.md)
+    port = "/dev/serial/by-id/usb-SimTech..."   # the module's AT port
+    centre_number = "+8613800000000"            # the centre's modem (protocol §10)
+    link_down_s = 30.0                          # SMS once the centre link is down this long
+    receipt_deadline_s = 20.0                   # ... or an alarm not `received` this long
+    max_age_s = 3600.0                          # never SMS an alarm older than this
+    local_alert = true                          # speakers near the household play an alert
+    local_alert_group = "crossroads"            # speakers used when the household's group has none
 """
 
 from __future__ import annotations
@@ -49,7 +58,7 @@ from __future__ import annotations
 import shlex
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +117,24 @@ class SupervisionConfig:
 
 
 @dataclass(frozen=True)
+class ModemConfig:
+    """The second path (docs/gateway.md, "When the uplink fails"): a GSM/4G module for SMS,
+    and the local alert on the village's speakers."""
+
+    port: str
+    centre_number: str
+    link_down_s: float = 30.0
+    receipt_deadline_s: float = 20.0
+    max_age_s: float = 3600.0
+    local_alert: bool = True
+    local_alert_group: str = "crossroads"
+    # The driver's timings (modem.Modem); shorter in tests.
+    poll_interval_s: float = 30.0
+    reopen_interval_s: float = 1.0
+    command_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     gateway_id: str
     village: str
@@ -122,6 +149,7 @@ class GatewayConfig:
     heartbeat_s: float = 30.0
     admin: AdminConfig | None = None
     supervision: SupervisionConfig = SupervisionConfig()
+    modem: ModemConfig | None = None  # None: no second path
 
     @property
     def db_path(self) -> Path:
@@ -222,6 +250,44 @@ def load_config(path: Path) -> GatewayConfig:
         heartbeat_s=float(fwd.get("heartbeat_s", 30.0)),
         admin=_admin(data.get("admin", {}), f"{path} [admin]", rel, village_host, village_port),
         supervision=_supervision(data.get("supervision", {}), f"{path} [supervision]"),
+        modem=_modem(data.get("modem"), f"{path} [modem]"),
+    )
+
+
+def _modem(sec: Any, where: str) -> ModemConfig | None:
+    if sec is None:
+        return None
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(sec) - {f.name for f in fields(ModemConfig)}
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+
+    def seconds(name: str, default: float) -> float:
+        if name not in sec:
+            return default
+        v = sec[name]
+        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+            raise ConfigError(f"{where}: {name} must be a number of seconds above 0")
+        return float(v)
+
+    number = _field(sec, "centre_number", str, where)
+    digits = number[1:] if number.startswith("+") else number
+    if not digits.isdigit() or not 3 <= len(digits) <= 20:
+        raise ConfigError(f"{where}: centre_number {number!r} must be the centre modem's number, "
+                          "digits with an optional + (+8613800000000)")
+    group = _field(sec, "local_alert_group", str, where) if "local_alert_group" in sec else "crossroads"
+    return ModemConfig(
+        port=_field(sec, "port", str, where),
+        centre_number=number,
+        link_down_s=seconds("link_down_s", 30.0),
+        receipt_deadline_s=seconds("receipt_deadline_s", 20.0),
+        max_age_s=seconds("max_age_s", 3600.0),
+        local_alert=_field(sec, "local_alert", bool, where) if "local_alert" in sec else True,
+        local_alert_group=group,
+        poll_interval_s=seconds("poll_interval_s", 30.0),
+        reopen_interval_s=seconds("reopen_interval_s", 1.0),
+        command_timeout_s=seconds("command_timeout_s", 5.0),
     )
 
 

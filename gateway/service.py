@@ -9,7 +9,9 @@ import logging
 
 from gateway.broadcasts import BroadcastSide
 from gateway.config import GatewayConfig
+from gateway.contactlist import ContactList
 from gateway.errors import ConfigError
+from gateway.fallback import FallbackSide
 from gateway.forwarder import CentreSide
 from gateway.metrics import Metrics
 from gateway.registry import Registry
@@ -76,6 +78,20 @@ class Gateway:
                 village.on_report = broadcasts.on_report
                 centre.on_broadcast = broadcasts.on_centre_message
                 broadcasts.centre_client = lambda: centre.client
+                contact_list = ContactList(self.store, self.cfg.gateway_id, centre_key, self.metrics)
+                await contact_list.init()
+                centre.on_contacts = contact_list.on_centre_message
+                centre.contacts_version = lambda: contact_list.version
+                fallback = None
+                if self.cfg.modem is not None:
+                    fallback = FallbackSide(
+                        self.cfg, self.cfg.modem, self.store, self.registry, self.metrics,
+                        village, key, contact_list, lambda: centre.down_since,
+                        lambda: centre.client,
+                    )
+                    await fallback.init()
+                    modem_side = fallback
+                    centre.modem_state = lambda: modem_side.modem_state
                 # The downlink counter resumes above its reserved block (§4.2). Recent acks are
                 # sent again by the village side each time its link comes up.
                 await village.init()
@@ -94,6 +110,8 @@ class Gateway:
                     tg.create_task(supervise("registry", self._watch_registry, log=log))
                     tg.create_task(supervise("metrics", self._write_metrics, log=log))
                     tg.create_task(supervise("admin", self._admin, log=log))
+                    if fallback is not None:
+                        tg.create_task(supervise("fallback", fallback.run, log=log))
             finally:
                 with contextlib.suppress(OSError):  # a full disk must not hide why we stop
                     self.metrics.write(self.cfg.metrics_path)

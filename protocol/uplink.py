@@ -323,6 +323,10 @@ class Heartbeat:
     villages: tuple[str, ...] | None = None  # absent from older gateways' heartbeats
     devs: tuple[DeviceSeen, ...] | None = None  # absent from older gateways' heartbeats
     store: StoreState | None = None  # absent from older gateways' heartbeats
+    modem: str | None = None  # §6.5: the SMS modem's state (§10); absent: no modem configured
+
+
+MODEM_STATES = ("ok", "no_network", "sim_missing", "gone", "starting")
 
 
 def encode_heartbeat(hb: Heartbeat) -> dict[str, Any]:
@@ -333,6 +337,8 @@ def encode_heartbeat(hb: Heartbeat) -> dict[str, Any]:
         body["devs"] = [[d.id, d.last_seen, d.bat, d.fw] for d in hb.devs]
     if hb.store is not None:
         body["store"] = encode_store_state(hb.store)
+    if hb.modem is not None:
+        body["modem"] = hb.modem
     return body
 
 
@@ -384,10 +390,14 @@ def parse_heartbeat(body: Mapping[str, Any], gw: str) -> Heartbeat:
     if devs is not None and (not isinstance(devs, list) or len(devs) > MAX_DEVS):
         raise Rejected(BAD_FIELD, f"devs must be a list of at most {MAX_DEVS} devices")
     store = body.get("store")
+    modem = body.get("modem")
+    if modem is not None and modem not in MODEM_STATES:
+        raise Rejected(BAD_FIELD, f"modem must be one of {', '.join(MODEM_STATES)}")
     return Heartbeat(
         gw, ts, outbox, devices, None if villages is None else tuple(villages),
         None if devs is None else tuple(_device_seen(d, i) for i, d in enumerate(devs)),
         None if store is None else parse_store_state(store),
+        modem,
     )
 
 
@@ -403,15 +413,20 @@ class Confirmation:
     ts: int
     acks: tuple[tuple[str, str], ...] = ()
     bc: tuple[str, ...] = ()
+    cl: tuple[int, ...] = ()  # contact-list versions held complete (§11)
 
     @property
     def empty(self) -> bool:
-        """Names nothing: what a gateway sends right after it (re)connects (§6.6)."""
+        """Names no downlink: what a gateway sends right after it (re)connects (§6.6), with
+        at most the contact-list version it holds (§11)."""
         return not self.acks and not self.bc
 
 
 def encode_confirmation(c: Confirmation) -> dict[str, Any]:
-    return {"gw": c.gw, "ts": c.ts, "acks": [list(a) for a in c.acks], "bc": list(c.bc)}
+    body: dict[str, Any] = {"gw": c.gw, "ts": c.ts, "acks": [list(a) for a in c.acks], "bc": list(c.bc)}
+    if c.cl:
+        body["cl"] = list(c.cl)  # absent when empty: a centre older than §11 reads the rest
+    return body
 
 
 def confirmations(
@@ -456,7 +471,14 @@ def parse_confirmation(body: Mapping[str, Any], gw: str) -> Confirmation:
     for i, b in enumerate(bcs):
         if not valid_bc_id(b):
             raise Rejected(BAD_FIELD, f"bc[{i}] must be a broadcast id (1-40 of A-Za-z0-9._:-)")
-    return Confirmation(gw, ts, tuple(pairs), tuple(str(b) for b in bcs))
+    cl = body.get("cl", [])
+    if (
+        not isinstance(cl, list)
+        or len(acks) + len(bcs) + len(cl) > MAX_CONFIRMATIONS
+        or not all(type(v) is int and 0 < v < MAX_INT for v in cl)
+    ):
+        raise Rejected(BAD_FIELD, "cl must be a list of contact-list versions (integers)")
+    return Confirmation(gw, ts, tuple(pairs), tuple(str(b) for b in bcs), tuple(cl))
 
 
 # -- the frame

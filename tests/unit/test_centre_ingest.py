@@ -212,7 +212,8 @@ async def test_run_subscribes_retries_and_answers_only_after_commit(
         client = broker.clients[-1]
         assert len(broker.clients) == 3
         assert client.subscriptions == [
-            "ok/v1/gw/+/up/event", "ok/v1/gw/+/up/hb", "ok/v1/gw/+/up/bcr", "ok/v1/gw/+/up/conf"
+            "ok/v1/gw/+/up/event", "ok/v1/gw/+/up/hb", "ok/v1/gw/+/up/bcr", "ok/v1/gw/+/up/conf",
+            "ok/v1/gw/+/up/sms",
         ]
         client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
         client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")
