@@ -11,9 +11,10 @@ from /proc/PID/status:
   after         --hold-s seconds after the burst, still heartbeating
   peak (VmHWM)  the kernel's high-water mark of the gateway's RSS over the whole run
 Anchor: an idle `python -c` with the gateway's imports (onekey.cli, gateway.service,
-gateway.admin, which loads FastAPI and uvicorn, and the command line's parser, which imports
-every command's module), measured in the same run: what the interpreter and the libraries take
-before the gateway holds anything; and the gateway's own modules alone, for comparison.
+gateway.admin, which loads Starlette and uvicorn, and the command line's parser as `onekey
+gateway run` builds it, importing the gateway command's module only), measured in the same
+run: what the interpreter and the libraries take before the gateway holds anything; and the
+gateway's own modules alone, for comparison.
 With --tracemalloc the gateway runs under tracemalloc (a wrapper around `onekey gateway run`,
 nothing in the product changes; tracing itself costs memory, so its RSS figures are not the
 figure) and what its Python heap holds at the end of the burst is printed by package and by
@@ -73,9 +74,11 @@ sys.argv = ["onekey", *sys.argv[3:]]
 runpy.run_module("onekey.cli", run_name="__main__", alter_sys=True)
 """
 # What the gateway process imports: its modules, the admin API, and the command line's parser
-# (`onekey gateway run` builds the parser of every command, which imports their modules).
-ANCHOR_IMPORTS = "import onekey.cli, gateway.service, gateway.admin; onekey.cli.build_parser()"
-# The gateway's own modules alone: no admin API (FastAPI, pydantic, uvicorn), no other command.
+# (`onekey gateway run` builds the gateway command's parser only; the others are names).
+ANCHOR_IMPORTS = (
+    "import onekey.cli, gateway.service, gateway.admin; onekey.cli.build_parser(['gateway'])"
+)
+# The gateway's own modules alone: no admin API (Starlette, uvicorn), no other command.
 NO_ADMIN_IMPORTS = "import onekey.cli, gateway.service"
 
 
