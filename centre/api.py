@@ -13,20 +13,21 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from importlib import resources
 from typing import Annotated, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
 from centre import frames
 from centre.bcapi import broadcast_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
+from centre.console import HEARTBEAT_S, console_routes
 from centre.households import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
+from centre.live import LiveHub
 from centre.scheduler import Scheduler
 from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
 from transport import servicelock
@@ -121,20 +122,18 @@ def _event_out(ev: Event) -> EventOut:
     return EventOut.model_validate(asdict(ev))
 
 
-def load_index_html() -> str:
-    return resources.files("centre").joinpath("static", "index.html").read_text(encoding="utf-8")
-
-
 def create_app(
     config: CentreConfig,
     *,
     client_factory: ClientFactory = broker_client,
     clock: Callable[[], int] = now_ms,
     scheduler_period_s: float = 1.0,
+    stream_heartbeat_s: float = HEARTBEAT_S,
 ) -> FastAPI:
     metrics = Metrics()
     rt: _Runtime | None = None
-    index_html = load_index_html()
+    # What changed, for the consoles' server push: publishers call it after their commit.
+    live = LiveHub()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -152,7 +151,9 @@ def create_app(
         except BaseException:
             lock.release()
             raise
-        ingest = Ingest(config, store, key, metrics, client_factory=client_factory, clock=clock)
+        ingest = Ingest(
+            config, store, key, metrics, client_factory=client_factory, clock=clock, live=live
+        )
         scheduler = Scheduler(
             ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
         )
@@ -197,17 +198,19 @@ def create_app(
             "village broadcasts (JSON and CAP 1.2)."
         ),
         lifespan=lifespan,
+        # FastAPI's own docs pages load Swagger UI from a CDN; the console serves its own.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
+    app.state.live = live
 
     @app.exception_handler(StoreError)
     async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
         log.error(kv(event="store_failed", path=request.url.path, error=str(exc)))
         return JSONResponse({"detail": "the centre's database failed; see its log"}, 503)
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
+    console_routes(app, live, heartbeat_s=stream_heartbeat_s)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": ErrorOut}})
     async def healthz() -> HealthOut:
@@ -272,6 +275,7 @@ def create_app(
         if result.changed:
             log.info(kv(event="staff_ack", id=event_id, by=body.by))
             r.ingest.kick()
+            live.publish("alarm", asdict(result.event))
         return _event_out(result.event)
 
     app.include_router(broadcast_router(runtime, config.client_id, clock))

@@ -87,7 +87,10 @@ def uvicorn_server(config: CentreConfig, **kwargs: Any) -> uvicorn.Server:
             port=config.http_port,
             lifespan="on",
             log_config=None,  # keep the caller's logging set-up
-            access_log=False,  # the page polls every 2 s
+            access_log=False,
+            # The consoles' event streams never end by themselves: on shutdown they are cut
+            # after this long, rather than holding the centre up (the pages reconnect).
+            timeout_graceful_shutdown=2,
         )
     )
 

@@ -26,7 +26,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from centre import bcreports, confs, frames
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
+from centre.live import LiveHub
 from centre.store import (
     Downlink,
     Event,
@@ -166,8 +167,11 @@ class Ingest:
         metrics: Metrics | None = None,
         client_factory: ClientFactory = broker_client,
         clock: Callable[[], int] = now_ms,
+        live: LiveHub | None = None,
     ) -> None:
         self.config = config
+        # New events and gateway heartbeats go to the consoles' server push after commit.
+        self.live = live or LiveHub()
         self.store = store
         self.broadcasts = BroadcastStore(store)
         self.key = key
@@ -310,6 +314,7 @@ class Ingest:
             ))
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
+            self.live.publish("gateway", {"id": op.gw})
             return []
         if isinstance(op, confs.Conf):
             self.metrics.inc("confs")
@@ -331,6 +336,7 @@ class Ingest:
         assert it.result is not None
         ev = it.result.event
         if it.result.created:
+            self.live.publish("alarm", asdict(ev))
             self.metrics.inc("events")
             self.metrics.inc(f"events_{ev.kind}")
             log.info(
