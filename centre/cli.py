@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import uvicorn
 from centre.api import create_app
 from centre.config import CentreConfig, ConfigError, load_config
 from centre.enrol import EnrolError, centre_public_key, enrol_gateway, init_centre
+from centre.live import LiveHub
 from centre.store import StoreError
 from transport import backup
 from transport.keys import load_private_key
@@ -77,10 +79,22 @@ def add_commands(sub: Any) -> None:
     show.set_defaults(func=_show_key)
 
 
+class _CentreServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, live: LiveHub) -> None:
+        super().__init__(config)
+        self.live = live
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn waits for responses in progress before it stops; a console's event stream
+        # never ends by itself, so it is ended first (the pages show their banner and retry).
+        self.live.close()
+        await super().shutdown(sockets)
+
+
 def uvicorn_server(config: CentreConfig, **kwargs: Any) -> uvicorn.Server:
     """A uvicorn server for the centre app; `await server.serve()` runs it in this loop."""
     app = create_app(config, **kwargs)
-    return uvicorn.Server(
+    return _CentreServer(
         uvicorn.Config(
             app,
             host=config.http_host,
@@ -88,10 +102,10 @@ def uvicorn_server(config: CentreConfig, **kwargs: Any) -> uvicorn.Server:
             lifespan="on",
             log_config=None,  # keep the caller's logging set-up
             access_log=False,
-            # The consoles' event streams never end by themselves: on shutdown they are cut
-            # after this long, rather than holding the centre up (the pages reconnect).
-            timeout_graceful_shutdown=2,
-        )
+            # Requests still running this long after a stop are cut rather than holding it.
+            timeout_graceful_shutdown=5,
+        ),
+        app.state.live,
     )
 
 

@@ -17,8 +17,9 @@ do for the proxies, but a page's EventSource never sees comments). A console too
 its queue has its stream ended by the hub; the page reconnects and reloads its state.
 
 The page loads every script and style sheet in `centre/static/`: `i18n.js` (the dictionary)
-first, `app.js` (the console's core) last, the others (the broadcast composer, the admin pages)
-in between, in name order, so that a part added as its own file needs no change here.
+first, then the parts' dictionaries (`i18n-*.js`), the parts (the broadcast composer, the admin
+pages) in name order, and `app.js` (the console's core, which mounts them) last, so that a part
+added as its own file needs no change here.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ _TYPES = {
     ".svg": "image/svg+xml",
 }
 # The page is served by the centre alone: scripts and styles from it, data from its API only.
+# Styles may be inline (a part adds its own <style>); scripts never are.
 CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
     "form-action 'self'"
 )
@@ -74,11 +76,14 @@ def _assets() -> dict[str, bytes]:
 
 
 def script_order(names: list[str]) -> list[str]:
-    """i18n.js, then the other parts in name order, then app.js (which mounts them)."""
+    """i18n.js, the parts' own dictionaries (i18n-*.js), the parts in name order, then app.js
+    (which mounts them)."""
     # docs.js belongs to the /docs page only.
     scripts = sorted(n for n in names if n.endswith(".js") and n != "docs.js")
-    middle = [n for n in scripts if n not in (_FIRST, _LAST)]
-    return [n for n in (_FIRST,) if n in scripts] + middle + [n for n in (_LAST,) if n in scripts]
+    dictionaries = [n for n in scripts if n.startswith("i18n") and n != _FIRST]
+    parts = [n for n in scripts if n not in (_FIRST, _LAST) and n not in dictionaries]
+    first = [n for n in (_FIRST,) if n in scripts]
+    return first + dictionaries + parts + [n for n in (_LAST,) if n in scripts]
 
 
 def render_index(template: str, names: list[str], version: str) -> str:

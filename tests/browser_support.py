@@ -1,7 +1,8 @@
 """Browser tests of the console: Playwright driving Debian's chromium (`/usr/bin/chromium`,
 installed by scripts/setup.sh; nothing is downloaded), against a real centre (tests.centre_site).
 
-Fixtures (import them into a test module, or list them in its `pytestmark`/conftest):
+Fixtures (import `browser_fixture, page_fixture, shots_fixture` into a test module: they are
+registered as `browser`, `page`, `shots`):
 - `browser`: a fresh chromium (own user data dir under tmp_path) as a Playwright
   `BrowserContext`; notifications allowed, sound allowed without a gesture (headless).
 - `page`: a page of it that fails the test on any script error the page raised.
@@ -65,6 +66,9 @@ async def launch(user_data_dir: Path) -> AsyncIterator[pw_api.BrowserContext]:
             locale="zh-CN",
             timezone_id="Asia/Shanghai",
             viewport={"width": 1280, "height": 800},
+            # The page's policy forbids eval, which Playwright's wait_for_function uses; the
+            # policy itself is checked on the response (tests/unit/test_centre_console.py).
+            bypass_csp=True,
         )
         try:
             context.set_default_timeout(TIMEOUT_MS)
@@ -74,14 +78,14 @@ async def launch(user_data_dir: Path) -> AsyncIterator[pw_api.BrowserContext]:
             await context.close()
 
 
-@pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[pw_api.BrowserContext]:
+@pytest.fixture(name="browser")
+async def browser_fixture(tmp_path: Path) -> AsyncIterator[pw_api.BrowserContext]:
     async with launch(tmp_path / "chromium-profile") as context:
         yield context
 
 
-@pytest.fixture
-async def page(browser: pw_api.BrowserContext) -> AsyncIterator[pw_api.Page]:
+@pytest.fixture(name="page")
+async def page_fixture(browser: pw_api.BrowserContext) -> AsyncIterator[pw_api.Page]:
     errors: list[str] = []
     pg = browser.pages[0] if browser.pages else await browser.new_page()
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
@@ -89,8 +93,8 @@ async def page(browser: pw_api.BrowserContext) -> AsyncIterator[pw_api.Page]:
     assert not errors, f"the page raised script errors: {errors}"
 
 
-@pytest.fixture
-def shots(request: pytest.FixtureRequest) -> Path:
+@pytest.fixture(name="shots")
+def shots_fixture(request: pytest.FixtureRequest) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.nodeid.split("::", 1)[-1])
     out = OUTPUT_ROOT / "browser" / name
     out.mkdir(parents=True, exist_ok=True)

@@ -5,9 +5,10 @@
 // Parts in their own files (the broadcast composer, the admin pages) define
 //   window.OkBroadcast = { mount(el, ctx) }   window.OkAdmin = { mount(el, ctx) }
 // and are mounted into their tab's pane with ctx = { api, t, user, live, lang }:
-//   api.get(path) / api.post(path, body) / api.put / api.patch / api.del(path): the parsed JSON
-//     (null for 204); JSON bodies, or a FormData/Blob/string as given; X-CSRF-Token on every
-//     state change; throws ApiError {status, detail, message}; a 401 returns the page to login.
+//   api(method, path, body), or api.get(path) / api.post(path, body) / api.put / api.patch /
+//     api.del(path): a promise of the parsed JSON (null for 204); JSON bodies, or a
+//     FormData/Blob/string as given; X-CSRF-Token on every state change; rejects with ApiError
+//     {status, detail (text), message}; a 401 returns the page to its login.
 //   t(key, vars): the text of key in the current language (window.OK_I18N), {name} filled.
 //   user: {username, display_name, role, ...} as GET /api/session gives it.
 //   live.on(topic, fn) -> off(): fn(data) for each change pushed by the centre
@@ -126,7 +127,9 @@
     return data;
   }
 
-  const api = {
+  // api(method, path, body), with shorthands api.get(path), api.post(path, body), ...
+  const api = (method, path, body) => request(method, path, body);
+  Object.assign(api, {
     request,
     get: (p) => request("GET", p),
     post: (p, b) => request("POST", p, b === undefined ? {} : b),
@@ -134,7 +137,7 @@
     patch: (p, b) => request("PATCH", p, b),
     del: (p) => request("DELETE", p),
     ApiError,
-  };
+  });
 
   // ---- live changes (server-sent events)
 
@@ -625,7 +628,7 @@
     const typed = {};
     for (const input of box.querySelectorAll("input[id], select[id]")) typed[input.id] = input.value;
     const card = cards.get(a.household);
-    box.replaceChildren(
+    box.replaceChildren(...[
       el("h2", {}, el("span", { class: "badge st-" + a.state, text: label("state", a.state) }), " ",
         el("span", { id: "detail-who", text: (card && card.name) || a.household || a.device })),
       el("p", { class: "meta", text: [label("kind", a.kind), villageText(a, card), t("alarms.received") + " " + fmtTime(a.received_at),
@@ -634,7 +637,7 @@
       renderCard(a),
       renderEscalation(),
       renderTimeline(),
-    );
+    ].filter((x) => x));
     for (const [id, v] of Object.entries(typed)) { const input = $(id); if (input) input.value = v; }
   }
 

@@ -78,8 +78,10 @@ def test_event_data_is_one_line_of_json_whatever_the_text_holds() -> None:
 
 
 def test_page_loads_the_dictionary_first_the_parts_then_the_core() -> None:
-    order = console.script_order(["app.js", "zz.js", "i18n.js", "broadcast.js", "docs.js", "admin.js"])
-    assert order == ["i18n.js", "admin.js", "broadcast.js", "zz.js", "app.js"]
+    order = console.script_order(
+        ["app.js", "zz.js", "i18n.js", "broadcast.js", "docs.js", "i18n-forms.js", "admin.js"]
+    )
+    assert order == ["i18n.js", "i18n-forms.js", "admin.js", "broadcast.js", "zz.js", "app.js"]
 
 
 def test_every_file_of_the_page_ships_with_the_package() -> None:
@@ -167,3 +169,15 @@ async def test_api_docs_are_served_without_a_cdn(centre: Centre) -> None:
     # FastAPI's own pages load Swagger UI and ReDoc from a CDN: they are off.
     assert (await centre.http.get("/redoc")).status_code == 404
     assert "swagger" not in page.text.lower()
+
+
+async def test_a_stopping_centre_ends_every_stream_at_once() -> None:
+    hub = LiveHub()
+    streams = [console.change_stream(hub, heartbeat_s=30) for _ in range(3)]
+    for s in streams:
+        await anext(s)
+    hub.close()
+    assert hub.subscribers == 0
+    for s in streams:
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(anext(s), 1)
