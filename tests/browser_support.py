@@ -23,40 +23,20 @@ from pathlib import Path
 
 import pytest
 
+from harness.chromium import CHROMIUM, CHROMIUM_ARGS, require_chromium
+
 pw_api = pytest.importorskip("playwright.async_api", reason="Playwright (test extra, Linux x86_64)")
 
-CHROMIUM = os.environ.get("ONEKEY_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # A console left open on a desk sounds an alarm without anyone clicking first; headless
-    # there is nobody to click.
-    "--autoplay-policy=no-user-gesture-required",
-]
 OUTPUT_ROOT = Path(
     os.environ.get("ONEKEY_TEST_OUTPUT", Path(__file__).resolve().parent.parent / "test-output")
 )
 TIMEOUT_MS = 10_000
 
 
-def _require_chromium() -> None:
-    if not os.access(CHROMIUM, os.X_OK):
-        raise RuntimeError(
-            f"{CHROMIUM} not found: the browser tests drive Debian's chromium; "
-            "run `bash scripts/setup.sh` (apt-get install chromium) or set ONEKEY_CHROMIUM"
-        )
-
-
 @contextlib.asynccontextmanager
 async def launch(user_data_dir: Path) -> AsyncIterator[pw_api.BrowserContext]:
     """One chromium with its own fresh profile."""
-    _require_chromium()
+    require_chromium()
     async with pw_api.async_playwright() as pw:
         context = await pw.chromium.launch_persistent_context(
             str(user_data_dir),

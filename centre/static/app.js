@@ -371,7 +371,12 @@
     if (fresh && fromPush) window.__okLastAlarmShownAt = Date.now();
   }
 
+  // Pushes that arrive while the lists are being read again: applied on top of what was read
+  // (which may predate them), in their order.
+  let pushedDuringReload = null;
+
   async function reloadState() {
+    pushedDuringReload = [];
     try {
       const lists = await Promise.all([
         api.get("/api/alarms?limit=" + RECENT_LIMIT),
@@ -382,6 +387,7 @@
       ]);
       alarms.clear();
       for (const list of lists) for (const a of list) upsert(a, false);
+      for (const a of pushedDuringReload) upsert(a, false);
       if (!outcomes.length) api.get("/api/alarm-outcomes").then((o) => { outcomes = o || []; renderDetail(); }, () => {});
       loadedOnce = true;
       $("error").textContent = "";
@@ -389,8 +395,11 @@
       if (selected) refreshDetailData(selected);
     } catch (e) {
       if (e.status !== 401) $("error").textContent = e.message;
+    } finally {
+      pushedDuringReload = null;
     }
     loadGateways();
+    loadModem();
   }
 
   // ---- rendering: alarms
@@ -535,6 +544,7 @@
       box.appendChild(el("p", { class: "done", text: t("act.done.resolved", { time: fmtTime(a.resolved_at), outcome: outcomeLabel(a.outcome) }) }));
       if (a.resolved_note) box.appendChild(el("p", { class: "done", text: a.resolved_note }));
     }
+    if (a.cancelled_at && a.state !== "cancelled") box.appendChild(el("p", { class: "error", text: t("act.cancelled_later", { time: fmtTime(a.cancelled_at) }) }));
     if (a.kind !== "alarm") return box;
     if (a.state === "open") {
       const note = el("input", { id: "ack-note", maxlength: "200", placeholder: t("act.ack.note.placeholder") });
@@ -542,17 +552,17 @@
       b.addEventListener("click", () => act(b, base + "/ack", { note: note.value.trim(), by: displayName() }, err));
       box.appendChild(el("div", { class: "row" }, el("label", {}, t("act.note"), note), b));
     }
-    if (a.state === "acked") {
-      const who = el("input", { id: "dispatch-responder", maxlength: "100", placeholder: t("act.responder.placeholder") });
-      const note = el("input", { id: "dispatch-note", maxlength: "200" });
+    if (ACTIVE.includes(a.state)) {
+      const who = el("input", { id: "dispatch-responder", maxlength: "64", placeholder: t("act.responder.placeholder") });
+      const note = el("input", { id: "dispatch-note", maxlength: "1000" });
       const b = el("button", { id: "dispatch", type: "button", text: t("act.dispatch") });
       b.addEventListener("click", () => act(b, base + "/dispatch", { responder: who.value.trim(), note: note.value.trim() }, err));
       box.appendChild(el("div", { class: "row" }, el("label", {}, t("act.responder"), who), el("label", {}, t("act.note"), note), b));
     }
-    if (a.state === "acked" || a.state === "dispatched") {
+    if (ACTIVE.includes(a.state)) {
       const sel = el("select", { id: "resolve-outcome" }, el("option", { value: "", text: t("act.outcome.choose") }));
       for (const o of outcomes) sel.appendChild(el("option", { value: o.id, text: outcomeLabel(o.id) }));
-      const note = el("input", { id: "resolve-note", maxlength: "200" });
+      const note = el("input", { id: "resolve-note", maxlength: "1000" });
       const b = el("button", { id: "resolve", type: "button", text: t("act.resolve") });
       b.addEventListener("click", () => {
         if (!sel.value) { err.textContent = t("act.outcome.choose"); return; }
@@ -576,7 +586,12 @@
     const parts = [];
     for (const [k, v] of Object.entries(d)) {
       if (v === null || v === undefined || v === "" || typeof v === "object") continue;
-      parts.push(k === "outcome" ? outcomeLabel(v) : String(v));
+      if (k === "message" || k === "round" || k === "alarm") continue; // ids and counters
+      if (k === "outcome") parts.push(outcomeLabel(v));
+      else if (k === "kind") parts.push(label("contact", v));
+      else if (k === "state") parts.push(label("esc.state", v));
+      else if (k === "step") parts.push(t("esc.step", { n: v }));
+      else parts.push(String(v));
     }
     return parts.join(" · ");
   }
@@ -590,33 +605,67 @@
       ol.appendChild(el("li", { class: "k-" + r.kind, "data-kind": r.kind },
         el("time", { text: fmtTime(r.at) }),
         el("span", { class: "what", text: label("tl", r.kind) }),
-        r.actor ? el("span", { class: "actor", text: " · " + r.actor }) : null,
+        r.actor ? el("span", { class: "actor", text: " · " + label("actor", r.actor) }) : null,
         detailString(r.detail) ? el("span", { class: "detail", text: " · " + detailString(r.detail) }) : null));
     }
     box.appendChild(ol);
     return box;
   }
 
-  // The escalation's chain, however the centre shapes it: {steps: [...]} or a list of steps.
+  // The state of one SMS of the chain, most telling first.
+  function messageState(m) {
+    if (m.confirmed_at) return "confirmed";
+    if (m.timed_out_at) return "timeout";
+    if (m.state === "failed") return "failed";
+    if (m.delivery === "delivered") return "delivered";
+    if (m.delivery === "undelivered") return "undelivered";
+    return m.state || "pending";
+  }
+
+  // The escalation chain (GET /api/alarms/{id}/escalation): its state, each SMS sent step by
+  // step with what became of it, and the contacts still to come.
   function renderEscalation() {
     const e = detailData.escalation;
-    const steps = Array.isArray(e) ? e : e && Array.isArray(e.steps) ? e.steps : null;
-    if (!steps) return null;
-    const box = el("section", {}, el("h3", {}, t("esc.title"), e && e.state ? el("span", { class: "badge", text: " " + label("esc.state", e.state) }) : null));
-    if (!steps.length) { box.appendChild(el("p", { class: "empty", text: t("esc.none") })); return box; }
+    if (!e || typeof e !== "object" || !e.state) return null;
+    const head = el("h3", {}, t("esc.title"), " ",
+      el("span", { class: "badge esc-" + e.state, id: "escalation-state", "data-state": e.state, text: label("esc.chain", e.state) }));
+    const box = el("section", { class: "escalation-box" }, head);
+    const facts = [];
+    if (e.state === "waiting" && e.starts_at) facts.push(t("esc.starts_at", { time: fmtTime(e.starts_at) }));
+    if (e.state === "running" && e.step) facts.push(t("esc.at_step", { round: e.round, step: e.step }));
+    if (e.state === "running" && e.step_due) facts.push(t("esc.step_due", { time: fmtTime(e.step_due) }));
+    if (e.confirmed_by) facts.push(t("esc.confirmed_by", { who: [label("contact", e.confirmed_by.kind), e.confirmed_by.name].filter((x) => x).join(" ") }));
+    if (e.end_reason && e.state !== "confirmed") facts.push(String(e.end_reason));
+    if (facts.length) box.appendChild(el("p", { class: "meta", text: facts.join(" · ") }));
     const ol = el("ol", { class: "escalation", id: "escalation" });
-    steps.forEach((s, i) => {
-      const c = s.contact && typeof s.contact === "object" ? s.contact : s;
-      ol.appendChild(el("li", { class: "es-" + (s.state || ""), "data-state": s.state || "" },
-        el("span", { class: "n", text: t("esc.step", { n: s.step || s.position || i + 1 }) }),
-        c.kind ? el("span", { class: "badge", text: label("contact", c.kind) }) : null,
-        el("span", { class: "name", text: c.name || "" }),
-        c.phone ? phoneLink(c.phone) : null,
-        s.state ? el("strong", { class: "state", text: label("esc.state", s.state) }) : null,
-        s.at || s.sent_at ? el("time", { text: fmtTime(s.at || s.sent_at) }) : null,
-        s.error ? el("span", { class: "detail", text: String(s.error) }) : null));
-    });
-    box.appendChild(ol);
+    const messages = Array.isArray(e.messages) ? e.messages : [];
+    for (const m of messages) {
+      const st = messageState(m);
+      ol.appendChild(el("li", { class: "es-" + st, "data-state": st, "data-step": m.step + 1 },
+        el("span", { class: "n", text: t("esc.step", { n: m.step + 1 }) }),
+        m.kind ? el("span", { class: "badge", text: label("contact", m.kind) }) : null,
+        el("span", { class: "name", text: [m.name, m.relation].filter((x) => x).join(" · ") }),
+        m.phone ? phoneLink(m.phone) : null,
+        el("strong", { class: "state", text: label("esc.state", st) }),
+        el("time", { text: fmtTime(m.confirmed_at || m.timed_out_at || m.delivered_at || m.sent_at || m.created_at) }),
+        m.error ? el("span", { class: "detail", text: String(m.error) }) : null));
+    }
+    // The contacts of the steps not reached yet in this round.
+    const steps = Array.isArray(e.steps) ? e.steps : [];
+    if (e.state === "running" || e.state === "waiting") {
+      const reached = e.state === "running" && e.step ? e.step : 0;
+      steps.forEach((contacts, i) => {
+        if (i + 1 <= reached) return;
+        for (const c of contacts || []) {
+          ol.appendChild(el("li", { class: "es-pending", "data-state": "pending", "data-step": i + 1 },
+            el("span", { class: "n", text: t("esc.step", { n: i + 1 }) }),
+            c.kind ? el("span", { class: "badge", text: label("contact", c.kind) }) : null,
+            el("span", { class: "name", text: [c.name, c.relation].filter((x) => x).join(" · ") }),
+            el("strong", { class: "state", text: label("esc.state", "pending") })));
+        }
+      });
+    }
+    if (ol.childNodes.length) box.appendChild(ol);
     return box;
   }
 
@@ -687,6 +736,21 @@
     badge.hidden = offline === 0;
   }
 
+  // ---- the SMS modem (escalation): an alert when it is not there
+
+  let modem = null;
+  function showModem(m) {
+    modem = m;
+    const banner = $("modem-banner");
+    if (!m || !m.alert) { banner.hidden = true; return; }
+    banner.textContent = t("modem.alert", { state: label("modem.state", m.state), detail: m.detail || "" });
+    banner.hidden = false;
+  }
+
+  async function loadModem() {
+    try { showModem(await api.get("/api/modem")); } catch (e) { /* no escalation on this centre */ }
+  }
+
   // ---- panes
 
   const mounted = {};
@@ -731,6 +795,7 @@
     $("console").hidden = true;
     $("login").hidden = false;
     $("live-banner").hidden = true;
+    $("modem-banner").hidden = true;
     $("login-error").textContent = message || "";
     updateTitle();
     $("login-username").focus();
@@ -790,6 +855,8 @@
     if (user) {
       $("user-role").textContent = label("role", user.role);
       render();
+      showModem(modem);
+      if (!$("live-banner").hidden) setLive(window.__okLive === true);
       mountPart("broadcasts", "OkBroadcast");
       mountPart("admin", "OkAdmin");
     }
@@ -804,12 +871,14 @@
     $("sound-enable").addEventListener("click", unlockAudio);
     document.addEventListener("click", () => { if (audio && audio.state !== "running") unlockAudio(); }, true);
     live.on("alarm", (a) => {
+      if (pushedDuringReload) pushedDuringReload.push(a);
       upsert(a, true);
       renderLists();
       if (selected === a.id || selected === a.ref) { renderDetail(); refreshDetailData(selected); }
     });
     live.on("escalation", (s) => { if (s && s.alarm === selected) refreshDetailData(selected); });
     live.on("gateway", gatewayChanged);
+    live.on("modem", showModem);
     try {
       startConsole(await api.get("/api/session"));
     } catch (e) {
