@@ -17,11 +17,14 @@ import httpx
 import pytest
 
 from centre import console
+from centre.access import ACCESS, PUBLIC
 from centre.api import create_app
+from centre.auth import Role
 from centre.config import load_config
 from centre.enrol import enrol_gateway_async, init_centre
 from centre.live import Change, LiveHub
 from harness.fakegateway import FakeBroker, event_body, signed_event, signed_heartbeat, wait_until
+from tests.auth_support import act_as
 from tests.unit.test_centre_api import GW_KEY, Centre, alarm
 from transport.keys import public_hex
 
@@ -101,6 +104,7 @@ async def centre(tmp_path: Path) -> AsyncIterator[Centre]:
     broker = FakeBroker()
     now = [1_000_000]
     app = create_app(cfg, client_factory=broker.factory, clock=lambda: now[0])
+    act_as(app, Role.OPERATOR, "Li Wei")  # who may see what: test_the_console_s_routes_need_...
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://centre") as http:
@@ -135,7 +139,7 @@ async def test_a_heartbeat_publishes_its_gateway(centre: Centre) -> None:
 async def test_a_staff_acknowledgement_publishes_the_alarm(centre: Centre) -> None:
     eid = await alarm(centre, 8, village="v-1")
     q = subscribed(centre)
-    r = await centre.http.post(f"/api/alarms/{eid}/ack", json={"by": "Li", "note": "on the way"})
+    r = await centre.http.post(f"/api/alarms/{eid}/ack", json={"note": "on the way"})
     assert r.status_code == 200
     change = q.get_nowait()
     assert change is not None and change.topic == "alarm" and change.data == r.json()
@@ -181,3 +185,25 @@ async def test_a_stopping_centre_ends_every_stream_at_once() -> None:
     for s in streams:
         with pytest.raises(StopAsyncIteration):
             await asyncio.wait_for(anext(s), 1)
+
+
+def test_the_console_s_routes_need_a_login_except_the_page_shell_and_its_code() -> None:
+    # The shell and its scripts hold no data (the login form needs them); the stream, the
+    # docs and the API description are for staff.
+    assert ACCESS[("GET", "/")] is PUBLIC and ACCESS[("GET", "/static/{name}")] is PUBLIC
+    for route in (("GET", "/api/stream"), ("GET", "/docs"), ("GET", "/openapi.json")):
+        assert ACCESS[route] == Role.OPERATOR, route
+
+
+async def test_an_anonymous_client_gets_the_shell_but_not_the_stream_or_the_docs(
+    tmp_path: Path,
+) -> None:
+    path, _ = init_centre(tmp_path / "centre")
+    app = create_app(load_config(path), client_factory=FakeBroker().factory)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://centre") as http:
+            assert (await http.get("/")).status_code == 200
+            assert (await http.get("/static/app.js")).status_code == 200
+            for p in ("/api/stream", "/docs", "/openapi.json"):
+                assert (await http.get(p)).status_code == 401, p
