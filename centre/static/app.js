@@ -588,7 +588,7 @@
       if (v === null || v === undefined || v === "" || typeof v === "object") continue;
       if (k === "message" || k === "round" || k === "alarm") continue; // ids and counters
       if (k === "outcome") parts.push(outcomeLabel(v));
-      else if (k === "kind") parts.push(label("contact", v));
+      else if (k === "kind") parts.push(t("contact." + v) !== "contact." + v ? label("contact", v) : label("kind", v));
       else if (k === "state") parts.push(label("esc.state", v));
       else if (k === "step") parts.push(t("esc.step", { n: v }));
       else parts.push(String(v));
