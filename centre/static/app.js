@@ -386,6 +386,7 @@
         })),
       ]);
       alarms.clear();
+      rows.clear();
       for (const list of lists) for (const a of list) upsert(a, false);
       for (const a of pushedDuringReload) upsert(a, false);
       if (!outcomes.length) api.get("/api/alarm-outcomes").then((o) => { outcomes = o || []; renderDetail(); }, () => {});
@@ -409,8 +410,22 @@
     return a.village;
   }
 
+  // Rows are built again only when what they show changed: a push then touches one row, not
+  // every row of every list (a desk may keep a console open all day).
+  const rows = new Map(); // alarm id -> {key, li}
+
   function alarmItem(a) {
     const card = cards.get(a.household);
+    const key = [a.state, a.received_at, selected === a.id, lang, card === undefined ? "?" : card === null ? "-"
+      : [card.name, card.village, card.group, card.address].join("\u0000")].join("\u0001");
+    const cached = rows.get(a.id);
+    if (cached && cached.key === key) return cached.li;
+    const li = buildItem(a, card);
+    rows.set(a.id, { key, li });
+    return li;
+  }
+
+  function buildItem(a, card) {
     const who = card ? card.name || a.household : card === null ? t("card.unknown", { id: a.household }) : a.household || a.device;
     const li = el("li", {
       class: "alarm-item st-" + a.state + (selected === a.id ? " selected" : ""),
@@ -426,7 +441,13 @@
 
   function fillList(id, items) {
     const ul = $(id);
-    ul.replaceChildren(...items.map(alarmItem));
+    // Only the rows that are new, gone or moved touch the document.
+    let cur = ul.firstElementChild;
+    for (const li of items.map(alarmItem)) {
+      if (cur === li) { cur = cur.nextElementSibling; continue; }
+      ul.insertBefore(li, cur);
+    }
+    while (cur) { const next = cur.nextElementSibling; cur.remove(); cur = next; }
     $(id + "-none").hidden = items.length > 0;
   }
 
@@ -437,9 +458,16 @@
     // Open first (oldest open at the top: it has waited longest), then the others, newest first.
     active.sort((x, y) => (x.state === "open") !== (y.state === "open") ? (x.state === "open" ? -1 : 1)
       : x.state === "open" ? x.received_at - y.received_at : byNewest(x, y));
+    const tests = all.filter((a) => a.kind === "test").sort(byNewest).slice(0, TESTS_SHOWN);
+    const closed = all.filter((a) => isAlarm(a) && !ACTIVE.includes(a.state)).sort(byNewest).slice(0, CLOSED_SHOWN);
     fillList("alarms-active", active);
-    fillList("alarms-tests", all.filter((a) => a.kind === "test").sort(byNewest).slice(0, TESTS_SHOWN));
-    fillList("alarms-closed", all.filter((a) => isAlarm(a) && !ACTIVE.includes(a.state)).sort(byNewest).slice(0, CLOSED_SHOWN));
+    fillList("alarms-tests", tests);
+    fillList("alarms-closed", closed);
+    // What no list shows any more is forgotten: a console left open for weeks stays small.
+    if (alarms.size > active.length + tests.length + closed.length + 50) {
+      const keep = new Set([...active, ...tests, ...closed].map((a) => a.id));
+      for (const id of [...alarms.keys()]) if (!keep.has(id) && id !== selected) { alarms.delete(id); rows.delete(id); }
+    }
     const open = openAlarms().length;
     updateTitle();
     updateSound(open);
@@ -791,6 +819,7 @@
     csrf = null;
     alarms.clear();
     cards.clear();
+    rows.clear();
     selected = null;
     $("console").hidden = true;
     $("login").hidden = false;

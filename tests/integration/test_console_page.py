@@ -311,3 +311,23 @@ async def test_the_console_fits_a_phone_and_shows_the_gateways_health(
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await shot(page, shots, "phone-gateways")
 
+
+
+async def test_a_push_touches_only_the_row_of_the_alarm_that_changed(
+    console: Console, page: pw_api.Page
+) -> None:
+    await log_in(page, console.base, "li", PASSWORD)
+    first = await console.press()
+    await page.wait_for_selector(f"#alarms-active [data-id='{first}']")
+    # The answer about its household came (no card here): the row was drawn again with it, and
+    # from now on stays as it is until the alarm itself changes.
+    await wait_for(page, "document.querySelector('#alarms-active .who').textContent.startsWith('未登记')")
+    await page.eval_on_selector(f"#alarms-active [data-id='{first}']", "li => { li.__kept = true; }")
+    second = await console.press(household="h-2")
+    await page.wait_for_selector(f"#alarms-active [data-id='{second}']")
+    assert await page.eval_on_selector(f"#alarms-active [data-id='{first}']", "li => li.__kept === true")
+    # Its own change does rebuild it.
+    r = await console.admin.post(f"/api/alarms/{first}/ack", json={"note": ""})
+    assert r.status_code == 200
+    await wait_for(page, f"document.querySelector(\"[data-id='{first}'] .badge\").textContent === '已确认'")
+    assert not await page.eval_on_selector(f"[data-id='{first}']", "li => li.__kept === true")
