@@ -14,15 +14,20 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
+from centre.access import ACCESS
 from centre.accounts import Accounts
+from centre.api import create_app
 from centre.auth import Role
 from centre.config import AuthConfig, CentreConfig
 from centre.store import Store
 from harness.fakegateway import event_body, signed_event, signed_heartbeat
+from harness.fakegateway import wait_until as harness_wait
 from tests import centre_site
 from tests.browser_support import (  # noqa: F401 - fixtures
     browser_fixture,
@@ -331,3 +336,96 @@ async def test_a_push_touches_only_the_row_of_the_alarm_that_changed(
     assert r.status_code == 200
     await wait_for(page, f"document.querySelector(\"[data-id='{first}'] .badge\").textContent === '已确认'")
     assert not await page.eval_on_selector(f"[data-id='{first}']", "li => li.__kept === true")
+
+
+# The escalation chain as GET /api/alarms/{id}/escalation gives it (centre.escalation.view) and
+# its `escalation` pushes. The chain's engine is not part of this centre yet: the test serves
+# the view from a route of its own and publishes the pushes on the centre's hub, step by step.
+LEADER = {"kind": "leader", "name": "赵<b>联户长</b>", "relation": "", "phone": "13800000001"}
+GRID = {"kind": "grid", "name": "钱网格员", "relation": "", "phone": "13800000002"}
+DAUGHTER = {"kind": "family", "name": "孙女士", "relation": "女儿", "phone": "13800000003"}
+
+
+def chain_view(alarm_id: str, state: str, step: int | None, messages: list[dict[str, Any]],
+               confirmed: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"alarm": alarm_id, "state": state, "starts_at": None, "started_at": 1,
+            "ended_at": None, "end_reason": None, "policy": {}, "steps": [[LEADER, GRID], [DAUGHTER]],
+            "step": step, "round": 1 if step else None, "step_due": None,
+            "confirmed_by": confirmed, "messages": messages, "replies": []}
+
+
+def message(n: int, step: int, contact: dict[str, Any], state: str = "sent", **kw: Any) -> dict[str, Any]:
+    now = int(time.time() * 1000)
+    return {"id": n, "alarm": "", "step": step, **contact, "number": contact["phone"], "body": "",
+            "state": state, "created_at": now, "sent_at": now if state == "sent" else None,
+            "refs": [], "error": None, "delivery": None, "delivered_at": None, "reports": [],
+            "due_at": None, "timed_out_at": None, "confirmed_at": None, **kw}
+
+
+async def test_the_escalation_chain_is_shown_step_by_step_as_it_goes(
+    site: Site, page: pw_api.Page, shots: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    views: dict[str, dict[str, Any]] = {}
+    app = create_app(site.config)
+
+    async def escalation(event_id: str) -> dict[str, Any]:
+        return views[event_id]
+
+    app.add_api_route("/api/alarms/{event_id}/escalation", escalation, methods=["GET"])
+    monkeypatch.setitem(ACCESS, ("GET", "/api/alarms/{event_id}/escalation"), Role.OPERATOR)
+    hub = app.state.live
+    cfg = site.config
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_host, port=cfg.http_port,
+                                          log_config=None, timeout_graceful_shutdown=2))
+    task = asyncio.create_task(server.serve())
+    try:
+        await harness_wait(lambda: server.started or task.done(), within=10)
+        base = f"http://{cfg.http_host}:{cfg.http_port}"
+        async with httpx.AsyncClient(base_url=base) as anon:
+
+            async def broker_up() -> bool:
+                return bool((await anon.get("/healthz")).json()["broker"])
+
+            await centre_site.poll(broker_up)
+        async with centre_site.gateway(site, ACK_TOPIC) as gw:
+            c = Console(site, base, await api_login(base, "boss"), gw)
+            eid = await c.press()
+            views[eid] = chain_view(eid, "waiting", None, [])
+            await log_in(page, base, "li", PASSWORD)
+            await page.click(f"#alarms-active [data-id='{eid}']")
+            await wait_for(page, "document.getElementById('escalation-state')?.dataset.state === 'waiting'")
+
+            async def step(view: dict[str, Any], event: str, want: str) -> None:
+                views[eid] = view
+                hub.publish("escalation", {"alarm": eid, "event": event, "message": None})
+                await wait_for(page, want)
+
+            m1 = message(1, 0, LEADER)
+            m2 = message(2, 0, GRID, state="failed", error="cms_error: +CMS ERROR 500")
+            await step(chain_view(eid, "running", 1, [m1, m2]), "sms_sent",
+                       "document.querySelectorAll('#escalation [data-step=\"1\"]').length === 2")
+            assert await text(page, "#escalation li.es-failed") and "CMS ERROR 500" in await text(
+                page, "#escalation li.es-failed")
+            assert "赵<b>联户长</b>" in await text(page, "#escalation")
+            await shot(page, shots, "step-1")
+
+            m1 = {**m1, "timed_out_at": int(time.time() * 1000)}
+            m3 = message(3, 1, DAUGHTER)
+            await step(chain_view(eid, "running", 2, [m1, m2, m3]), "sms_sent",
+                       "document.querySelector('#escalation [data-step=\"2\"]')?.dataset.state === 'sent'")
+            assert await page.query_selector("#escalation li.es-timeout") is not None
+            await shot(page, shots, "step-2")
+
+            m3 = {**m3, "confirmed_at": int(time.time() * 1000)}
+            await step(chain_view(eid, "confirmed", 2, [m1, m2, m3],
+                                  {**DAUGHTER, "id": 3, "confirmed_at": m3["confirmed_at"]}),
+                       "sms_confirmed",
+                       "document.getElementById('escalation-state').dataset.state === 'confirmed'")
+            assert "孙女士" in await text(page, "#alarm-detail .escalation-box")
+            await shot(page, shots, "confirmed")
+            await c.admin.aclose()
+    finally:
+        hub.close()
+        server.should_exit = True
+        async with asyncio.timeout(15):
+            await task
