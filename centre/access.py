@@ -15,6 +15,11 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     # The console's shell holds no data: it asks for a login before it shows anything.
     ("GET", "/"): PUBLIC,
     ("GET", "/healthz"): PUBLIC,
+    # The page's scripts and styles: code, no data (the login form needs them).
+    ("GET", "/static/{name}"): PUBLIC,
+    ("GET", "/api/stream"): Role.OPERATOR,
+    # The API's reference, for staff only: it names every route.
+    ("GET", "/docs"): Role.OPERATOR,
     ("GET", "/openapi.json"): Role.OPERATOR,
     # Staff: log in (public: the credentials are the check), who am I, log out.
     ("POST", "/api/session"): PUBLIC,

@@ -14,12 +14,11 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import resources
 from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
 from centre import frames, lifecycle, smsin
@@ -29,6 +28,7 @@ from centre.auth import Authorize, Principal, current_principal
 from centre.bcapi import broadcast_router, settings_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
+from centre.console import HEARTBEAT_S, console_routes
 from centre.contactpush import ContactPush
 from centre.device_api import device_router
 from centre.household_api import households_router
@@ -196,22 +196,18 @@ def _event_out(ev: Event) -> EventOut:
     return EventOut.model_validate(event_data(ev))
 
 
-def load_index_html() -> str:
-    return resources.files("centre").joinpath("static", "index.html").read_text(encoding="utf-8")
-
-
 def create_app(
     config: CentreConfig,
     *,
     client_factory: ClientFactory = broker_client,
     clock: Callable[[], int] = now_ms,
     scheduler_period_s: float = 1.0,
+    stream_heartbeat_s: float = HEARTBEAT_S,
 ) -> FastAPI:
     metrics = Metrics()
-    # What changed, for the console's server push: publishers call it after their commit.
+    # What changed, for the consoles' server push: publishers call it after their commit.
     live = LiveHub()
     rt: _Runtime | None = None
-    index_html = load_index_html()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -305,9 +301,7 @@ def create_app(
     async def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
+    console_routes(app, live, heartbeat_s=stream_heartbeat_s)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": ErrorOut}})
     async def healthz() -> HealthOut:

@@ -8,6 +8,7 @@ import getpass
 import logging
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from centre.auth import Role
 from centre.config import CentreConfig, ConfigError, load_config
 from centre.enrol import CONFIG_NAME, EnrolError, centre_public_key, enrol_gateway, init_centre
 from centre.household_csv import MAX_BYTES, CsvRefused, export_from, import_into
+from centre.live import LiveHub
 from centre.store import Store, StoreError, now_ms
 from transport import backup, pki
 from transport.keys import load_private_key
@@ -185,18 +187,33 @@ def add_commands(sub: Any) -> None:
     show.set_defaults(func=_show_key)
 
 
+class _CentreServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, live: LiveHub) -> None:
+        super().__init__(config)
+        self.live = live
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn waits for responses in progress before it stops; a console's event stream
+        # never ends by itself, so it is ended first (the pages show their banner and retry).
+        self.live.close()
+        await super().shutdown(sockets)
+
+
 def uvicorn_server(config: CentreConfig, **kwargs: Any) -> uvicorn.Server:
     """A uvicorn server for the centre app; `await server.serve()` runs it in this loop."""
     app = create_app(config, **kwargs)
-    return uvicorn.Server(
+    return _CentreServer(
         uvicorn.Config(
             app,
             host=config.http_host,
             port=config.http_port,
             lifespan="on",
             log_config=None,  # keep the caller's logging set-up
-            access_log=False,  # the page polls every 2 s
-        )
+            access_log=False,
+            # Requests still running this long after a stop are cut rather than holding it.
+            timeout_graceful_shutdown=5,
+        ),
+        app.state.live,
     )
 
 

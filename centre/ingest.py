@@ -180,7 +180,8 @@ class Ingest:
         live: LiveHub | None = None,
     ) -> None:
         self.config = config
-        # What committed changes go to (the console's push): new alarms, cancels, report counts.
+        # What committed changes go to (the console's push): new alarms, cancels, report counts,
+        # gateways heard.
         self.live = live or LiveHub()
         self.store = store
         self.broadcasts = BroadcastStore(store)
@@ -383,11 +384,13 @@ class Ingest:
             ))
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
-            self._store_state(op)
+            store = self._store_state(op)
             if op.modem is not None and self.gateway_modems.get(op.gw) != op.modem:
                 self.gateway_modems[op.gw] = op.modem
                 line = kv(event="gateway_modem", gw=op.gw, state=op.modem)
                 (log.info if op.modem == "ok" else log.warning)(line)
+            # The consoles' gateway health (last seen, outbox, devices) moves with each one.
+            self.live.publish("gateway", {"id": op.gw, **store})
             return []
         if isinstance(op, contacts.SmsReport):
             self.metrics.inc("gateway_sms_reports")
@@ -442,21 +445,21 @@ class Ingest:
             log.info(kv(event="duplicate", id=ev.id, state=ev.state))
         return [self._ack(ev)]
 
-    def _store_state(self, hb: frames.Heartbeat) -> None:
+    def _store_state(self, hb: frames.Heartbeat) -> dict[str, Any]:
         """§6.5 `store`: a gateway that can no longer write its store (a full disk) is logged
-        and shown to the consoles once per change, and again when it recovers."""
+        once per change, and again when it recovers. Returns what the consoles' `gateway`
+        change carries besides the id: `store` when it changed."""
         st = hb.store
         now = None if st is None else (st.ok, st.full)
-        if self._store_seen.get(hb.gw, ()) == now:
-            return
+        if self._store_seen.get(hb.gw) == now:
+            return {}
         self._store_seen[hb.gw] = now
         if st is not None and not st.ok:
             log.error(kv(event="gateway_store_failing", gw=hb.gw, full=int(st.full),
                          failed=st.failed, free_bytes=st.free_bytes))
         elif st is not None:
             log.info(kv(event="gateway_store_ok", gw=hb.gw, free_bytes=st.free_bytes))
-        store = None if st is None else uplink.encode_store_state(st)
-        self.live.publish("gateway", {"id": hb.gw, "store": store})
+        return {"store": None if st is None else uplink.encode_store_state(st)}
 
     def _ack(self, ev: Event) -> tuple[str, bytes]:
         return frames.signed_ack(self.key, ev.gw, frames.ack_body(ev))

@@ -204,7 +204,10 @@ async def test_gateway_heartbeat_moves_last_seen_of_listed_devices_only_forward(
 
 async def test_the_staff_page_shows_devices_needing_attention(centre: Centre) -> None:
     page = (await centre.http.get("/")).text
-    assert 'getJSON("/api/devices")' in page and "renderDevices(devices)" in page
+    # The devices pane (its behaviour in chromium: tests/integration/test_console_page.py).
+    assert "/static/devices.js" in page and "/static/i18n-devices.js" in page
+    pane = (await centre.http.get("/static/devices.js")).text
+    assert 'api.get("/api/devices")' in pane and "/api/device-events/" in pane
     spec = (await centre.http.get("/openapi.json")).json()
     assert {"/api/devices", "/api/device-events", "/api/device-events/{event_id}",
             "/api/device-events/{event_id}/ack"} <= set(spec["paths"])

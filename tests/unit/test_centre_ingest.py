@@ -161,10 +161,12 @@ async def test_a_gateways_full_disk_is_recorded_and_pushed_once_per_change(
     assert got is not None and (got.topic, got.data) == (
         "gateway", {"id": "gw-1", "store": {"ok": False, "full": True, "failed": 3, "free_bytes": 0}}
     )
-    # The same state again: recorded, nothing new to push.
+    # The same state again: recorded; the heartbeat's change carries no new store state.
     await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=2, store=dataclasses.replace(full, failed=5)))
     gw = await store.get_gateway("gw-1")
     assert gw is not None and gw.store is not None and gw.store.failed == 5
+    got = changes.get_nowait()
+    assert got is not None and got.data == {"id": "gw-1"}
     assert changes.empty()
     # Space freed at the gateway: pushed again.
     ok = uplink.StoreState(ok=True, full=False, failed=0, free_bytes=10_000_000)
