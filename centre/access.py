@@ -29,4 +29,13 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/broadcasts"): Role.BROADCASTER,
     ("POST", "/api/broadcasts/cap"): Role.BROADCASTER,
     ("POST", "/api/broadcasts/{bc_id}/cancel"): Role.BROADCASTER,
+    ("GET", "/api/alarms/{event_id}/escalation"): Role.OPERATOR,
+    ("GET", "/api/escalation/policy"): Role.OPERATOR,
+    ("GET", "/api/escalation/policy/effective"): Role.OPERATOR,
+    ("PUT", "/api/escalation/policy/township"): Role.ADMIN,
+    ("PUT", "/api/escalation/policy/villages/{village}"): Role.ADMIN,
+    ("DELETE", "/api/escalation/policy/villages/{village}"): Role.ADMIN,
+    ("PUT", "/api/escalation/policy/households/{household_id}"): Role.ADMIN,
+    ("DELETE", "/api/escalation/policy/households/{household_id}"): Role.ADMIN,
+    ("GET", "/api/modem"): Role.OPERATOR,
 }
