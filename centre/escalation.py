@@ -85,16 +85,24 @@ class SendFailed(Exception):
 
 @dataclass(frozen=True)
 class ModemStatus:
-    state: str  # ready, starting, no_network, sim_missing, gone, absent, error
+    # The modem package's states (ok, starting, no_network, sim_missing, gone), or `absent`
+    # when the centre has no modem configured.
+    state: str
     detail: str = ""
 
     @property
     def can_send(self) -> bool:
         """False when no SMS can leave at all: the chain waits rather than skip everybody."""
-        return self.state not in ("gone", "absent")
+        return self.state not in ("gone", "absent", "starting")
+
+    @property
+    def alert(self) -> bool:
+        """The modem is not there: staff must be told (a module still starting is not yet)."""
+        return self.state in ("gone", "absent")
 
     def to_json(self) -> dict[str, Any]:
-        return {"state": self.state, "detail": self.detail, "can_send": self.can_send}
+        return {"state": self.state, "detail": self.detail, "can_send": self.can_send,
+                "alert": self.alert}
 
 
 class SmsSender(Protocol):
@@ -132,6 +140,14 @@ class DeliveryReport:
     ref: int
     delivered: bool
     number: str = ""
+
+
+@dataclass(frozen=True)
+class ModemChanged:
+    """The modem's state changed: look now (the alert is raised within the same second)."""
+
+
+Incoming = IncomingSms | DeliveryReport | ModemChanged
 
 
 # -- rows
@@ -227,13 +243,16 @@ class Escalation:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), self.period_s)
 
-    async def consume(self, incoming: AsyncIterator[IncomingSms | DeliveryReport]) -> None:
-        """Replies and delivery reports from the modem, for as long as it delivers them."""
+    async def consume(self, incoming: AsyncIterator[Incoming]) -> None:
+        """Replies, delivery reports and state changes from the modem, for as long as it
+        delivers them."""
         async for item in incoming:
             if isinstance(item, IncomingSms):
                 await self.on_reply(item.number, item.text)
-            else:
+            elif isinstance(item, DeliveryReport):
                 await self.on_report(item.ref, item.delivered, item.number)
+            else:
+                self.kick()
 
     # -- one look at the state
 
@@ -277,14 +296,14 @@ class Escalation:
         if before == status:
             return
         self.hub.publish("modem", status.to_json())
-        log_fn = log.info if status.can_send else log.error
+        log_fn = log.error if status.alert else log.info
         log_fn(kv(event="modem_state", state=status.state, detail=status.detail))
-        # Timeline rows only when sending becomes impossible or possible again.
-        if before is not None and before.can_send == status.can_send:
+        # Timeline rows only when the modem goes away or comes back.
+        if before is not None and before.alert == status.alert:
             return
-        if before is None and status.can_send:
+        if before is None and not status.alert:
             return
-        kind = "modem_back" if status.can_send else "modem_gone"
+        kind = "modem_gone" if status.alert else "modem_back"
         now = self.clock()
         async with self.store.transaction() as db:
             running = await fetch_all(db, "SELECT alarm FROM escalations WHERE state = 'running'", ())
@@ -359,7 +378,7 @@ class Escalation:
                 detail.update(state=state, reason=reason)
             await self.timeline(db, alarm, now, kind, ACTOR, detail)
             modem = self.sender.status()
-            if state == "running" and not modem.can_send:
+            if state == "running" and modem.alert:
                 await self.timeline(db, alarm, now, "modem_gone", ACTOR, modem.to_json())
         log.info(kv(event=kind, alarm=alarm, state=state, steps=len(plan)))
         self._publish(alarm, kind, None)

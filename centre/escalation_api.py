@@ -66,9 +66,13 @@ class PolicyListOut(BaseModel):
 
 
 class ModemOut(BaseModel):
-    state: str = Field(description="ready, starting, no_network, sim_missing, gone, absent, error")
+    state: str = Field(
+        description="ok, starting, no_network, sim_missing, gone (unplugged), absent (none "
+        "configured)"
+    )
     detail: str
-    can_send: bool
+    can_send: bool = Field(description="false: the escalation chain waits for the modem")
+    alert: bool = Field(description="true: the modem is not there; staff must phone by hand")
 
 
 def escalation_router(engine: Callable[[], Escalation], clock: Callable[[], int]) -> APIRouter:

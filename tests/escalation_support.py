@@ -24,7 +24,7 @@ TIMELINE_TABLE = (
 class FakeModem:
     sent: list[tuple[str, str]] = field(default_factory=list)
     fail: dict[str, SendFailed] = field(default_factory=dict)
-    state: str = "ready"
+    state: str = "ok"
     ref: int = 0
 
     def status(self) -> ModemStatus:

@@ -240,11 +240,12 @@ async def test_a_gone_modem_raises_the_alert_and_the_chain_waits_for_it(rig: Rig
     assert rig.modem.sent == []  # the grid worker's SMS waits for the modem
     kinds = await rig.kinds(alarm)
     assert kinds == ["escalation_started", "sms_failed", "modem_gone"]
-    assert ("modem", {"state": "gone", "detail": "", "can_send": False}) in rig.hub.changes
+    gone = {"state": "gone", "detail": "", "can_send": False, "alert": True}
+    assert ("modem", gone) in rig.hub.changes
     rig.at(500)
     await rig.engine.tick()
     assert rig.modem.sent == [] and await rig.chain_state(alarm) == "running"
-    rig.modem.state = "ready"
+    rig.modem.state = "ok"
     await rig.engine.tick()
     assert rig.modem.to() == [GRID]  # the rest of the step, once the modem is back
     assert "modem_back" in await rig.kinds(alarm)
@@ -339,3 +340,22 @@ async def test_a_disabled_policy_never_sends(rig: Rig) -> None:
     rig.at(600)
     await rig.engine.tick()
     assert rig.modem.sent == [] and await rig.chain_state(alarm) == "disabled"
+
+
+async def test_a_starting_modem_holds_the_chain_without_an_alert(rig: Rig) -> None:
+    rig.modem.state = "starting"
+    alarm = await rig.alarm(1)
+    rig.at(60)
+    await rig.engine.tick()
+    assert rig.modem.sent == [] and await rig.kinds(alarm) == ["escalation_started"]
+    rig.modem.state = "ok"
+    await rig.engine.tick()
+    assert rig.modem.to() == [LEADER, GRID]
+
+
+async def test_an_absent_modem_is_an_alert_on_the_chain(rig: Rig) -> None:
+    rig.modem.state = "absent"
+    alarm = await rig.alarm(1)
+    rig.at(60)
+    await rig.engine.tick()
+    assert rig.modem.sent == [] and await rig.kinds(alarm) == ["escalation_started", "modem_gone"]

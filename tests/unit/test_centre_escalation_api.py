@@ -110,7 +110,7 @@ async def test_chain_view_shows_waiting_then_steps_and_who_confirmed(
     view = (await http.get("/api/alarms/gw-1:btn-1:1/escalation")).json()
     assert (view["state"], view["step"], view["round"]) == ("running", 1, 1)
     assert [m["name"] for m in view["messages"]] == ["李明", "王芳"]
-    assert view["step_due"] == T0 + 120_000 and view["modem"]["state"] == "ready"
+    assert view["step_due"] == T0 + 120_000 and view["modem"]["state"] == "ok"
     await engine.on_reply("13800000002", "确认")
     view = (await http.get("/api/alarms/gw-1:btn-1:1/escalation")).json()
     assert view["state"] == "confirmed"
@@ -120,6 +120,8 @@ async def test_chain_view_shows_waiting_then_steps_and_who_confirmed(
 
 async def test_modem_state_is_served(api: tuple[httpx.AsyncClient, Escalation, list[int]]) -> None:
     http, engine, _ = api
-    assert (await http.get("/api/modem")).json() == {"state": "ready", "detail": "", "can_send": True}
+    assert (await http.get("/api/modem")).json() == {
+        "state": "ok", "detail": "", "can_send": True, "alert": False
+    }
     engine.sender.state = "gone"  # type: ignore[attr-defined]
     assert (await http.get("/api/modem")).json()["can_send"] is False
