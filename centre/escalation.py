@@ -171,7 +171,7 @@ class Chain:
 _CHAIN_COLS = "alarm, state, policy, plan, facts, step, step_due"
 MSG_COLS = (
     "id, alarm, step, kind, name, relation, phone, number, body, state, created_at, sent_at, "
-    "refs, error, delivery, delivered_at, reports, timed_out_at, confirmed_at"
+    "refs, error, delivery, delivered_at, reports, due_at, timed_out_at, confirmed_at"
 )
 
 
@@ -320,6 +320,10 @@ class Escalation:
                 "SELECT a.id, a.village, a.household, a.received_at FROM alarms a "
                 "WHERE a.kind = 'alarm' AND a.state = 'open' AND NOT EXISTS "
                 "(SELECT 1 FROM escalations e WHERE e.alarm = a.id) "
+                # A second press of the same household while its chain runs: the running
+                # chain already asks its people; this alarm's chain waits until that one ends.
+                "AND NOT EXISTS (SELECT 1 FROM escalations e2 JOIN alarms a2 ON a2.id = e2.alarm"
+                " WHERE e2.state = 'running' AND a2.household = a.household) "
                 "ORDER BY a.received_at LIMIT 200",
                 (),
             )
@@ -337,11 +341,13 @@ class Escalation:
         async with self.store.transaction() as db:
             row = await fetch_one(
                 db,
-                "SELECT state, (SELECT 1 FROM escalations WHERE alarm = ?) FROM alarms WHERE id = ?",
-                (alarm, alarm),
+                "SELECT state, (SELECT 1 FROM escalations WHERE alarm = ?), "
+                "(SELECT 1 FROM escalations e JOIN alarms a ON a.id = e.alarm "
+                " WHERE e.state = 'running' AND a.household = ?) FROM alarms WHERE id = ?",
+                (alarm, household, alarm),
             )
-            if row is None or row[0] != "open" or row[1] is not None:
-                return  # acked or started meanwhile
+            if row is None or row[0] != "open" or row[1] is not None or row[2] is not None:
+                return  # acked or started meanwhile, or its household's chain runs
             info = await self.contacts.household(db, household)
             contacts = info.contacts if info else []
             plan = ep.plan(policy.order, contacts)
@@ -420,6 +426,11 @@ class Escalation:
                     await db.execute(
                         "UPDATE escalations SET step_due = ? WHERE alarm = ? AND state = 'running'"
                         " AND step = ?",
+                        (due, alarm, chain.step),
+                    )
+                    # Each SMS keeps when its step's T2 ends (the anchor of bench/escalation.py).
+                    await db.execute(
+                        "UPDATE escalation_messages SET due_at = ? WHERE alarm = ? AND step = ?",
                         (due, alarm, chain.step),
                     )
                 if out:
@@ -692,6 +703,7 @@ async def view(
             "step": None, "round": None, "step_due": None,
         }
     chain = _chain(row[:7])
+    step = min(chain.step, max(0, chain.total_steps - 1))
     msgs = [message_json(r) for r in await fetch_all(
         db, f"SELECT {MSG_COLS} FROM escalation_messages WHERE alarm = ? ORDER BY id", (alarm_id,)
     )]
@@ -715,8 +727,8 @@ async def view(
         "policy": chain.policy.to_json(),
         "steps": [[{"kind": c.kind, "name": c.name, "relation": c.relation, "phone": c.phone}
                    for c in s] for s in chain.plan],
-        "step": min(chain.step, chain.total_steps) % per_round + 1 if chain.plan else None,
-        "round": min(chain.step // per_round + 1, chain.policy.rounds) if chain.plan else None,
+        "step": step % per_round + 1 if chain.plan else None,
+        "round": step // per_round + 1 if chain.plan else None,
         "step_due": chain.step_due,
         "confirmed_by": None if confirmed is None else {
             k: confirmed[k] for k in ("id", "kind", "name", "relation", "phone", "confirmed_at")

@@ -210,6 +210,7 @@ _MIGRATIONS: tuple[str, ...] = (
         delivery     TEXT CHECK (delivery IN ('delivered', 'failed')),
         delivered_at INTEGER,
         reports      TEXT NOT NULL DEFAULT '{}',
+        due_at       INTEGER,
         timed_out_at INTEGER,
         confirmed_at INTEGER,
         UNIQUE (alarm, step, number)

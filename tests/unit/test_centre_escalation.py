@@ -13,6 +13,7 @@ import pytest
 
 from centre import escalation_policy as ep
 from centre.escalation import DeliveryReport, Escalation, HouseholdInfo, IncomingSms, SendFailed
+from centre.escalation import view as escalation_view
 from centre.store import Store
 from protocol.uplink import Event
 from tests.escalation_support import (
@@ -359,3 +360,27 @@ async def test_an_absent_modem_is_an_alert_on_the_chain(rig: Rig) -> None:
     rig.at(60)
     await rig.engine.tick()
     assert rig.modem.sent == [] and await rig.kinds(alarm) == ["escalation_started", "modem_gone"]
+
+
+async def test_a_second_press_of_the_household_waits_while_its_chain_runs(rig: Rig) -> None:
+    first = await rig.alarm(1)
+    second = await rig.alarm(2)
+    rig.at(60)
+    await rig.engine.tick()
+    assert rig.modem.to() == [LEADER, GRID]  # once, not once per alarm
+    assert await rig.chain_state(second) is None
+    await rig.engine.on_reply(LEADER, "1")
+    await rig.engine.tick()
+    assert await rig.chain_state(first) == "confirmed"
+    assert await rig.chain_state(second) == "running"
+
+
+async def test_each_sms_keeps_when_its_step_t2_ends(rig: Rig) -> None:
+    alarm = await rig.alarm(1)
+    rig.at(60)
+    await rig.engine.tick()
+    async with rig.store.transaction(write=False) as db:
+        view = await escalation_view(db, alarm, ep.Policy())
+    assert view is not None
+    assert [m["due_at"] for m in view["messages"]] == [T0 + 120_000] * 2
+    assert view["step_due"] == T0 + 120_000
