@@ -240,8 +240,11 @@ class Escalation:
         while True:
             self._kick.clear()
             await self.tick()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+            # arrives as the kick is set, and the task would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self.period_s)
+                async with asyncio.timeout(self.period_s):
+                    await self._kick.wait()
 
     async def consume(self, incoming: AsyncIterator[Incoming]) -> None:
         """Replies, delivery reports and state changes from the modem, for as long as it
@@ -482,7 +485,8 @@ class Escalation:
     async def _send_one(self, chain: Chain, msg_id: int, phone: str, text: str) -> bool:
         state, refs, error, gone = "sent", [], None, False
         try:
-            refs = await asyncio.wait_for(self.sender.send(phone, text), self.send_timeout_s)
+            async with asyncio.timeout(self.send_timeout_s):
+                refs = await self.sender.send(phone, text)
         except SendFailed as exc:
             state, error, gone = "failed", f"{exc.reason}: {exc}", exc.gone
         except TimeoutError:

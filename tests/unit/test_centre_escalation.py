@@ -3,6 +3,7 @@ and a fake timeline: every step is driven by `tick()`, no sleeps."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from centre import escalation_policy as ep
 from centre.escalation import DeliveryReport, Escalation, HouseholdInfo, IncomingSms, SendFailed
 from centre.escalation import view as escalation_view
 from centre.store import Store
+from harness.fakegateway import wait_until
 from protocol.uplink import Event
 from tests.escalation_support import (
     CARD,
@@ -384,3 +386,14 @@ async def test_each_sms_keeps_when_its_step_t2_ends(rig: Rig) -> None:
     assert view is not None
     assert [m["due_at"] for m in view["messages"]] == [T0 + 120_000] * 2
     assert view["step_due"] == T0 + 120_000
+
+
+async def test_the_task_stops_when_cancelled_even_as_it_is_kicked(rig: Rig) -> None:
+    rig.engine.period_s = 30
+    task = asyncio.create_task(rig.engine.run())
+    await wait_until(lambda: bool(rig.hub.changes))  # its first look publishes the modem state
+    await asyncio.sleep(0.2)  # the rest of that look: it now waits for a kick or the period
+    rig.engine.kick()
+    task.cancel()
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert task in done and task.cancelled()
