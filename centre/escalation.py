@@ -240,10 +240,19 @@ class Escalation:
         while True:
             self._kick.clear()
             await self.tick()
+            # Wake at the period, or as a step's T2 ends if that is sooner: the next SMS goes
+            # within milliseconds of T2, not up to a period later.
+            wait_s = self.period_s
+            async with self.store.transaction(write=False) as db:
+                row = await fetch_one(
+                    db, "SELECT MIN(step_due) FROM escalations WHERE state = 'running'", ()
+                )
+            if row is not None and row[0] is not None:
+                wait_s = min(wait_s, max(0.0, (int(row[0]) - self.clock()) / 1000))
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
             # arrives as the kick is set, and the task would never stop.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.period_s):
+                async with asyncio.timeout(wait_s):
                     await self._kick.wait()
 
     async def consume(self, incoming: AsyncIterator[Incoming]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from centre import escalation_policy as ep
 from centre.escalation import DeliveryReport, Escalation, HouseholdInfo, IncomingSms, SendFailed
 from centre.escalation import view as escalation_view
-from centre.store import Store
+from centre.store import Store, now_ms
 from harness.fakegateway import wait_until
 from protocol.uplink import Event
 from tests.escalation_support import (
@@ -397,3 +398,19 @@ async def test_the_task_stops_when_cancelled_even_as_it_is_kicked(rig: Rig) -> N
     task.cancel()
     done, _ = await asyncio.wait([task], timeout=2)
     assert task in done and task.cancelled()
+
+
+async def test_the_task_wakes_when_a_step_t2_ends_not_only_at_its_period(rig: Rig) -> None:
+    engine = Escalation(rig.store, rig.contacts, rig.modem, fake_timeline, rig.hub,
+                        ep.Policy(t1_s=60, t2_s=1), now_ms, period_s=30)
+    rig.now[0] = now_ms() - 60_000  # received a minute ago: T1 is over
+    await rig.alarm(1)
+    task = asyncio.create_task(engine.run())
+    try:
+        await wait_until(lambda: len(rig.modem.sent) == 2)
+        started = time.monotonic()
+        await wait_until(lambda: len(rig.modem.sent) == 3, within=5)
+        assert 0.5 < time.monotonic() - started < 2.5  # T2 (1 s), far from the 30 s period
+    finally:
+        task.cancel()
+        await asyncio.wait([task])
