@@ -308,7 +308,8 @@ class Escalation:
         if before == status:
             return
         self.hub.publish("modem", status.to_json())
-        log_fn = log.error if status.alert else log.info
+        # Gone (was there, is not) is an error; absent (none configured) a standing warning.
+        log_fn = log.error if status.state == "gone" else log.warning if status.alert else log.info
         log_fn(kv(event="modem_state", state=status.state, detail=status.detail))
         # Timeline rows only when the modem goes away or comes back.
         if before is not None and before.alert == status.alert:
