@@ -47,10 +47,11 @@ from centre import escalation_policy as ep
 from centre.escalation_sms import AlarmFacts, compose, is_confirmation, normalise_phone
 from centre.ingest import kv
 from centre.store import Store, fetch_all, fetch_one
+from centre.timeline import SYSTEM
 
 log = logging.getLogger("onekey.centre.escalation")
 
-ACTOR = "escalation"
+ACTOR = SYSTEM  # the timeline's actor for what the centre did by itself
 ENDED = ("confirmed", "stopped", "exhausted", "no_contacts", "disabled", "too_old")
 
 

@@ -101,7 +101,8 @@ def test_unanswered_alarm_goes_to_contact_one_then_two_who_confirms(esc: Escalat
     wait(lambda: esc.sent_to() == [LEADER], what="the leader's SMS")
     (first,) = read_sent(esc.vmodem.dir)
     assert "张秀英" in first["text"] and "东头3号" in first["text"] and "回复1" in first["text"]
-    chain = esc.chain(alarm)
+    chain = wait(lambda: (c := esc.chain(alarm))["messages"][0]["delivery"] == "delivered" and c,
+                 what="the leader's delivery report")
     assert chain["state"] == "running" and chain["messages"][0]["state"] == "sent"
     due = chain["step_due"]
     wait(lambda: esc.sent_to() == [LEADER, SON], what="the son's SMS after T2")
@@ -111,7 +112,7 @@ def test_unanswered_alarm_goes_to_contact_one_then_two_who_confirms(esc: Escalat
                  what="the confirmation")
     assert chain["confirmed_by"]["name"] == "张伟" and chain["confirmed_by"]["relation"] == "儿子"
     kinds = esc.timeline_kinds(alarm)
-    for kind in ("escalation_started", "sms_sent", "sms_timeout", "sms_confirmed"):
+    for kind in ("escalation_started", "sms_sent", "sms_delivered", "sms_timeout", "sms_confirmed"):
         assert kind in kinds
     assert esc.stack.api("GET", f"/api/alarms/{alarm}")["state"] == "open"  # staff still act
 
