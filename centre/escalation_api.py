@@ -25,7 +25,8 @@ from pydantic import BaseModel, Field
 from centre import audit
 from centre import escalation_policy as ep
 from centre.auth import Principal, current_principal
-from centre.escalation import Escalation, view
+from centre.escalation import Escalation
+from centre.escalation_view import view
 from centre.store import fetch_all
 
 Who = Annotated[Principal, Depends(current_principal)]

@@ -15,7 +15,7 @@ import pytest
 
 from centre import escalation_policy as ep
 from centre.escalation import DeliveryReport, Escalation, HouseholdInfo, IncomingSms, SendFailed
-from centre.escalation import view as escalation_view
+from centre.escalation_view import view as escalation_view
 from centre.store import Store, now_ms
 from harness.fakegateway import wait_until
 from protocol.uplink import Event
