@@ -69,4 +69,13 @@ ACCESS: dict[tuple[str, str], Role | None] = {
     ("POST", "/api/broadcasts/{bc_id}/approve"): Role.BROADCASTER,
     ("GET", "/api/settings/broadcasts"): Role.ADMIN,
     ("PUT", "/api/settings/broadcasts"): Role.ADMIN,
+    ("GET", "/api/alarms/{event_id}/escalation"): Role.OPERATOR,
+    ("GET", "/api/escalation/policy"): Role.OPERATOR,
+    ("GET", "/api/escalation/policy/effective"): Role.OPERATOR,
+    ("PUT", "/api/escalation/policy/township"): Role.ADMIN,
+    ("PUT", "/api/escalation/policy/villages/{village}"): Role.ADMIN,
+    ("DELETE", "/api/escalation/policy/villages/{village}"): Role.ADMIN,
+    ("PUT", "/api/escalation/policy/households/{household_id}"): Role.ADMIN,
+    ("DELETE", "/api/escalation/policy/households/{household_id}"): Role.ADMIN,
+    ("GET", "/api/modem"): Role.OPERATOR,
 }

@@ -1,8 +1,10 @@
 """The centre's HTTP API and staff web page (FastAPI).
 
 `create_app(config)` builds the app; its lifespan opens the store, loads the centre's signing
-key and runs the ingest task, the gateway watch and the broadcast scheduler, and stops them on
-shutdown. Nothing happens at construction. The broadcast routes are in `centre.bcapi`.
+key and runs the ingest task, the gateway watch, the broadcast scheduler and the escalation
+chain (with the SMS modem when one is configured), and stops them on shutdown. Nothing happens
+at construction. The broadcast routes are in `centre.bcapi`, the escalation routes in
+`centre.escalation_api`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from centre import frames, lifecycle, smsin
+from centre import frames, lifecycle, smsin, timeline
 from centre.access import ACCESS
 from centre.accounts import Accounts
 from centre.auth import Authorize, Principal, current_principal
@@ -31,12 +33,16 @@ from centre.config import CentreConfig
 from centre.console import HEARTBEAT_S, console_routes
 from centre.contactpush import ContactPush
 from centre.device_api import device_router
+from centre.escalation import Escalation
+from centre.escalation_api import escalation_router
+from centre.escalation_wiring import CardContacts, ModemSender, modem_events
 from centre.household_api import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.live import LiveHub
 from centre.scheduler import Scheduler
 from centre.staffapi import staff_router
 from centre.store import Event, Gateway, NotFound, Store, StoreError, event_data, now_ms
+from modem import Modem
 from transport import prom, servicelock
 from transport.keys import load_private_key, public_hex
 from transport.supervisor import supervise
@@ -190,6 +196,7 @@ class _Runtime:
     scheduler: Scheduler
     accounts: Accounts
     live: LiveHub
+    escalation: Escalation
 
 
 def _event_out(ev: Event) -> EventOut:
@@ -235,23 +242,39 @@ def create_app(
         # `smsin.handle_incoming` first. The contact lists gateways keep (§11).
         smsin.attach(smsin.SmsIngest(store, metrics, live, clock))
         contact_push = ContactPush(store, key, ingest.kick, clock)
+        # The modem keeps itself usable (it re-opens an unplugged port); without one configured
+        # the chain still runs, shows the alert and waits (docs/centre.md, Escalation).
+        device = Modem(config.modem_port, config.modem_baudrate) if config.modem_port else None
+        escalation = Escalation(
+            store, CardContacts(), ModemSender(device), timeline.add, live, config.escalation,
+            clock, period_s=config.escalation_period_s,
+            send_timeout_s=config.escalation_send_timeout_s,
+            max_start_age_s=config.escalation_max_start_age_s,
+        )
+        if device is not None:
+            await device.start(timeout=0)  # not waiting: the centre serves alarms meanwhile
 
         def crashed(task: str) -> None:
             metrics.inc("task_crashes")
             metrics.inc(f"task_crashes_{task}")
 
+        runs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("ingest", ingest.run),
+            ("watch-gateways", ingest.watch_gateways),
+            ("broadcast-scheduler", scheduler.run),
+            ("contacts", contact_push.run),
+            ("escalation", escalation.run),
+        ]
+        if device is not None:
+            modem = device
+            runs.append(("escalation-modem", lambda: escalation.consume(modem_events(modem))))
         # Each under supervision: one that fails is logged and restarted, the others go on.
         tasks = [
             asyncio.create_task(supervise(name, run, log=log, on_crash=crashed), name=f"centre-{name}")
-            for name, run in (
-                ("ingest", ingest.run),
-                ("watch-gateways", ingest.watch_gateways),
-                ("broadcast-scheduler", scheduler.run),
-                ("contacts", contact_push.run),
-            )
+            for name, run in runs
         ]
         accounts = Accounts(store, config.auth, clock)
-        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts, live)
+        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts, live, escalation)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))
         try:
             yield
@@ -263,6 +286,8 @@ def create_app(
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if device is not None:
+                await device.close()
             await store.close()
             lock.release()
             log.info(kv(event="centre_stopped"))
@@ -398,9 +423,11 @@ def create_app(
             log.info(kv(event=f"staff_{verb}", id=event_id, by=who.username,
                         state=result.event.state))
             live.publish("alarm", event_data(result.event))
+            r.escalation.kick()  # a chain of this alarm stops now, not at its next look
         return _event_out(result.event)
 
     app.include_router(staff_router(lambda: runtime().accounts))
+    app.include_router(escalation_router(lambda: runtime().escalation, clock))
     refusals: dict[int | str, dict[str, Any]] = {
         404: {"model": ErrorOut}, 409: {"model": ErrorOut}
     }

@@ -395,6 +395,66 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE gateways ADD COLUMN store_state TEXT;
     """,
+    # version 10: escalation chains (centre.escalation): policy overrides per scope, one chain
+    # per alarm, the SMS of each step (UNIQUE (alarm, step, number): a contact is never sent
+    # the same step twice, even across restarts), and every reply received.
+    """
+    CREATE TABLE escalation_policy (
+        scope      TEXT PRIMARY KEY,
+        settings   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+    CREATE TABLE escalations (
+        alarm        TEXT PRIMARY KEY REFERENCES alarms (id),
+        state        TEXT NOT NULL CHECK (state IN ('running', 'confirmed', 'stopped',
+                     'exhausted', 'no_contacts', 'disabled', 'too_old')),
+        policy       TEXT NOT NULL,
+        plan         TEXT NOT NULL,
+        facts        TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        step         INTEGER NOT NULL DEFAULT 0,
+        step_due     INTEGER,
+        ended_at     INTEGER,
+        end_reason   TEXT,
+        confirmed_by INTEGER
+    );
+    CREATE INDEX escalations_running ON escalations (state) WHERE state = 'running';
+    CREATE TABLE escalation_messages (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        alarm        TEXT NOT NULL REFERENCES escalations (alarm),
+        step         INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        relation     TEXT NOT NULL,
+        phone        TEXT NOT NULL,
+        number       TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'unknown')),
+        created_at   INTEGER NOT NULL,
+        sent_at      INTEGER,
+        refs         TEXT NOT NULL DEFAULT '[]',
+        error        TEXT,
+        delivery     TEXT CHECK (delivery IN ('delivered', 'failed')),
+        delivered_at INTEGER,
+        reports      TEXT NOT NULL DEFAULT '{}',
+        due_at       INTEGER,
+        timed_out_at INTEGER,
+        confirmed_at INTEGER,
+        UNIQUE (alarm, step, number)
+    );
+    CREATE INDEX escalation_messages_number ON escalation_messages (number, id);
+    CREATE TABLE escalation_replies (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       INTEGER NOT NULL,
+        number   TEXT NOT NULL,
+        body     TEXT NOT NULL,
+        message  INTEGER REFERENCES escalation_messages (id),
+        alarm    TEXT,
+        confirms INTEGER NOT NULL
+    );
+    CREATE INDEX escalation_replies_alarm ON escalation_replies (alarm, id);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
