@@ -20,7 +20,7 @@ import httpx
 import pytest
 import uvicorn
 
-from centre.access import ACCESS
+from centre import escalation_api
 from centre.accounts import Accounts
 from centre.api import create_app
 from centre.auth import Role
@@ -397,11 +397,12 @@ async def test_the_escalation_chain_is_shown_step_by_step_as_it_goes(
     views: dict[str, dict[str, Any]] = {}
     app = create_app(site.config)
 
-    async def escalation(event_id: str) -> dict[str, Any]:
-        return views[event_id]
+    async def escalation(db: Any, event_id: str, defaults: Any) -> dict[str, Any]:
+        return dict(views[event_id])
 
-    app.add_api_route("/api/alarms/{event_id}/escalation", escalation, methods=["GET"])
-    monkeypatch.setitem(ACCESS, ("GET", "/api/alarms/{event_id}/escalation"), Role.OPERATOR)
+    # The real route serves the chain's states this test sets, step by step (the engine itself
+    # runs end to end in tests/integration/test_escalation_end_to_end.py).
+    monkeypatch.setattr(escalation_api, "view", escalation)
     hub = app.state.live
     cfg = site.config
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.http_host, port=cfg.http_port,
