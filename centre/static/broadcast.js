@@ -131,6 +131,8 @@
     ".okf .okf-tabs button[aria-selected=true] { background: #8b1e1e; color: #fff; }",
     ".okf .okf-tabs button { background: #fff; color: #8b1e1e; }",
     ".okf .okf-contact { display: grid; grid-template-columns: 9em 1fr 7em 10em auto; gap: 4px; align-items: end; margin: 4px 0; }",
+    ".okf .okf-contact input, .okf .okf-contact select { width: 100%; min-width: 0; }",
+    ".okf .okf-grid input, .okf .okf-grid select, .okf .okf-grid textarea { min-width: 0; }",
     "@media (max-width: 600px) { .okf .okf-contact { grid-template-columns: 1fr 1fr; } .okf th, .okf td { font-size: 0.85rem; padding: 4px; } }"
   ].join("\n");
 

@@ -194,3 +194,27 @@ def test_extreme_to_a_whole_village_asks_for_an_explicit_confirmation(
     page.screenshot(path=str(output_dir() / "broadcast-extreme.png"))
     page.get_by_test_id("bc-extreme-tick").check()
     assert send.is_enabled()
+
+
+XSS_NAME = '<script>window.__pwned = 1</script>张<b>三</b>'
+XSS_NOTE = '<img src=x onerror="window.__pwned = 2">耳背，请大声说话'
+
+
+def test_household_names_and_notes_holding_html_render_as_text_in_list_and_editor(
+    centre: Centre, browser: Browser
+) -> None:
+    r = centre.http.put("/api/households/h-xss", json={
+        "village": "v-xiaocun", "name": XSS_NAME, "notes": XSS_NOTE, "address": "<i>一组</i> 3 号",
+    })
+    assert r.status_code == 200, r.text
+    page = open_pane(browser, centre, "admin", "admin")
+    page.get_by_test_id("adm-tab-households").click()
+    row = page.locator('tr[data-hh="h-xss"]')
+    expect(row.get_by_test_id("adm-hh-name")).to_have_text(XSS_NAME)
+    row.get_by_test_id("adm-hh-open").click()
+    expect(page.get_by_test_id("adm-hh-f-name")).to_have_value(XSS_NAME)
+    expect(page.get_by_test_id("adm-hh-f-notes")).to_have_value(XSS_NOTE)
+    pane = page.get_by_test_id("adm-pane")
+    assert pane.locator("script, img, b, i").count() == 0
+    assert page.evaluate("window.__pwned") is None
+    page.screenshot(path=str(output_dir() / "admin-household-html-as-text.png"), full_page=True)
