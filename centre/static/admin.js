@@ -30,7 +30,7 @@
     var U = window.OkBroadcast && window.OkBroadcast._util;
     if (!U) throw new Error("admin.js needs broadcast.js loaded first");
     var h = U.h, clear = U.clear, fmtTime = U.fmtTime;
-    U.injectStyle();
+    var api = U.caller(ctx);
     var t = function (k) { var v = ctx.t(k); return v === undefined || v === null ? k : v; };
     var errText = function (err) { return t("f.error") + U.errorText(err, t); };
     var user = ctx.user || {};
@@ -38,9 +38,9 @@
     if (user.role !== "admin") {
       el.appendChild(h("section", { cls: "okf", "data-testid": "adm-pane" },
         h("p", { cls: "okf-dim", text: t("adm.only") })));
-      return { destroy: function () { clear(el); }, refresh: function () {} };
+      var gone = function () { clear(el); };
+      return { unmount: gone, destroy: gone, refresh: function () {} };
     }
-    var destroyed = false;
     var msg = h("div", { cls: "okf-msg", role: "status", "data-testid": "adm-msg" });
     var tabs = h("div", { cls: "okf-tabs", role: "tablist" });
     var body = h("div");
@@ -108,7 +108,7 @@
       body.appendChild(listBox);
       addForm.addEventListener("submit", function (ev) {
         ev.preventDefault();
-        ctx.api("POST", API.users, {
+        api("POST", API.users, {
           username: username.value.trim(), display_name: display.value.trim() || username.value.trim(),
           role: role.value, password: pw.value
         }).then(function () {
@@ -119,7 +119,7 @@
       });
 
       function load() {
-        ctx.api("GET", API.users).then(function (users) {
+        api("GET", API.users).then(function (users) {
           clear(listBox);
           var tb = h("tbody");
           (users || []).forEach(function (u) { tb.appendChild(userRow(u)); });
@@ -135,7 +135,7 @@
         var toggle = h("button", { type: "button", cls: "okf-2", "data-testid": "adm-user-toggle",
           text: disabled ? t("adm.users.enable") : t("adm.users.disable"),
           on: { click: function () {
-            ctx.api("PATCH", API.user(u.id), { disabled: !disabled }).then(load, function (err) { say(errText(err)); });
+            api("PATCH", API.user(u.id), { disabled: !disabled }).then(load, function (err) { say(errText(err)); });
           } } });
         var pwBtn = h("button", { type: "button", cls: "okf-2", "data-testid": "adm-user-passwd", text: t("adm.users.passwd"),
           on: { click: function () { askPassword(); } } });
@@ -148,7 +148,7 @@
           var np = input("adm-new-password", { type: "password", autocomplete: "new-password", placeholder: t("adm.users.new_password") });
           var ok = h("button", { type: "button", "data-testid": "adm-passwd-save", text: t("f.save") });
           ok.addEventListener("click", function () {
-            ctx.api("POST", API.user(u.id) + "/password", { password: np.value }).then(function () {
+            api("POST", API.user(u.id) + "/password", { password: np.value }).then(function () {
               pwBox.hidden = true; say(t("adm.users.passwd_ok"), true);
             }, function (err) { say(errText(err)); });
           });
@@ -177,7 +177,7 @@
         var create = h("button", { type: "button", "data-testid": "adm-token-create", text: t("adm.tokens.create") });
         box.appendChild(h("div", { cls: "okf-box" }, name, " ", trole, " ", create, secret, list));
         create.addEventListener("click", function () {
-          ctx.api("POST", API.tokens(u.id), { name: name.value.trim(), role: trole.value }).then(function (out) {
+          api("POST", API.tokens(u.id), { name: name.value.trim(), role: trole.value }).then(function (out) {
             clear(secret);
             secret.hidden = false;
             secret.appendChild(h("div", { text: t("adm.tokens.secret") }));
@@ -188,7 +188,7 @@
           }, function (err) { say(errText(err)); });
         });
         function loadTokens() {
-          ctx.api("GET", API.tokens(u.id)).then(function (toks) {
+          api("GET", API.tokens(u.id)).then(function (toks) {
             clear(list);
             if (!toks || !toks.length) { list.appendChild(h("div", { cls: "okf-dim", text: t("adm.tokens.none") })); return; }
             var tb = h("tbody");
@@ -197,7 +197,7 @@
               var act = h("td");
               if (!revoked) act.appendChild(h("button", { type: "button", cls: "okf-2", "data-testid": "adm-token-revoke",
                 text: t("adm.tokens.revoke"), on: { click: function () {
-                  ctx.api("DELETE", API.token(u.id, tk.id)).then(loadTokens, function (err) { say(errText(err)); });
+                  api("DELETE", API.token(u.id, tk.id)).then(loadTokens, function (err) { say(errText(err)); });
                 } } }));
               else act.appendChild(h("span", { cls: "okf-dim", text: t("adm.tokens.revoked") }));
               tb.appendChild(h("tr", { "data-token": String(tk.id) },
@@ -261,7 +261,7 @@
       }
 
       function load() {
-        return ctx.api("GET", API.households + "?limit=5000").then(function (list) {
+        return api("GET", API.households + "?limit=5000").then(function (list) {
           all = list || [];
           options(village, uniq(all.map(function (x) { return x.village; })), true);
           fillGroups();
@@ -300,7 +300,7 @@
         editor.hidden = false;
         clear(editor);
         editor.appendChild(h("div", { cls: "okf-dim", text: t("f.loading") }));
-        var got = id ? ctx.api("GET", API.household(id)) : Promise.resolve({ contacts: [] });
+        var got = id ? api("GET", API.household(id)) : Promise.resolve({ contacts: [] });
         got.then(function (card) { buildEditor(id, card || {}); }, function (err) { editor.hidden = true; say(errText(err)); });
       }
 
@@ -379,7 +379,7 @@
               return { kind: c.kind, name: c.name.trim(), relation: c.relation.trim(), phone: c.phone.trim(), position: i + 1 };
             })
           };
-          ctx.api("PUT", API.household(hid), out).then(function () {
+          api("PUT", API.household(hid), out).then(function () {
             say(t("adm.hh.saved"), true);
             editor.hidden = true;
             clear(editor);
@@ -394,7 +394,7 @@
         var fl = file.files && file.files[0];
         if (!fl) { say(t("adm.hh.import_file")); return; }
         fl.text().then(function (text) {
-          return ctx.api("POST", API.hhImport, { csv: text });
+          return api("POST", API.hhImport, { csv: text });
         }).then(function (out) {
           var n = out && (out.imported !== undefined ? out.imported : out.count);
           importOut.appendChild(h("div", { cls: "okf-ok", text: t("adm.hh.import_ok") + (n === undefined ? "" : String(n)) }));
@@ -442,7 +442,7 @@
         [["target", target], ["action", action], ["actor", actor]].forEach(function (p) {
           if (p[1].value.trim()) qs.push(p[0] + "=" + encodeURIComponent(p[1].value.trim()));
         });
-        ctx.api("GET", API.audit + "?" + qs.join("&")).then(function (rows) {
+        api("GET", API.audit + "?" + qs.join("&")).then(function (rows) {
           rows = rows || [];
           rows.forEach(function (r) {
             tb.appendChild(h("tr", { "data-audit": String(r.id) },
@@ -470,7 +470,7 @@
       API.settings.forEach(function (s) {
         var box = h("div", { cls: "okf-box", "data-testid": "adm-settings-" + s.path.split("/").pop(), hidden: true });
         body.appendChild(box);
-        ctx.api("GET", s.path).then(function (obj) {
+        api("GET", s.path).then(function (obj) {
           found++;
           box.hidden = false;
           settingsForm(box, s, obj);
@@ -518,7 +518,7 @@
         var out = {};
         try { Object.keys(getters).forEach(function (k) { out[k] = getters[k](); }); }
         catch (e) { say(t("f.error") + e.message); return; }
-        ctx.api("PUT", s.path, out).then(function (back) { say(t("f.saved"), true); settingsForm(box, s, back || out); },
+        api("PUT", s.path, out).then(function (back) { say(t("f.saved"), true); settingsForm(box, s, back || out); },
           function (err) { say(errText(err)); });
       });
       box.appendChild(f);
@@ -527,7 +527,8 @@
     show("users");
     return {
       refresh: function () { if (current) show(current); },
-      destroy: function () { destroyed = true; clear(el); }
+      unmount: function () { clear(el); },
+      destroy: function () { clear(el); }
     };
   }
 

@@ -63,6 +63,14 @@
     try { return JSON.stringify(d); } catch (e) { return String(d); }
   }
 
+  // ctx.api is the console's API client: a function (method, path, body), or an object whose
+  // request(method, path, body) is that function.
+  function caller(ctx) {
+    return function (method, path, body) {
+      return typeof ctx.api === "function" ? ctx.api(method, path, body) : ctx.api.request(method, path, body);
+    };
+  }
+
   function lang() { return document.documentElement.lang || "zh-CN"; }
 
   function fmtTime(ms) {
@@ -94,58 +102,8 @@
     return typeof bc.state === "string" && bc.state.indexOf("approval") >= 0;
   }
 
-  var STYLE = [
-    ".okf { max-width: 1100px; }",
-    ".okf h2 { font-size: 1.1rem; margin: 8px 0; }",
-    ".okf h3 { font-size: 1rem; margin: 14px 0 6px; }",
-    ".okf .okf-bar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; justify-content: space-between; }",
-    ".okf .okf-msg { min-height: 1.2em; margin: 4px 0; }",
-    ".okf .okf-err { color: #b00020; }",
-    ".okf .okf-ok { color: #0a6b2a; }",
-    ".okf form, .okf .okf-box { background: #fff; border: 1px solid #ddd; border-radius: 6px; padding: 10px; margin: 8px 0; }",
-    ".okf .okf-grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 8px 12px; }",
-    ".okf label { display: flex; flex-direction: column; font-size: 0.9rem; gap: 2px; }",
-    ".okf label.okf-inline { flex-direction: row; align-items: center; gap: 6px; }",
-    ".okf .okf-wide { grid-column: 1 / -1; }",
-    ".okf textarea { min-height: 4.5em; font: inherit; }",
-    ".okf input, .okf select, .okf textarea { font: inherit; padding: 4px; max-width: 100%; box-sizing: border-box; }",
-    ".okf button { font: inherit; padding: 5px 12px; border-radius: 4px; border: 1px solid #8b1e1e; background: #8b1e1e; color: #fff; cursor: pointer; }",
-    ".okf button.okf-2 { background: #fff; color: #8b1e1e; }",
-    ".okf button:disabled { opacity: 0.5; cursor: default; }",
-    ".okf .okf-villages { display: flex; flex-direction: column; gap: 6px; }",
-    ".okf .okf-village { border: 1px solid #e3e3e3; border-radius: 4px; padding: 6px; }",
-    ".okf .okf-groups { display: flex; flex-wrap: wrap; gap: 4px 12px; margin: 4px 0 0 22px; }",
-    ".okf .okf-dim { color: #666; font-size: 0.85rem; }",
-    ".okf .okf-table { width: 100%; overflow-x: auto; }",
-    ".okf table { border-collapse: collapse; width: 100%; background: #fff; }",
-    ".okf th, .okf td { text-align: left; padding: 5px 6px; border-bottom: 1px solid #e3e3e3; font-size: 0.9rem; vertical-align: top; }",
-    ".okf th { background: #eceef1; }",
-    ".okf .okf-sev-Extreme { color: #fff; background: #b00020; padding: 0 4px; border-radius: 3px; }",
-    ".okf .okf-sev-Severe { color: #fff; background: #d9480f; padding: 0 4px; border-radius: 3px; }",
-    ".okf .okf-sev-Moderate { background: #ffd43b; padding: 0 4px; border-radius: 3px; }",
-    ".okf .okf-say { white-space: pre-wrap; background: #fffbe6; border-left: 4px solid #f0b400; padding: 6px; }",
-    ".okf .okf-extreme { background: #fff0f0; border: 2px solid #b00020; padding: 8px; margin: 8px 0; }",
-    ".okf .okf-secret { font-family: monospace; background: #fffbe6; border: 2px dashed #f0b400; padding: 6px; word-break: break-all; }",
-    ".okf .okf-text { max-width: 28em; white-space: pre-wrap; word-break: break-word; }",
-    ".okf .okf-tabs { display: flex; flex-wrap: wrap; gap: 4px; margin: 6px 0; }",
-    ".okf .okf-tabs button[aria-selected=true] { background: #8b1e1e; color: #fff; }",
-    ".okf .okf-tabs button { background: #fff; color: #8b1e1e; }",
-    ".okf .okf-contact { display: grid; grid-template-columns: 9em 1fr 7em 10em auto; gap: 4px; align-items: end; margin: 4px 0; }",
-    ".okf .okf-contact input, .okf .okf-contact select { width: 100%; min-width: 0; }",
-    ".okf .okf-grid input, .okf .okf-grid select, .okf .okf-grid textarea { min-width: 0; }",
-    "@media (max-width: 600px) { .okf .okf-contact { grid-template-columns: 1fr 1fr; } .okf th, .okf td { font-size: 0.85rem; padding: 4px; } }"
-  ].join("\n");
-
-  function injectStyle() {
-    if (document.getElementById("okf-style")) return;
-    var s = document.createElement("style");
-    s.id = "okf-style";
-    s.textContent = STYLE;
-    document.head.appendChild(s);
-  }
-
   function mount(el, ctx) {
-    injectStyle();
+    var api = caller(ctx);
     var t = function (k) { var v = ctx.t(k); return v === undefined || v === null ? k : v; };
     var user = ctx.user || {};
     var canSend = user.role === "broadcaster" || user.role === "admin";
@@ -349,7 +307,7 @@
         if (!b) return;
         if (needsExtreme) b.confirm_extreme = true;
         sendBtn.disabled = true;
-        ctx.api("POST", "/api/broadcasts", b).then(function (created) {
+        api("POST", "/api/broadcasts", b).then(function (created) {
           pendingBody = null;
           fields.text.value = "";
           showForm(false);
@@ -448,7 +406,7 @@
       cell.appendChild(h("div", null, yes, " ", no));
       yes.addEventListener("click", function () {
         yes.disabled = true;
-        ctx.api("POST", "/api/broadcasts/" + encodeURIComponent(bc.id) + "/cancel",
+        api("POST", "/api/broadcasts/" + encodeURIComponent(bc.id) + "/cancel",
           { by: actor || "staff", note: note.value.trim() }).then(function (out) {
           say(t("bc.cancelled_ok"), true);
           upsert(out && out.broadcast ? out.broadcast : out);
@@ -459,7 +417,7 @@
 
     function approve(bc, btn) {
       btn.disabled = true;
-      ctx.api("POST", "/api/broadcasts/" + encodeURIComponent(bc.id) + "/approve", {}).then(function (out) {
+      api("POST", "/api/broadcasts/" + encodeURIComponent(bc.id) + "/approve", {}).then(function (out) {
         say(t("bc.approved_ok"), true);
         upsert(out && out.broadcast ? out.broadcast : out);
       }, function (err) { btn.disabled = false; say(t("f.error") + errorText(err, t)); });
@@ -467,8 +425,8 @@
 
     function loadTargets() {
       return Promise.all([
-        ctx.api("GET", "/api/gateways").catch(function () { return []; }),
-        ctx.api("GET", "/api/households?limit=5000").catch(function () { return []; })
+        api("GET", "/api/gateways").catch(function () { return []; }),
+        api("GET", "/api/households?limit=5000").catch(function () { return []; })
       ]).then(function (res) {
         var byVillage = {};
         (res[0] || []).forEach(function (gw) {
@@ -496,7 +454,7 @@
     }
 
     function loadList() {
-      return ctx.api("GET", "/api/broadcasts?limit=50").then(function (list) {
+      return api("GET", "/api/broadcasts?limit=50").then(function (list) {
         broadcasts = list || [];
         renderList();
       }, function (err) { say(t("f.error") + errorText(err, t)); });
@@ -506,7 +464,7 @@
     function onChange(data) {
       if (destroyed || !data || !data.id || refreshing[data.id]) return;
       refreshing[data.id] = true;
-      ctx.api("GET", "/api/broadcasts/" + encodeURIComponent(data.id)).then(function (bc) {
+      api("GET", "/api/broadcasts/" + encodeURIComponent(data.id)).then(function (bc) {
         delete refreshing[data.id];
         if (!destroyed) upsert(bc);
       }, function () { delete refreshing[data.id]; });
@@ -522,17 +480,19 @@
 
     return {
       refresh: function () { loadList(); if (canSend) loadTargets(); },
-      destroy: function () {
-        destroyed = true;
-        unsubs.forEach(function (u) { if (typeof u === "function") u(); });
-        clear(el);
-      }
+      unmount: destroy,
+      destroy: destroy
     };
+    function destroy() {
+      destroyed = true;
+      unsubs.forEach(function (u) { if (typeof u === "function") u(); });
+      clear(el);
+    }
   }
 
   window.OkBroadcast = {
     mount: mount,
     // shared with admin.js
-    _util: { h: h, clear: clear, errorText: errorText, detailText: detailText, fmtTime: fmtTime, injectStyle: injectStyle }
+    _util: { h: h, clear: clear, errorText: errorText, detailText: detailText, fmtTime: fmtTime, caller: caller }
   };
 })();

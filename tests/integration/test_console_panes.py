@@ -33,7 +33,7 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 HARNESS = Path(__file__).resolve().parent.parent / "forms_harness.html"
-PANE_FILES = ("i18n-forms.js", "broadcast.js", "admin.js")
+PANE_FILES = ("i18n-forms.js", "broadcast.js", "admin.js", "forms.css")
 VILLAGES = ["v-xiaocun", "v-dacun"]
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
@@ -67,7 +67,8 @@ def centre(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Centre]:
             if name not in PANE_FILES:
                 raise HTTPException(404)
             text = resources.files("centre").joinpath("static", name).read_text(encoding="utf-8")
-            return Response(text, media_type="text/javascript")
+            kind = "text/css" if name.endswith(".css") else "text/javascript"
+            return Response(text, media_type=kind)
 
         app.add_api_route("/test-forms", harness, methods=["GET"], include_in_schema=False)
         app.add_api_route("/test-forms/static/{name}", static, methods=["GET"], include_in_schema=False)
