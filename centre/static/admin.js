@@ -124,18 +124,25 @@
           var tb = h("tbody");
           (users || []).forEach(function (u) { tb.appendChild(userRow(u)); });
           listBox.appendChild(h("table", { "data-testid": "adm-users" },
-            th(["adm.users.username", "adm.users.display", "adm.users.role", "adm.users.state", "adm.users.last_login", "f.actions"]), tb));
+            th(["adm.users.username", "adm.users.display", "adm.users.role", "adm.users.state", "adm.users.created", "f.actions"]), tb));
         }, function (err) { clear(listBox); say(errText(err)); });
       }
 
       function userRow(u) {
-        var disabled = !!(u.disabled || u.disabled_at || u.active === false || u.enabled === false);
+        var disabled = !!u.disabled;
+        var locked = u.locked_until && u.locked_until > Date.now();
+        var role = roleSelect("adm-user-role-of", u.role);
+        role.addEventListener("change", function () {
+          api("PUT", API.user(u.id) + "/role", { role: role.value }).then(function () {
+            say(t("adm.users.role_ok"), true); load();
+          }, function (err) { say(errText(err)); load(); });
+        });
         var actions = h("td");
         var tokensCell = h("div", { hidden: true });
         var toggle = h("button", { type: "button", cls: "okf-2", "data-testid": "adm-user-toggle",
           text: disabled ? t("adm.users.enable") : t("adm.users.disable"),
           on: { click: function () {
-            api("PATCH", API.user(u.id), { disabled: !disabled }).then(load, function (err) { say(errText(err)); });
+            api("POST", API.user(u.id) + (disabled ? "/enable" : "/disable")).then(load, function (err) { say(errText(err)); });
           } } });
         var pwBtn = h("button", { type: "button", cls: "okf-2", "data-testid": "adm-user-passwd", text: t("adm.users.passwd"),
           on: { click: function () { askPassword(); } } });
@@ -148,7 +155,7 @@
           var np = input("adm-new-password", { type: "password", autocomplete: "new-password", placeholder: t("adm.users.new_password") });
           var ok = h("button", { type: "button", "data-testid": "adm-passwd-save", text: t("f.save") });
           ok.addEventListener("click", function () {
-            api("POST", API.user(u.id) + "/password", { password: np.value }).then(function () {
+            api("PUT", API.user(u.id) + "/password", { password: np.value }).then(function () {
               pwBox.hidden = true; say(t("adm.users.passwd_ok"), true);
             }, function (err) { say(errText(err)); });
           });
@@ -162,9 +169,10 @@
         return h("tr", { "data-user": u.username },
           h("td", { text: u.username }),
           h("td", { text: u.display_name || "" }),
-          h("td", { text: t("role." + u.role) }),
-          h("td", { text: disabled ? t("adm.users.disabled") : t("adm.users.enabled") }),
-          h("td", { text: fmtTime(u.last_login || u.last_login_at) }),
+          h("td", null, role),
+          h("td", { "data-testid": "adm-user-state", text: (disabled ? t("adm.users.disabled") : t("adm.users.enabled")) +
+            (locked ? " · " + t("adm.users.locked") + " " + fmtTime(u.locked_until) : "") }),
+          h("td", { text: fmtTime(u.created_at) }),
           actions);
       }
 
@@ -420,14 +428,12 @@
     // -- audit log
     function renderAudit() {
       var target = input("adm-audit-target", { maxlength: 100 });
-      var action = input("adm-audit-action", { maxlength: 40, placeholder: "alarm.ack, user.add, …" });
       var actor = input("adm-audit-actor", { maxlength: 64 });
       var go = h("button", { type: "submit", "data-testid": "adm-audit-go", text: t("adm.audit.filter") });
       var tb = h("tbody");
       var more = h("button", { type: "button", cls: "okf-2", "data-testid": "adm-audit-more", text: t("f.more"), hidden: true });
       var fl = h("form", { "data-testid": "adm-audit-form" }, h("div", { cls: "okf-grid" },
         h("label", null, t("adm.audit.target"), target),
-        h("label", null, t("adm.audit.action"), action),
         h("label", null, t("adm.audit.actor"), actor),
         h("div", null, go)));
       body.appendChild(fl);
@@ -439,7 +445,7 @@
         if (reset) { clear(tb); before = null; }
         var qs = ["limit=" + AUDIT_PAGE];
         if (before !== null) qs.push("before=" + encodeURIComponent(before));
-        [["target", target], ["action", action], ["actor", actor]].forEach(function (p) {
+        [["target", target], ["actor", actor]].forEach(function (p) {
           if (p[1].value.trim()) qs.push(p[0] + "=" + encodeURIComponent(p[1].value.trim()));
         });
         api("GET", API.audit + "?" + qs.join("&")).then(function (rows) {
