@@ -21,7 +21,7 @@
     hhExport: "/api/households/export",
     audit: "/api/audit",
     settings: [
-      { key: "adm.settings.escalation", path: "/api/escalation/policy" },
+      { key: "adm.settings.escalation", path: "/api/escalation/policy", escalation: true },
       { key: "adm.settings.broadcast", path: "/api/settings" }
     ]
   };
@@ -479,11 +479,101 @@
         api("GET", s.path).then(function (obj) {
           found++;
           box.hidden = false;
-          settingsForm(box, s, obj);
+          if (s.escalation) escalationForm(box, s, obj); else settingsForm(box, s, obj);
         }, function (err) {
           if (err && err.status !== 404 && err.status !== 405) { box.hidden = false; box.appendChild(h("div", { cls: "okf-err", text: errText(err) })); found++; }
         }).then(function () { done++; if (done === API.settings.length && !found) none.hidden = false; });
       });
+    }
+
+    // The escalation policy: the township's (defaults from the configuration, changed here),
+    // then overrides per village or household, each naming only what it changes.
+    var POLICY = ["enabled", "t1_s", "t2_s", "order", "rounds"];
+    function policyFields(values, blankInherits) {
+      var f = {};
+      var grid = h("div", { cls: "okf-grid" });
+      POLICY.forEach(function (k) {
+        var v = values[k];
+        var el2;
+        if (k === "enabled") {
+          el2 = h("select", { "data-testid": "pol-" + k });
+          if (blankInherits) el2.appendChild(h("option", { value: "", text: t("pol.inherit") }));
+          el2.appendChild(h("option", { value: "true", text: t("f.yes") }));
+          el2.appendChild(h("option", { value: "false", text: t("f.no") }));
+          el2.value = v === undefined || v === null ? "" : String(v);
+        } else if (k === "order") {
+          el2 = h("input", { "data-testid": "pol-" + k, value: v ? v.join(", ") : "",
+            placeholder: blankInherits ? t("pol.inherit") : "leader+grid, family, doctor" });
+        } else {
+          el2 = h("input", { type: "number", step: k === "rounds" ? "1" : "any", min: 1, "data-testid": "pol-" + k,
+            value: v === undefined || v === null ? "" : String(v), placeholder: blankInherits ? t("pol.inherit") : "" });
+        }
+        f[k] = el2;
+        grid.appendChild(h("label", null, t("pol." + k), el2));
+      });
+      function read() {
+        var out = {};
+        POLICY.forEach(function (k) {
+          var raw = f[k].value.trim();
+          if (raw === "") { if (!blankInherits && k !== "order") out[k] = null; return; }
+          if (k === "enabled") out[k] = raw === "true";
+          else if (k === "order") out[k] = raw.split(",").map(function (x) { return x.trim(); }).filter(Boolean);
+          else out[k] = Number(raw);
+        });
+        Object.keys(out).forEach(function (k) { if (out[k] === null) delete out[k]; });
+        return out;
+      }
+      return { grid: grid, read: read };
+    }
+
+    function escalationForm(box, s, obj) {
+      clear(box);
+      obj = obj || {};
+      var overrides = obj.overrides || [];
+      var township = Object.assign({}, obj.defaults || {});
+      overrides.forEach(function (o) { if (o.scope === "township") Object.assign(township, o.settings); });
+      box.appendChild(h("h3", { text: t(s.key) }));
+      box.appendChild(h("div", { cls: "okf-dim", text: t("pol.help") }));
+      var town = policyFields(township, false);
+      var saveTown = h("button", { type: "submit", "data-testid": "pol-save-township", text: t("f.save") });
+      var townForm = h("form", { "data-testid": "pol-township" }, h("h3", { text: t("pol.township") }), town.grid, saveTown);
+      townForm.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        api("PUT", s.path + "/township", town.read()).then(function () { say(t("f.saved"), true); reload(); },
+          function (err) { say(errText(err)); });
+      });
+      box.appendChild(townForm);
+      var tb = h("tbody");
+      overrides.filter(function (o) { return o.scope !== "township"; }).forEach(function (o) {
+        var parts = o.scope.split(":");
+        var path = s.path + (parts[0] === "village" ? "/villages/" : "/households/") + encodeURIComponent(parts.slice(1).join(":"));
+        tb.appendChild(h("tr", { "data-scope": o.scope },
+          h("td", { text: o.scope }),
+          h("td", { cls: "okf-text", text: JSON.stringify(o.settings) }),
+          h("td", { text: (o.updated_by || "") + " " + fmtTime(o.updated_at) }),
+          h("td", null, h("button", { type: "button", cls: "okf-2", text: t("adm.hh.remove"), on: { click: function () {
+            api("DELETE", path).then(reload, function (err) { say(errText(err)); });
+          } } }))));
+      });
+      box.appendChild(h("h3", { text: t("pol.overrides") }));
+      box.appendChild(h("div", { cls: "okf-table" }, h("table", { "data-testid": "pol-overrides" },
+        th(["pol.scope", "pol.settings", "pol.updated", "f.actions"]), tb)));
+      var kind = h("select", { "data-testid": "pol-scope-kind" },
+        h("option", { value: "villages", text: t("adm.hh.village") }), h("option", { value: "households", text: t("adm.hh.id") }));
+      var which = h("input", { "data-testid": "pol-scope-id", maxlength: 64, required: true });
+      var ov = policyFields({}, true);
+      var addForm = h("form", { "data-testid": "pol-override" }, h("h3", { text: t("pol.add_override") }),
+        h("div", { cls: "okf-grid" }, h("label", null, t("pol.scope"), kind), h("label", null, "id", which)), ov.grid,
+        h("button", { type: "submit", text: t("f.save") }));
+      addForm.addEventListener("submit", function (ev) {
+        ev.preventDefault();
+        if (!which.value.trim()) return;
+        api("PUT", s.path + "/" + kind.value + "/" + encodeURIComponent(which.value.trim()), ov.read()).then(function () {
+          say(t("f.saved"), true); reload();
+        }, function (err) { say(errText(err)); });
+      });
+      box.appendChild(addForm);
+      function reload() { api("GET", s.path).then(function (o) { escalationForm(box, s, o); }, function (err) { say(errText(err)); }); }
     }
 
     function settingsForm(box, s, obj) {

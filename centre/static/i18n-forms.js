@@ -187,7 +187,20 @@
     "adm.settings.none": "服务器没有可设置的项目。",
     "adm.settings.escalation": "升级通知策略",
     "adm.settings.broadcast": "广播设置",
-    "adm.settings.json": "其他（JSON）"
+    "adm.settings.json": "其他（JSON）",
+    "pol.help": "报警在 T1 内无人确认即开始逐一通知联系人；每一步等待 T2 秒回复；按顺序轮询若干轮。",
+    "pol.township": "全乡镇",
+    "pol.overrides": "按村或按户的例外设置",
+    "pol.add_override": "添加例外设置（空白 = 沿用上级）",
+    "pol.inherit": "沿用上级",
+    "pol.enabled": "启用升级通知",
+    "pol.t1_s": "T1：无人确认多少秒后开始（秒）",
+    "pol.t2_s": "T2：每位联系人等待回复（秒）",
+    "pol.order": "顺序（如 leader+grid, family, doctor）",
+    "pol.rounds": "轮数",
+    "pol.scope": "范围",
+    "pol.settings": "设置",
+    "pol.updated": "修改人 / 时间"
   };
   var en = {
     "f.loading": "Loading…",
@@ -370,7 +383,20 @@
     "adm.settings.none": "The server has no settings to change.",
     "adm.settings.escalation": "Escalation policy",
     "adm.settings.broadcast": "Broadcast settings",
-    "adm.settings.json": "Other (JSON)"
+    "adm.settings.json": "Other (JSON)",
+    "pol.help": "An alarm not acknowledged within T1 starts the chain: each step waits T2 seconds for a reply; the order is tried for the given rounds.",
+    "pol.township": "Township",
+    "pol.overrides": "Overrides per village or household",
+    "pol.add_override": "Add an override (blank = inherited)",
+    "pol.inherit": "inherited",
+    "pol.enabled": "Escalation on",
+    "pol.t1_s": "T1: seconds unacknowledged before it starts",
+    "pol.t2_s": "T2: seconds each contact has to reply",
+    "pol.order": "Order (e.g. leader+grid, family, doctor)",
+    "pol.rounds": "Rounds",
+    "pol.scope": "Scope",
+    "pol.settings": "Settings",
+    "pol.updated": "Changed by / at"
   };
   var all = window.OK_I18N = window.OK_I18N || {};
   all["zh-CN"] = Object.assign(all["zh-CN"] || {}, zh);
