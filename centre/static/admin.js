@@ -325,9 +325,8 @@
         }
         var idField = input("adm-hh-f-id", { name: "id", required: true, maxlength: 64, value: id || "" });
         if (id) idField.readOnly = true;
-        var contacts = (card.contacts || []).slice().sort(function (a, b) {
-          return (a.position || 0) - (b.position || 0);
-        }).map(function (c) { return { kind: c.kind, name: c.name || "", relation: c.relation || "", phone: c.phone || "" }; });
+        // The server lists them in calling order (leader, grid, family in order, doctor).
+        var contacts = (card.contacts || []).map(function (c) { return { kind: c.kind, name: c.name || "", relation: c.relation || "", phone: c.phone || "" }; });
         var contactsBox = h("div", { "data-testid": "adm-hh-contacts" });
         function drawContacts() {
           clear(contactsBox);
@@ -338,7 +337,13 @@
             var cn = h("input", { "data-testid": "adm-hh-c-name", maxlength: 100, placeholder: t("adm.hh.contact_name"), value: c.name });
             var rel = h("input", { "data-testid": "adm-hh-c-relation", maxlength: 50, placeholder: t("adm.hh.relation"), value: c.relation });
             var ph = h("input", { "data-testid": "adm-hh-c-phone", type: "tel", maxlength: 32, placeholder: t("adm.hh.phone"), value: c.phone });
-            kind.addEventListener("change", function () { c.kind = kind.value; });
+            // A relation is for family contacts only (the kind says who the others are).
+            rel.disabled = kind.value !== "family";
+            kind.addEventListener("change", function () {
+              c.kind = kind.value;
+              rel.disabled = c.kind !== "family";
+              if (rel.disabled) { rel.value = ""; c.relation = ""; }
+            });
             cn.addEventListener("input", function () { c.name = cn.value; });
             rel.addEventListener("input", function () { c.relation = rel.value; });
             ph.addEventListener("input", function () { c.phone = ph.value; });
@@ -358,6 +363,13 @@
         var save = h("button", { type: "submit", "data-testid": "adm-hh-save", text: t("f.save") });
         var close = h("button", { type: "button", cls: "okf-2", text: t("f.close"),
           on: { click: function () { editor.hidden = true; clear(editor); } } });
+        var del = id ? h("button", { type: "button", cls: "okf-2", "data-testid": "adm-hh-delete", text: t("adm.hh.delete"),
+          on: { click: function () {
+            if (del.getAttribute("data-armed") !== "1") { del.setAttribute("data-armed", "1"); del.textContent = t("adm.hh.delete_confirm"); return; }
+            api("DELETE", API.household(id)).then(function () {
+              say(t("adm.hh.deleted"), true); editor.hidden = true; clear(editor); load();
+            }, function (err) { say(errText(err)); });
+          } } }) : null;
         var form = h("form", { "data-testid": "adm-hh-form" },
           h("div", { cls: "okf-grid" },
             h("label", null, t("adm.hh.id"), idField),
@@ -372,7 +384,7 @@
             field("adm.hh.language", "language_notes", { multiline: true, maxlength: 1000 }, true),
             field("adm.hh.notes", "notes", { multiline: true, maxlength: 1000 }, true),
             h("div", { cls: "okf-wide" }, h("div", { text: t("adm.hh.contacts") }), contactsBox, addC),
-            h("div", { cls: "okf-wide" }, save, " ", close)));
+            h("div", { cls: "okf-wide" }, save, " ", close, " ", del)));
         form.addEventListener("submit", function (ev) {
           ev.preventDefault();
           var hid = idField.value.trim();
@@ -384,7 +396,7 @@
             language_notes: f.language_notes.value.trim(), notes: f.notes.value.trim(),
             lat: num(f.lat.value), lon: num(f.lon.value),
             contacts: contacts.map(function (c, i) {
-              return { kind: c.kind, name: c.name.trim(), relation: c.relation.trim(), phone: c.phone.trim(), position: i + 1 };
+              return { kind: c.kind, name: c.name.trim(), relation: c.kind === "family" ? c.relation.trim() : "", phone: c.phone.trim() };
             })
           };
           api("PUT", API.household(hid), out).then(function () {
@@ -397,30 +409,42 @@
         editor.appendChild(form);
       }
 
+      // The import sends the file as text/csv and reads the refusal's line-numbered problems,
+      // which the console's API client would reduce to one message: its own request, with the
+      // session's CSRF token.
       function doImport() {
         clear(importOut);
         var fl = file.files && file.files[0];
         if (!fl) { say(t("adm.hh.import_file")); return; }
-        fl.text().then(function (text) {
-          return api("POST", API.hhImport, { csv: text });
-        }).then(function (out) {
-          var n = out && (out.imported !== undefined ? out.imported : out.count);
-          importOut.appendChild(h("div", { cls: "okf-ok", text: t("adm.hh.import_ok") + (n === undefined ? "" : String(n)) }));
-          load();
-        }, function (err) {
-          importOut.appendChild(h("div", { cls: "okf-err", text: t("adm.hh.import_failed") }));
+        importBtn.disabled = true;
+        Promise.all([fl.text(), api("GET", "/api/session")]).then(function (got) {
+          var headers = { "Content-Type": "text/csv", "Accept": "application/json" };
+          if (got[1] && got[1].csrf) headers["X-CSRF-Token"] = got[1].csrf;
+          return fetch(API.hhImport, { method: "POST", headers: headers, body: got[0], credentials: "same-origin", cache: "no-store" });
+        }).then(function (r) {
+          return r.json().catch(function () { return {}; }).then(function (data) { return { ok: r.ok, status: r.status, data: data }; });
+        }).then(function (res) {
+          importBtn.disabled = false;
+          var d = res.data || {};
+          if (res.ok) {
+            importOut.appendChild(h("div", { cls: "okf-ok", "data-testid": "adm-hh-import-ok",
+              text: t("adm.hh.import_ok") + t("adm.hh.import_counts").replace("{n}", String(d.imported))
+                .replace("{created}", String(d.created)).replace("{updated}", String(d.updated)) }));
+            file.value = "";
+            load();
+            return;
+          }
+          importOut.appendChild(h("div", { cls: "okf-err", text: t("adm.hh.import_failed") + " " + U.detailText(d.detail || ("HTTP " + res.status)) }));
           var list = h("ul", { "data-testid": "adm-hh-import-errors" });
-          var d = err && err.detail;
-          var items = Array.isArray(d) ? d : (d && Array.isArray(d.errors) ? d.errors : [d]);
-          items.forEach(function (e) {
-            var text;
-            if (e && typeof e === "object" && e.line !== undefined) {
-              text = t("adm.hh.line").replace("{n}", String(e.line)) + ": " + (e.error || e.message || e.msg || U.detailText(e));
-            } else text = U.errorText({ detail: e }, t);
-            list.appendChild(h("li", { text: text }));
+          (d.problems || []).forEach(function (p) {
+            var where = p.line ? t("adm.hh.line").replace("{n}", String(p.line)) : t("adm.hh.file");
+            list.appendChild(h("li", { text: where + (p.column ? " · " + p.column : "") + ": " + p.rule }));
           });
+          if (d.total && d.problems && d.total > d.problems.length) {
+            list.appendChild(h("li", { text: "… " + (d.total - d.problems.length) }));
+          }
           importOut.appendChild(list);
-        });
+        }, function (err) { importBtn.disabled = false; say(errText(err)); });
       }
       load();
     }

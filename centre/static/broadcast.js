@@ -13,6 +13,7 @@
   var LIVE = { scheduled: 1, sending: 1, sent: 1 };
   var MAX_TEXT = 500;
   var MAX_BY = 32;
+  var GROUP_ID = /^[a-z0-9][a-z0-9-]{0,31}$/;
 
   function h(tag, attrs) {
     var el = document.createElement(tag);
@@ -200,11 +201,17 @@
         var groupsBox = h("div", { cls: "okf-groups", hidden: !picked[v.id] });
         var groups = Object.keys(groupsOf[v.id] || {}).sort();
         groups.forEach(function (g) {
-          var gcb = h("input", { type: "checkbox", value: g, "data-group": g, "data-of": v.id,
-            checked: !!(picked[v.id] && picked[v.id].indexOf(g) >= 0) });
-          groupsBox.appendChild(h("label", { cls: "okf-inline" }, gcb,
+          // A broadcast names speaker groups by id (§1.1); a household group named otherwise
+          // (第一村民小组) has no speakers of its own to address.
+          var usable = GROUP_ID.test(g);
+          var gcb = h("input", { type: "checkbox", value: g, "data-group": g, "data-of": v.id, disabled: !usable,
+            checked: usable && !!(picked[v.id] && picked[v.id].indexOf(g) >= 0) });
+          groupsBox.appendChild(h("label", { cls: "okf-inline" + (usable ? "" : " okf-dim"), title: usable ? null : t("bc.group_not_id") }, gcb,
             h("span", { text: g }), h("span", { cls: "okf-dim", text: "(" + groupsOf[v.id][g] + " " + t("bc.households_n") + ")" })));
         });
+        if (groups.some(function (g) { return !GROUP_ID.test(g); })) {
+          groupsBox.appendChild(h("div", { cls: "okf-dim", text: t("bc.group_not_id") }));
+        }
         cb.addEventListener("change", function () { groupsBox.hidden = !cb.checked; });
         var info = [];
         if (v.gateways.length) info.push(t("bc.served_by") + " " + v.gateways.join(", "));
