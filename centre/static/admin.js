@@ -351,9 +351,9 @@
             contactsBox.appendChild(h("div", { cls: "okf-contact", "data-testid": "adm-hh-contact" },
               kind, cn, rel, ph,
               h("div", null,
-                h("button", { type: "button", cls: "okf-2", title: t("adm.hh.up"), text: "↑", on: { click: function () { move(-1); } } }),
-                h("button", { type: "button", cls: "okf-2", title: t("adm.hh.down"), text: "↓", on: { click: function () { move(1); } } }),
-                h("button", { type: "button", cls: "okf-2", title: t("adm.hh.remove"), text: "×",
+                h("button", { type: "button", cls: "okf-2", "data-testid": "adm-hh-c-up", title: t("adm.hh.up"), text: "↑", on: { click: function () { move(-1); } } }),
+                h("button", { type: "button", cls: "okf-2", "data-testid": "adm-hh-c-down", title: t("adm.hh.down"), text: "↓", on: { click: function () { move(1); } } }),
+                h("button", { type: "button", cls: "okf-2", "data-testid": "adm-hh-c-remove", title: t("adm.hh.remove"), text: "×",
                   on: { click: function () { contacts.splice(i, 1); drawContacts(); } } }))));
           });
         }
