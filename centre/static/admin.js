@@ -22,7 +22,8 @@
     audit: "/api/audit",
     settings: [
       { key: "adm.settings.escalation", path: "/api/escalation/policy", escalation: true },
-      { key: "adm.settings.broadcast", path: "/api/settings" }
+      { key: "adm.settings.broadcast", path: "/api/settings/broadcasts",
+        choices: { approval: ["none", "extreme", "all"] } }
     ]
   };
 
@@ -609,7 +610,17 @@
         var v = obj[k];
         var label = t("set." + k) === "set." + k ? k : t("set." + k);
         var el2;
-        if (typeof v === "boolean") {
+        var choices = s.choices && s.choices[k];
+        if (choices) {
+          el2 = h("select", { "data-testid": "set-" + k });
+          choices.forEach(function (c) {
+            var key = "set." + k + "." + c;
+            el2.appendChild(h("option", { value: c, text: t(key) === key ? c : t(key) }));
+          });
+          el2.value = v;
+          getters[k] = function () { return el2.value; };
+          grid.appendChild(h("label", null, label, el2));
+        } else if (typeof v === "boolean") {
           el2 = h("input", { type: "checkbox", "data-testid": "set-" + k, checked: v });
           getters[k] = function () { return el2.checked; };
           grid.appendChild(h("label", { cls: "okf-inline" }, el2, h("span", { text: label })));

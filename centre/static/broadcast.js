@@ -91,16 +91,21 @@
     return isNaN(ms) ? null : ms;
   }
 
+  // Played / targeted speakers: the server's coverage when it gives one, else the count of
+  // speakers by their latest reported state.
   function coverage(bc) {
+    if (bc.coverage && bc.coverage.overall) {
+      return { played: bc.coverage.overall.played || 0, targeted: bc.coverage.overall.targeted || 0,
+               villages: bc.coverage.villages || [] };
+    }
     var sp = (bc.summary && bc.summary.speakers) || {};
     var targeted = 0;
     Object.keys(sp).forEach(function (k) { targeted += sp[k]; });
-    if (typeof bc.targeted === "number") targeted = bc.targeted;
-    return { played: sp.played || 0, targeted: targeted };
+    return { played: sp.played || 0, targeted: targeted, villages: [] };
   }
 
   function awaitsApproval(bc) {
-    return typeof bc.state === "string" && bc.state.indexOf("approval") >= 0;
+    return bc.state === "awaiting_approval";
   }
 
   function mount(el, ctx) {
@@ -372,11 +377,14 @@
       }
       return h("tr", { "data-bc": bc.id, "data-state": bc.state },
         h("td", { text: fmtTime(bc.created_at) }),
-        h("td", { "data-testid": "bc-state", text: stateText(bc) }),
+        h("td", null, h("div", { "data-testid": "bc-state", text: stateText(bc) }),
+          bc.hold_reason ? h("div", { cls: "okf-dim", text: bc.hold_reason }) : null),
         h("td", null, h("span", { cls: "okf-sev-" + bc.severity, text: t("sev." + bc.severity) })),
         h("td", { text: areaText(bc) }),
         h("td", { cls: "okf-text", text: bc.text || (bc.clip ? "[" + t("clip." + bc.clip) + "]" : "") }),
-        h("td", { "data-testid": "bc-coverage", text: cov.played + " / " + cov.targeted }),
+        h("td", null, h("div", { "data-testid": "bc-coverage", text: cov.played + " / " + cov.targeted }),
+          cov.villages.length > 1 ? h("div", { cls: "okf-dim", "data-testid": "bc-coverage-villages",
+            text: cov.villages.map(function (v) { return villageLabel(v.village) + " " + v.played + " / " + v.targeted; }).join("; ") }) : null),
         h("td", { text: (bc.by || "") + (bc.approved_by ? " · " + t("bc.approved_by") + " " + bc.approved_by : "") }),
         actions);
     }
