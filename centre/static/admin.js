@@ -325,6 +325,11 @@
           return h("label", wide ? { cls: "okf-wide" } : null, t(key), el2);
         }
         var idField = input("adm-hh-f-id", { name: "id", required: true, maxlength: 64, value: id || "" });
+        // Known villages and groups to pick from while typing.
+        var villageList = h("datalist", { id: "okf-hh-villages" });
+        uniq(all.map(function (x) { return x.village; })).forEach(function (v) { villageList.appendChild(h("option", { value: v })); });
+        var groupList = h("datalist", { id: "okf-hh-groups" });
+        uniq(all.map(function (x) { return x.group; })).forEach(function (g) { groupList.appendChild(h("option", { value: g })); });
         if (id) idField.readOnly = true;
         // The server lists them in calling order (leader, grid, family in order, doctor).
         var contacts = (card.contacts || []).map(function (c) { return { kind: c.kind, name: c.name || "", relation: c.relation || "", phone: c.phone || "" }; });
@@ -374,8 +379,8 @@
         var form = h("form", { "data-testid": "adm-hh-form" },
           h("div", { cls: "okf-grid" },
             h("label", null, t("adm.hh.id"), idField),
-            field("adm.hh.village", "village", { maxlength: 32 }),
-            field("adm.hh.group", "group", { maxlength: 32 }),
+            field("adm.hh.village", "village", { maxlength: 32, list: "okf-hh-villages" }),
+            field("adm.hh.group", "group", { maxlength: 32, list: "okf-hh-groups" }),
             field("adm.hh.name", "name", { maxlength: 100 }),
             field("adm.hh.address", "address", { maxlength: 200 }, true),
             field("adm.hh.phone", "phone", { type: "tel", maxlength: 32 }),
@@ -407,7 +412,10 @@
             load();
           }, function (err) { say(errText(err)); });
         });
+        editor.appendChild(villageList);
+        editor.appendChild(groupList);
         editor.appendChild(form);
+        if (editor.scrollIntoView) editor.scrollIntoView({ block: "start" });
       }
 
       // The import sends the file as text/csv and reads the refusal's line-numbered problems,
