@@ -340,6 +340,8 @@
     root.appendChild(approvals);
     root.appendChild(h("h3", { text: t("bc.list") }));
     root.appendChild(listBox);
+    var detailBox = h("div", { cls: "okf-box", "data-testid": "bc-detail", hidden: true });
+    root.appendChild(detailBox);
 
     function upsert(bc) {
       if (!bc || !bc.id) return;
@@ -375,6 +377,8 @@
         actions.appendChild(h("button", { type: "button", cls: "okf-2", "data-testid": "bc-cancel", text: t("bc.cancel"),
           on: { click: function () { askCancel(bc, actions); } } }));
       }
+      actions.appendChild(h("button", { type: "button", cls: "okf-2", "data-testid": "bc-details", text: t("bc.details"),
+        on: { click: function () { showDetail(bc.id); } } }));
       return h("tr", { "data-bc": bc.id, "data-state": bc.state },
         h("td", { text: fmtTime(bc.created_at) }),
         h("td", null, h("div", { "data-testid": "bc-state", text: stateText(bc) }),
@@ -409,6 +413,42 @@
       clear(listBox);
       if (!rest.length) listBox.appendChild(h("div", { cls: "okf-dim", text: t("f.empty") }));
       else listBox.appendChild(table(rest, false));
+    }
+
+    // One broadcast's gateways and speakers, kept up to date while it is open.
+    var detailId = null;
+    function showDetail(id) {
+      detailId = id;
+      api("GET", "/api/broadcasts/" + encodeURIComponent(id)).then(function (d) {
+        if (!destroyed && detailId === id) renderDetail(d);
+      }, function (err) { say(t("f.error") + errorText(err, t)); });
+    }
+    function renderDetail(d) {
+      clear(detailBox);
+      detailBox.hidden = false;
+      var close = h("button", { type: "button", cls: "okf-2", text: t("f.close"),
+        on: { click: function () { detailId = null; detailBox.hidden = true; clear(detailBox); } } });
+      detailBox.appendChild(h("div", { cls: "okf-bar" }, h("h3", { text: t("bc.detail_title") + " " + d.id }), close));
+      detailBox.appendChild(h("div", { cls: "okf-say", text: d.text || "" }));
+      var gwBody = h("tbody");
+      (d.gateways || []).forEach(function (g) {
+        gwBody.appendChild(h("tr", null, h("td", { text: g.gw }), h("td", { text: (g.villages || []).join(", ") }),
+          h("td", { text: t("copy." + g.state) }), h("td", { text: g.sent_at ? fmtTime(g.sent_at) : "" }),
+          h("td", { text: String(g.reports) })));
+      });
+      detailBox.appendChild(h("div", { cls: "okf-table" }, h("table", { "data-testid": "bc-detail-gateways" },
+        h("thead", null, h("tr", null, ["bc.d.gateway", "bc.col.area", "bc.col.state", "bc.d.sent_at", "bc.d.reports"]
+          .map(function (k) { return h("th", { text: t(k) }); }))), gwBody)));
+      var spBody = h("tbody");
+      (d.speakers || []).forEach(function (sp) {
+        spBody.appendChild(h("tr", null, h("td", { text: sp.device }), h("td", { text: sp.gw }),
+          h("td", { text: t("sp." + sp.state) }), h("td", { text: fmtTime(sp.at) })));
+      });
+      detailBox.appendChild(h("div", { cls: "okf-table" }, h("table", { "data-testid": "bc-detail-speakers" },
+        h("thead", null, h("tr", null, ["bc.d.speaker", "bc.d.gateway", "bc.col.state", "bc.col.time"]
+          .map(function (k) { return h("th", { text: t(k) }); }))), spBody)));
+      detailBox.appendChild(h("a", { href: "/api/broadcasts/" + encodeURIComponent(d.id) + "/cap",
+        download: d.id + ".xml", text: t("bc.d.cap") }));
     }
 
     function askCancel(bc, cell) {
@@ -481,7 +521,9 @@
       refreshing[data.id] = true;
       api("GET", "/api/broadcasts/" + encodeURIComponent(data.id)).then(function (bc) {
         delete refreshing[data.id];
-        if (!destroyed) upsert(bc);
+        if (destroyed) return;
+        upsert(bc);
+        if (detailId === bc.id) renderDetail(bc);
       }, function () { delete refreshing[data.id]; });
     }
 
