@@ -67,6 +67,7 @@ async def one_run(stack: LocalStack, n: int, timeout: float) -> dict[str, float]
             "by": "bench",
             "urgency": "Immediate",
             "severity": "Extreme",
+            "confirm_extreme": True,  # to a whole village: confirmed, as staff would
             "certainty": "Observed",
             "valid_for_s": 600,
             "area": [{"village": stack.village}],

@@ -10,33 +10,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from importlib import resources
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import FastAPI, HTTPException, Path, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, StringConstraints
 
-from centre import frames
-from centre.bcapi import broadcast_router
+from centre import frames, lifecycle
+from centre.access import ACCESS
+from centre.accounts import Accounts
+from centre.auth import Authorize, Principal, current_principal
+from centre.bcapi import broadcast_router, settings_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
-from centre.households import households_router
+from centre.household_api import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
+from centre.live import LiveHub
 from centre.scheduler import Scheduler
-from centre.store import Event, Gateway, NotFound, NotOpen, Store, StoreError, now_ms
+from centre.staffapi import staff_router
+from centre.store import Event, Gateway, NotFound, Store, StoreError, event_data, now_ms
 from transport import servicelock
 from transport.keys import load_private_key, public_hex
 from transport.supervisor import supervise
 
 log = logging.getLogger("onekey.centre.api")
 
-StateName = Literal["open", "acked", "cancelled", "test", "cancel"]
+StateName = Literal["open", "acked", "dispatched", "resolved", "cancelled", "test", "cancel"]
 KindName = Literal["alarm", "cancel", "test"]
+# The staff member acting (authenticated by the app's `authorize`; see centre.auth).
+Who = Annotated[Principal, Depends(current_principal)]
+EventId = Annotated[str, Path(max_length=100)]
 
 
 class EventOut(BaseModel):
@@ -57,21 +65,68 @@ class EventOut(BaseModel):
     dev_up: int | None
     received_at: int = Field(description="when the centre committed it")
     state: StateName = Field(
-        description="alarm: open, acked or cancelled; a test: test; a cancel event: cancel"
+        description="alarm: open, acked, dispatched, resolved, or cancelled (by its device "
+        "while still open); a test press: test; a cancel event: cancel"
     )
     acked_by: str | None
     acked_note: str | None
     acked_at: int | None
-    cancelled_at: int | None
+    cancelled_at: int | None = Field(
+        description="when its device cancelled it; an alarm staff had taken charge of keeps "
+        "its state"
+    )
+    dispatched_to: str | None = Field(description="the responder sent (the last one)")
+    dispatched_note: str | None
+    dispatched_at: int | None
+    dispatched_by: str | None
+    resolved_at: int | None
+    resolved_by: str | None
+    outcome: str | None = Field(description="an id of GET /api/alarm-outcomes")
+    resolved_note: str | None
 
 
 class AckIn(BaseModel):
     by: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=frames.MAX_BY)
-    ] = Field(description="name of the staff member who takes charge")
+        str | None, StringConstraints(strip_whitespace=True, max_length=frames.MAX_BY)
+    ] = Field(
+        default=None,
+        description="accepted from older clients and ignored: the logged-in staff member's "
+        "display name is what is stored and sent to the button",
+    )
     note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=frames.MAX_NOTE)] = (
         Field(default="", description="what is being done, e.g. 'village doctor on the way'")
     )
+
+
+_Note = Annotated[str, StringConstraints(strip_whitespace=True, max_length=lifecycle.MAX_NOTE)]
+
+
+class DispatchIn(BaseModel):
+    responder: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=lifecycle.MAX_RESPONDER),
+    ] = Field(description="who is sent, e.g. 'village doctor Zhang'")
+    note: _Note = Field(default="", description="e.g. 'by car, 10 minutes'")
+
+
+class ResolveIn(BaseModel):
+    outcome: str = Field(description="an id of GET /api/alarm-outcomes")
+    note: _Note = Field(default="", description="what happened (required with outcome `other`)")
+
+
+class OutcomeOut(BaseModel):
+    id: str
+    zh: str
+    en: str
+
+
+class StepOut(BaseModel):
+    at: int = Field(description="Unix ms, the centre's clock")
+    kind: str = Field(
+        description="received, acked, dispatched, resolved, cancelled, or an escalation step"
+    )
+    actor: str = Field(description="a staff member's display name, `device` or `system`")
+    detail: dict[str, Any]
 
 
 class GatewayOut(BaseModel):
@@ -115,10 +170,12 @@ class _Runtime:
     key: Ed25519PrivateKey
     ingest: Ingest
     scheduler: Scheduler
+    accounts: Accounts
+    live: LiveHub
 
 
 def _event_out(ev: Event) -> EventOut:
-    return EventOut.model_validate(asdict(ev))
+    return EventOut.model_validate(event_data(ev))
 
 
 def load_index_html() -> str:
@@ -133,6 +190,8 @@ def create_app(
     scheduler_period_s: float = 1.0,
 ) -> FastAPI:
     metrics = Metrics()
+    # What changed, for the console's server push: publishers call it after their commit.
+    live = LiveHub()
     rt: _Runtime | None = None
     index_html = load_index_html()
 
@@ -152,7 +211,9 @@ def create_app(
         except BaseException:
             lock.release()
             raise
-        ingest = Ingest(config, store, key, metrics, client_factory=client_factory, clock=clock)
+        ingest = Ingest(
+            config, store, key, metrics, client_factory=client_factory, clock=clock, live=live
+        )
         scheduler = Scheduler(
             ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
         )
@@ -169,7 +230,8 @@ def create_app(
                 ("broadcast-scheduler", scheduler.run),
             )
         ]
-        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler)
+        accounts = Accounts(store, config.auth, clock)
+        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts, live)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))
         try:
             yield
@@ -197,13 +259,26 @@ def create_app(
             "village broadcasts (JSON and CAP 1.2)."
         ),
         lifespan=lifespan,
+        # The API description is served below to logged-in staff only.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.metrics = metrics
+    # Every request passes here first: login, role and CSRF (centre.auth, centre.access).
+    app.add_middleware(
+        Authorize, access=ACCESS, accounts=lambda: None if rt is None else rt.accounts
+    )
+    app.state.live = live
 
     @app.exception_handler(StoreError)
     async def store_failed(request: Request, exc: StoreError) -> JSONResponse:
         log.error(kv(event="store_failed", path=request.url.path, error=str(exc)))
         return JSONResponse({"detail": "the centre's database failed; see its log"}, 503)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -218,7 +293,16 @@ def create_app(
             raise HTTPException(503, f"database: {exc}") from None
         return HealthOut(status="ok", broker=metrics.connected)
 
-    @app.get("/api/alarms", response_model=list[EventOut], summary="List events, newest first")
+    @app.get(
+        "/api/alarms",
+        response_model=list[EventOut],
+        summary="List events, newest first",
+        description=(
+            "Every alarm, cancel and test press by default (the history). The console's work "
+            "list is `active=true`: the real alarms staff still have to handle (open, acked, "
+            "dispatched), never a test press; test presses are listed apart with `kind=test`."
+        ),
+    )
     async def list_alarms(
         state: Annotated[StateName | None, Query(description="filter by state")] = None,
         village: Annotated[str | None, Query(max_length=frames.MAX_TEXT)] = None,
@@ -228,11 +312,20 @@ def create_app(
             int | None, Query(ge=0, description="received_at at or after (Unix ms)")
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        active: Annotated[
+            bool, Query(description="only alarms still to handle: open, acked, dispatched")
+        ] = False,
     ) -> list[EventOut]:
         events = await runtime().store.list_events(
-            state=state, village=village, kind=kind, gw=gw, since=since, limit=limit
+            state=state, village=village, kind=kind, gw=gw, since=since, limit=limit,
+            active=active,
         )
         return [_event_out(ev) for ev in events]
+
+    @app.get("/api/alarm-outcomes", response_model=list[OutcomeOut])
+    async def alarm_outcomes() -> list[OutcomeOut]:
+        """How an alarm can end (`outcome` of POST /api/alarms/{id}/resolve), zh-CN and English."""
+        return [OutcomeOut(id=o.id, zh=o.zh, en=o.en) for o in lifecycle.OUTCOMES]
 
     @app.get(
         "/api/alarms/{event_id}", response_model=EventOut, responses={404: {"model": ErrorOut}}
@@ -243,40 +336,132 @@ def create_app(
             raise HTTPException(404, f"no event {event_id!r}")
         return _event_out(ev)
 
-    @app.post(
-        "/api/alarms/{event_id}/ack",
-        response_model=EventOut,
-        summary="Acknowledge an open alarm",
-        description=(
-            "Marks the alarm acked and sends a signed `acked` ack (with by and note) to its "
-            "gateway, which relays it to the button. Acknowledging an alarm that is already "
-            "acked changes nothing and returns it. A test, a cancel or a cancelled alarm "
-            "cannot be acknowledged (409)."
-        ),
-        responses={404: {"model": ErrorOut}, 409: {"model": ErrorOut}},
+    @app.get(
+        "/api/alarms/{event_id}/timeline",
+        response_model=list[StepOut],
+        summary="The alarm's steps, oldest first",
+        responses={404: {"model": ErrorOut}},
     )
-    async def ack_alarm(
-        event_id: Annotated[str, Path(max_length=100)], body: AckIn
+    async def alarm_timeline(event_id: Annotated[str, Path(max_length=100)]) -> list[StepOut]:
+        try:
+            steps = await runtime().store.timeline(event_id)
+        except NotFound:
+            raise HTTPException(404, f"no event {event_id!r}") from None
+        return [StepOut(at=s.at, kind=s.kind, actor=s.actor, detail=s.detail) for s in steps]
+
+    async def step(
+        request: Request,
+        event_id: str,
+        verb: str,
+        run: Callable[[lifecycle.MakeDownlink, str], Awaitable[lifecycle.StepResult]],
+        who: Principal,
     ) -> EventOut:
+        """One lifecycle step: the store's transaction, then the gateway's ack and the live
+        push once it committed."""
         r = runtime()
 
         def downlink(ev: Event) -> tuple[str, bytes]:
             return frames.signed_ack(r.key, ev.gw, frames.ack_body(ev))
 
+        address = request.client.host if request.client else ""
         try:
-            result = await r.store.ack_event(event_id, body.by, body.note, clock(), downlink)
+            result = await run(downlink, address)
         except NotFound:
             raise HTTPException(404, f"no event {event_id!r}") from None
-        except NotOpen as exc:
+        except lifecycle.Refused as exc:
             raise HTTPException(409, str(exc)) from None
-        if result.changed:
-            log.info(kv(event="staff_ack", id=event_id, by=body.by))
+        except lifecycle.BadOutcome as exc:
+            raise HTTPException(422, str(exc)) from None
+        if result.downlink is not None:
+            log.info(kv(event="staff_ack", id=event_id, by=result.event.acked_by or "-"))
             r.ingest.kick()
+        if result.changed:
+            log.info(kv(event=f"staff_{verb}", id=event_id, by=who.username,
+                        state=result.event.state))
+            live.publish("alarm", event_data(result.event))
         return _event_out(result.event)
 
+    app.include_router(staff_router(lambda: runtime().accounts))
+    refusals: dict[int | str, dict[str, Any]] = {
+        404: {"model": ErrorOut}, 409: {"model": ErrorOut}
+    }
+
+    @app.post(
+        "/api/alarms/{event_id}/ack",
+        response_model=EventOut,
+        summary="Acknowledge an open alarm",
+        description=(
+            "The logged-in staff member takes charge: the alarm is acked and a signed `acked` "
+            "ack (with their display name and the note) goes to its gateway, which relays it "
+            "to the button. `by` in the body is accepted from older clients and ignored. "
+            "Acknowledging an alarm already acknowledged changes nothing and returns it. A "
+            "test press, a cancel event, an alarm its device cancelled while open, or a "
+            "resolved alarm cannot be acknowledged (409)."
+        ),
+        responses=refusals,
+    )
+    async def ack_alarm(event_id: EventId, body: AckIn, who: Who, request: Request) -> EventOut:
+        at = clock()
+        return await step(
+            request, event_id, "ack",
+            lambda dl, addr: lifecycle.acknowledge(
+                runtime().store, event_id, who, body.note, at, dl, addr
+            ),
+            who,
+        )
+
+    @app.post(
+        "/api/alarms/{event_id}/dispatch",
+        response_model=EventOut,
+        summary="Send a responder to an alarm",
+        description=(
+            "From acked: dispatched to the named responder. From open: acknowledged first (the "
+            "button shows it), then dispatched, in one step. From dispatched: another responder "
+            "is sent instead (both stay on the timeline). Refused (409) for a test press, a "
+            "cancel event, an alarm its device cancelled while open, or a resolved alarm."
+        ),
+        responses=refusals,
+    )
+    async def dispatch_alarm(
+        event_id: EventId, body: DispatchIn, who: Who, request: Request
+    ) -> EventOut:
+        at = clock()
+        return await step(
+            request, event_id, "dispatch",
+            lambda dl, addr: lifecycle.dispatch(
+                runtime().store, event_id, who, body.responder, body.note, at, dl, addr
+            ),
+            who,
+        )
+
+    @app.post(
+        "/api/alarms/{event_id}/resolve",
+        response_model=EventOut,
+        summary="Close an alarm with an outcome",
+        description=(
+            "From acked or dispatched (from open: acknowledged first). `outcome` is an id of "
+            "GET /api/alarm-outcomes (422 otherwise; `other` needs a note). Refused (409) for "
+            "a test press, a cancel event, an alarm its device cancelled while open, or one "
+            "already resolved."
+        ),
+        responses={**refusals, 422: {"model": ErrorOut}},
+    )
+    async def resolve_alarm(
+        event_id: EventId, body: ResolveIn, who: Who, request: Request
+    ) -> EventOut:
+        at = clock()
+        return await step(
+            request, event_id, "resolve",
+            lambda dl, addr: lifecycle.resolve(
+                runtime().store, event_id, who, body.outcome, body.note, at, dl, addr
+            ),
+            who,
+        )
+
     app.include_router(broadcast_router(runtime, config.client_id, clock))
+    app.include_router(settings_router(runtime, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
-    app.include_router(households_router(config.db_path))
+    app.include_router(households_router(lambda: runtime().store, clock))
 
     @app.get("/api/gateways", response_model=list[GatewayOut])
     async def list_gateways() -> list[GatewayOut]:

@@ -9,7 +9,9 @@ restart, when the gateway is heard again and periodically, until the gateway con
 copy stays in the outbox until confirmed, or until its broadcast expires (a gateway refuses an
 expired broadcast, so nothing is left to deliver).
 
-Broadcast states: `scheduled` (held until its start) → `sending` (some copy not yet at the
+Broadcast states: `awaiting_approval` (a second broadcaster releases it) and `recorded` (never
+sent: a Test, or an Exercise where no village has drills), both stored `scheduled` with `hold`
+set; `scheduled` (held until its start) → `sending` (some copy not yet at the
 broker) → `sent`; or `cancelled` (staff cancelled it, or a Cancel referenced it), `updated` (an
 Update replaced it), `expired` (its time ran out before any copy could be sent).
 Copy states: `scheduled`, `pending`, `sent`, `expired` (not sent before it expired), `withheld`
@@ -25,12 +27,29 @@ from typing import Any
 
 import aiosqlite
 
+from centre import audit
+from centre.auth import Principal
 from centre.bcreports import ReportBatch, supersedes
-from centre.broadcast import Area, Broadcast, Reference, areas_from_json, areas_json
+from centre.broadcast import (
+    Area,
+    Broadcast,
+    CapOrigin,
+    Reference,
+    areas_from_json,
+    areas_json,
+)
 from centre.store import MAX_LIMIT, Store, fetch_all, fetch_one
 
 DOWNLINK_STATE = "bc"  # `downlinks.state` of a broadcast copy (acks use received/acked)
-STATES = ("scheduled", "sending", "sent", "cancelled", "updated", "expired")
+STATES = (
+    "awaiting_approval", "recorded", "scheduled", "sending", "sent", "cancelled", "updated",
+    "expired",
+)
+# A broadcast held back is stored `scheduled` with `hold` set (its copies are never released
+# while it is): `awaiting_approval` (a second broadcaster releases it), or `recorded` (never
+# sent: status Test, or an Exercise where no village has drills enabled).
+HOLDS = ("awaiting_approval", "recorded")
+_STATE_SQL = "(CASE WHEN hold IS NOT NULL AND state = 'scheduled' THEN hold ELSE state END)"
 COPY_STATES = ("scheduled", "pending", "sent", "expired", "withheld")
 LIVE = ("scheduled", "sending", "sent")
 
@@ -47,6 +66,14 @@ class CannotCancel(Exception):
     """The broadcast is a Cancel itself, was replaced, or has expired."""
 
 
+class CannotApprove(Exception):
+    """The broadcast is not awaiting approval, or has expired while it waited."""
+
+
+class SameBroadcaster(Exception):
+    """The broadcaster who created a broadcast cannot be its second approver."""
+
+
 @dataclass(frozen=True)
 class StoredBroadcast:
     bc: Broadcast
@@ -59,6 +86,10 @@ class StoredBroadcast:
     cancelled_by: str | None
     cancel_note: str | None
     replaced_by: str | None  # the Cancel or Update that stopped it
+    hold_reason: str | None = None
+    created_by_id: int | None = None
+    approved_by: str | None = None
+    approved_at: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +130,14 @@ class Summary:
 _COLS = (
     "id, sender, sent, status, msg_type, refs, urgency, severity, certainty, start, expires, "
     "area, language, body_text, clip, repeat_n, category, event, created_by, created_at, "
-    "source, state, released_at, cancelled_at, cancelled_by, cancel_note, replaced_by"
+    f"source, {_STATE_SQL}, released_at, cancelled_at, cancelled_by, cancel_note, replaced_by, "
+    "hold_reason, created_by_id, approved_by, approved_at, cap_origin"
+)
+_INSERT_COLS = (
+    "id, sender, sent, status, msg_type, refs, urgency, severity, certainty, start, expires, "
+    "area, language, body_text, clip, repeat_n, category, event, created_by, created_at, "
+    "source, state, released_at, hold, hold_reason, created_by_id, cap_identifier, cap_sender, "
+    "cap_origin"
 )
 _COPY_COLS = "gw, area, state, sent_at, reports, last_report"
 
@@ -111,8 +149,38 @@ def _stored(row: Any) -> StoredBroadcast:
         urgency=row[6], severity=row[7], certainty=row[8], start=row[9], expires=row[10],
         area=areas_from_json(row[11]), language=row[12], text=row[13], clip=row[14],
         repeat=row[15], category=row[16], event=row[17],
+        origin=None if row[31] is None else CapOrigin.from_json(json.loads(row[31])),
     )
-    return StoredBroadcast(bc, *row[18:])
+    return StoredBroadcast(bc, *row[18:31])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What an admin sets for broadcasts (GET/PUT /api/settings/broadcasts)."""
+
+    # "none", "extreme" (severity Extreme to a whole village) or "all": which broadcasts wait
+    # for a second broadcaster's approval before release.
+    approval: str = "none"
+    drill_villages: tuple[str, ...] = ()  # where an Exercise plays (announced as a drill)
+
+    def needs_approval(self, bc: Broadcast) -> bool:
+        if bc.msg_type == "Cancel" or bc.status == "Test":
+            return False  # stopping sound never waits; a Test never plays
+        if self.approval == "all":
+            return True
+        return self.approval == "extreme" and bc.needs_extreme_confirmation()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"approval": self.approval, "drill_villages": list(self.drill_villages)}
+
+
+@dataclass(frozen=True)
+class VillageCoverage:
+    village: str  # several joined with "+" when one gateway copy serves them together
+    gateways: tuple[str, ...]
+    targeted: int  # speakers its gateways reported on (each reports every speaker it queues)
+    played: int
+    states: dict[str, int]
 
 
 def _copy(row: Any) -> GatewayCopy:
@@ -136,13 +204,80 @@ class BroadcastStore:
         now: int,
         source: str = "api",
         note: str = "",
+        hold: str | None = None,
+        hold_reason: str | None = None,
+        actor: Principal | str | None = None,
+        address: str = "",
+        detail: dict[str, Any] | None = None,
     ) -> StoredBroadcast:
         """Store a new broadcast and its copies; due copies go into the outbox at once.
         An Update or Cancel also stops the broadcasts it references (`by` and `note` are
-        recorded on them). Raises BroadcastExists."""
+        recorded on them). A broadcast on `hold` (HOLDS) keeps its copies back and stops
+        nothing yet. With `actor`, the audit line `broadcast.create` commits with it.
+        Raises BroadcastExists."""
         async with self.store.transaction() as db:
-            await self._insert(db, bc, copies, by=by, now=now, source=source, note=note)
-            return await self._get(db, bc.id)
+            await self._insert(
+                db, bc, copies, by=by, now=now, source=source, note=note, hold=hold,
+                hold_reason=hold_reason, created_by_id=_actor_id(actor),
+            )
+            stored = await self._get(db, bc.id)
+            if actor is not None:
+                await audit.record(db, now, actor, "broadcast.create", bc.id, {
+                    "msgType": bc.msg_type, "status": bc.status, "severity": bc.severity,
+                    "villages": [a.village for a in bc.area], "state": stored.state,
+                    "source": source, **(detail or {}),
+                }, address)
+            return stored
+
+    async def approve(
+        self, bc_id: str, *, who: Principal, now: int, address: str = ""
+    ) -> StoredBroadcast:
+        """A second broadcaster releases a broadcast `awaiting_approval` (its copies go now,
+        or at its start); an Update or Cancel stops what it references now. Raises
+        BroadcastNotFound, CannotApprove, SameBroadcaster."""
+        async with self.store.transaction() as db:
+            orig = await self._get(db, bc_id)
+            if orig.state != "awaiting_approval":
+                raise CannotApprove(f"{bc_id} is {orig.state}, not awaiting approval")
+            if orig.created_by_id is not None and orig.created_by_id == who.staff_id:
+                raise SameBroadcaster(
+                    f"{bc_id} was created by {who.username}: a different broadcaster must "
+                    "approve it (需要另一位广播员批准)"
+                )
+            if now >= orig.bc.expires:
+                raise CannotApprove(f"{bc_id} expired while it waited for approval; send it again")
+            await db.execute(
+                "UPDATE broadcasts SET hold = NULL, hold_reason = NULL, approved_by = ?, "
+                "approved_at = ? WHERE id = ?",
+                (who.username, now, bc_id),
+            )
+            if orig.bc.start is None or orig.bc.start <= now:
+                await self._release(db, bc_id, now)
+            await self._stop_references(db, orig.bc, by=who.username, note="", now=now)
+            await audit.record(db, now, who, "broadcast.approve", bc_id, {
+                "created_by": orig.created_by,
+            }, address)
+            return await self._get(db, bc_id)
+
+    async def settings(self) -> Settings:
+        async with self.store.transaction(write=False) as db:
+            return await _settings(db)
+
+    async def put_settings(
+        self, settings: Settings, *, actor: Principal | str, now: int, address: str = ""
+    ) -> Settings:
+        async with self.store.transaction() as db:
+            old = await _settings(db)
+            for key, value in settings.as_json().items():
+                await db.execute(
+                    "INSERT INTO broadcast_settings (key, value) VALUES (?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, json.dumps(value, ensure_ascii=False)),
+                )
+            await audit.record(db, now, actor, "settings.put", "broadcasts", {
+                "old": old.as_json(), "new": settings.as_json(),
+            }, address)
+            return await _settings(db)
 
     async def cancel(
         self,
@@ -152,6 +287,8 @@ class BroadcastStore:
         note: str,
         now: int,
         make_cancel: Callable[[StoredBroadcast, list[GatewayCopy]], tuple[Broadcast, list[Copy]]],
+        actor: Principal | str | None = None,
+        address: str = "",
     ) -> tuple[StoredBroadcast, StoredBroadcast | None]:
         """Staff cancel a broadcast: (the original, the Cancel sent for it or None).
 
@@ -170,12 +307,24 @@ class BroadcastStore:
             if orig.state == "expired" or now >= orig.bc.expires:
                 raise CannotCancel(f"{bc_id} has expired: no speaker plays it any more")
             due = [c for c in await self._copies(db, bc_id) if c.state in ("pending", "sent")]
+            cancel_id = None
             if not due:  # nothing went out: hold it back for good
                 await self._stop(db, bc_id, "cancelled", by=by, note=note, now=now, by_bc=None)
-                return await self._get(db, bc_id), None
-            cancel, copies = make_cancel(orig, due)
-            await self._insert(db, cancel, copies, by=by, now=now, source="api", note=note)
-            return await self._get(db, bc_id), await self._get(db, cancel.id)
+            else:
+                cancel, copies = make_cancel(orig, due)
+                await self._insert(
+                    db, cancel, copies, by=by, now=now, source="api", note=note,
+                    created_by_id=_actor_id(actor),
+                )
+                cancel_id = cancel.id
+            if actor is not None:
+                await audit.record(db, now, actor, "broadcast.cancel", bc_id, {
+                    "was": orig.state, "cancel": cancel_id, "note": note,
+                }, address)
+            return (
+                await self._get(db, bc_id),
+                None if cancel_id is None else await self._get(db, cancel_id),
+            )
 
     async def _insert(
         self,
@@ -187,20 +336,37 @@ class BroadcastStore:
         now: int,
         source: str,
         note: str,
+        hold: str | None = None,
+        hold_reason: str | None = None,
+        created_by_id: int | None = None,
     ) -> None:
         if await fetch_one(db, "SELECT 1 FROM broadcasts WHERE id = ?", (bc.id,)) is not None:
             raise BroadcastExists(f"broadcast {bc.id} already exists; ids are never reused")
-        held = bc.start is not None and bc.start > now
+        origin = bc.origin
+        if origin is not None:
+            row = await fetch_one(
+                db, "SELECT id FROM broadcasts WHERE cap_sender = ? AND cap_identifier = ?",
+                (origin.sender, origin.identifier),
+            )
+            if row is not None:
+                raise BroadcastExists(
+                    f"alert {origin.identifier} from {origin.sender} was imported already, as "
+                    f"broadcast {row[0]}"
+                )
+        assert hold is None or hold in HOLDS
+        held = hold is not None or (bc.start is not None and bc.start > now)
         refs = json.dumps([r.as_json() for r in bc.references], ensure_ascii=False)
         await db.execute(
-            f"INSERT INTO broadcasts ({_COLS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, "
-            "NULL, NULL)",
+            f"INSERT INTO broadcasts ({_INSERT_COLS}) VALUES ({', '.join('?' * 29)})",
             (
                 bc.id, bc.sender, bc.sent, bc.status, bc.msg_type, refs, bc.urgency,
                 bc.severity, bc.certainty, bc.start, bc.expires, areas_json(bc.area),
                 bc.language, bc.text, bc.clip, bc.repeat, bc.category, bc.event, by, now,
                 source, "scheduled" if held else "sending", None if held else now,
+                hold, hold_reason, created_by_id,
+                None if origin is None else origin.identifier,
+                None if origin is None else origin.sender,
+                None if origin is None else json.dumps(origin.as_json(), ensure_ascii=False),
             ),
         )
         for c in copies:
@@ -211,6 +377,12 @@ class BroadcastStore:
             )
         if not held:
             await self._release(db, bc.id, now)
+        if hold is None:
+            await self._stop_references(db, bc, by=by, note=note, now=now)
+
+    async def _stop_references(
+        self, db: aiosqlite.Connection, bc: Broadcast, *, by: str, note: str, now: int
+    ) -> None:
         if bc.msg_type in ("Cancel", "Update"):
             state = "cancelled" if bc.msg_type == "Cancel" else "updated"
             for ref in bc.references:
@@ -274,7 +446,7 @@ class BroadcastStore:
             rows = await fetch_all(
                 db,
                 "SELECT id, expires FROM broadcasts WHERE state = 'scheduled' AND start <= ? "
-                "ORDER BY start, id",
+                "AND hold IS NULL ORDER BY start, id",
                 (now,),
             )
             for bc_id, expires in rows:
@@ -413,7 +585,7 @@ class BroadcastStore:
         where: list[str] = []
         args: list[Any] = []
         if state is not None:
-            where.append("state = ?")
+            where.append(f"{_STATE_SQL} = ?")
             args.append(state)
         if msg_type is not None:
             where.append("msg_type = ?")
@@ -481,10 +653,73 @@ class BroadcastStore:
             out[bc_id].speakers[state] = n
         return out
 
+    async def find_by_cap(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Broadcast]:
+        """The broadcasts made of these CAP alerts, by (sender, identifier): imported ones by
+        their source's identity, and this centre's own by its sender and id (an alert that
+        references a broadcast the centre exported)."""
+        out: dict[tuple[str, str], Broadcast] = {}
+        async with self.store.transaction(write=False) as db:
+            for sender, identifier in dict.fromkeys(keys):
+                row = await fetch_one(
+                    db,
+                    f"SELECT {_COLS} FROM broadcasts WHERE (cap_sender = ? AND cap_identifier = ?)"
+                    " OR (id = ? AND sender = ? AND cap_identifier IS NULL)",
+                    (sender, identifier, identifier, sender),
+                )
+                if row is not None:
+                    out[(sender, identifier)] = _stored(row).bc
+        return out
+
+    async def live_ids(self, ids: Iterable[str]) -> set[str]:
+        """Those of `ids` still playing or due (scheduled, sending, sent and not expired)."""
+        found = await self.get_many(ids)
+        return {i for i, s in found.items() if s.state in LIVE}
+
+    async def coverage(self, bc_id: str) -> list[VillageCoverage]:
+        """Speakers targeted and played, per village: a speaker counts for the village of the
+        gateway copy that reached it (a copy naming several villages counts them together)."""
+        async with self.store.transaction(write=False) as db:
+            copies = await self._copies(db, bc_id)
+            rows = await fetch_all(
+                db, "SELECT gw, state, COUNT(*) FROM broadcast_reports WHERE bc = ? "
+                "GROUP BY gw, state", (bc_id,),
+            )
+        by_gw: dict[str, dict[str, int]] = {}
+        for gw, state, n in rows:
+            by_gw.setdefault(gw, {})[state] = int(n)
+        groups: dict[str, list[str]] = {}
+        for c in copies:
+            groups.setdefault("+".join(a.village for a in c.area), []).append(c.gw)
+        out = []
+        for village, gws in groups.items():
+            states: dict[str, int] = {}
+            for gw in gws:
+                for state, n in by_gw.get(gw, {}).items():
+                    states[state] = states.get(state, 0) + n
+            out.append(VillageCoverage(
+                village, tuple(gws), sum(states.values()), states.get("played", 0), states,
+            ))
+        return out
+
     async def count_by_state(self) -> dict[str, int]:
         async with self.store.transaction(write=False) as db:
-            rows = await fetch_all(db, "SELECT state, COUNT(*) FROM broadcasts GROUP BY state", ())
+            rows = await fetch_all(
+                db, f"SELECT {_STATE_SQL} AS s, COUNT(*) FROM broadcasts GROUP BY s", ()
+            )
         return {r[0]: int(r[1]) for r in rows}
+
+
+def _actor_id(actor: Principal | str | None) -> int | None:
+    return actor.staff_id if isinstance(actor, Principal) else None
+
+
+async def _settings(db: aiosqlite.Connection) -> Settings:
+    rows = await fetch_all(db, "SELECT key, value FROM broadcast_settings", ())
+    values = {k: json.loads(v) for k, v in rows}
+    return Settings(
+        approval=str(values.get("approval", "none")),
+        drill_villages=tuple(str(v) for v in values.get("drill_villages", ())),
+    )
 
 
 async def record_reports(db: aiosqlite.Connection, batch: ReportBatch, now: int) -> int:

@@ -139,8 +139,15 @@ class BroadcastIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    by: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BY)] = (
-        Field(description="the staff member who sends it")
+    by: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_BY)
+    ] | None = Field(
+        default=None,
+        description="ignored when a staff member is logged in: the broadcast is theirs",
+    )
+    confirm_extreme: bool = Field(
+        default=False,
+        description="required (true) for severity Extreme to a whole village: 409 otherwise",
     )
     status: Status = "Actual"
     msgType: MsgType = "Alert"
@@ -195,6 +202,40 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class CapOrigin:
+    """A CAP import's identity as its source gave it: kept at the centre, mapped to the
+    centre's own broadcast id (the wire and the speakers take at most 40 characters of
+    A-Za-z0-9._:- and `MAX_REFERENCES` references; CAP sets neither limit)."""
+
+    identifier: str
+    sender: str
+    sent: int
+    msg_type: str
+    references: tuple[Reference, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "identifier": self.identifier,
+            "sender": self.sender,
+            "sent": self.sent,
+            "msgType": self.msg_type,
+            "references": [
+                {"identifier": r.id, "sender": r.sender, "sent": r.sent} for r in self.references
+            ],
+        }
+
+    @staticmethod
+    def from_json(obj: Mapping[str, Any]) -> CapOrigin:
+        return CapOrigin(
+            str(obj["identifier"]), str(obj["sender"]), int(obj["sent"]), str(obj["msgType"]),
+            tuple(
+                Reference(str(r["identifier"]), str(r["sender"]), int(r["sent"]))
+                for r in obj.get("references", ())
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class Broadcast:
     id: str
     sender: str
@@ -214,11 +255,22 @@ class Broadcast:
     repeat: int = 1
     category: str = "Safety"
     event: str = "Village broadcast"
+    origin: CapOrigin | None = None  # a CAP import's own identity, as its source gave it
 
     @property
     def priority(self) -> int:
         """§8.1.2: 0 interrupts, 1 plays next, 2 waits its turn."""
         return okproto.priority(self.severity, self.urgency)
+
+    def needs_extreme_confirmation(self) -> bool:
+        """Severity Extreme to the whole of a village (or more): staff confirm it explicitly.
+        A Cancel stops sound, and a Test never plays, so neither asks."""
+        return (
+            self.severity == "Extreme"
+            and self.msg_type != "Cancel"
+            and self.status != "Test"
+            and any(a.whole_village() for a in self.area)
+        )
 
     def as_reference(self) -> Reference:
         return Reference(self.id, self.sender, self.sent)
@@ -262,6 +314,15 @@ def make_id(centre_id: str, now: int) -> str:
     return f"{centre_id[:14]}-{stamp}-{secrets.token_hex(4)}"
 
 
+# Exercise plays only where staff enabled drills, and says so first, so that nobody takes a
+# drill for a real warning.
+DRILL_PREFIX = "演练："
+
+
+def drill_text(text: str) -> str:
+    return text if text.startswith(DRILL_PREFIX) else DRILL_PREFIX + text
+
+
 def make_sender(centre_id: str, by: str) -> str:
     """§8.1 sender: the centre's id and the staff member, in CAP's alphabet."""
     return f"{centre_id}:{_SENDER_BAD.sub('_', by)}"[:MAX_SENDER]
@@ -299,6 +360,7 @@ def build(
     sent: int | None = None,
     references: Sequence[Reference] | None = None,
     allow_past_start: bool = False,
+    origin: CapOrigin | None = None,
 ) -> Broadcast:
     """The cross-field rules. `known` holds the broadcasts named in `req.references` that this
     centre has (their area is used when `req.area` is empty). A CAP import passes the
@@ -311,7 +373,9 @@ def build(
             "(speakers keep broadcast ids that short)"
         )
     bc_id = identifier or make_id(centre_id, now)
-    sender = check_sender(sender if sender is not None else make_sender(centre_id, req.by))
+    sender = check_sender(
+        sender if sender is not None else make_sender(centre_id, req.by or "staff")
+    )
     sent = floor_s(sent if sent is not None else now)
 
     refs = _references(req, bc_id, known, references)
@@ -344,6 +408,14 @@ def build(
     text = req.text.strip()
     if req.msgType != "Cancel" and not text and req.clip is None:
         raise BroadcastError("give a text or a clip: a speaker would have nothing to play")
+    if req.status == "Exercise" and req.msgType != "Cancel":
+        text = drill_text(text)
+        if len(text) > MAX_TEXT:
+            raise BroadcastError(
+                f"text: an Exercise is announced as a drill ({DRILL_PREFIX!r} first), which "
+                f"makes it {len(text)} characters; speakers take at most {MAX_TEXT}: shorten it "
+                f"by {len(text) - MAX_TEXT}"
+            )
 
     bc = Broadcast(
         id=bc_id,
@@ -364,6 +436,7 @@ def build(
         repeat=req.repeat,
         category=req.category,
         event=req.event,
+        origin=origin,
     )
     check_speaker_frame(bc)
     return bc

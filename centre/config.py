@@ -9,6 +9,16 @@ Example (`onekey centre init` writes one)::
     gateway_timeout_s = 90           # a gateway silent this long is shown as offline
     downlink_resend_s = 15           # unconfirmed acks and broadcast copies go again (§6.6)
 
+    [auth]                           # optional; these are the defaults (docs/centre.md)
+    session_idle_s = 7200            # a session unused this long ends
+    session_max_s = 43200            # a session ends this long after login, used or not
+    account_failures = 5             # failed logins in a row that lock an account ...
+    address_failures = 20            # ... failed logins from one address within lockout_s ...
+    lockout_s = 900                  # ... lock it (or block the address) for this long
+    argon2_time_cost = 3             # argon2id for new password hashes (RFC 9106's second
+    argon2_memory_kib = 65536        # recommended option: 64 MiB, 3 passes, 4 lanes)
+    argon2_parallelism = 4
+
     [http]
     host = "127.0.0.1"
     port = 8080
@@ -36,6 +46,20 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Staff sessions, login lockout and password hashing (docs/centre.md, "Accounts")."""
+
+    session_idle_s: float = 7200.0
+    session_max_s: float = 43200.0
+    account_failures: int = 5
+    address_failures: int = 20
+    lockout_s: float = 900.0
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+
+
+@dataclass(frozen=True)
 class CentreConfig:
     db_path: Path
     key_path: Path
@@ -53,6 +77,7 @@ class CentreConfig:
     # Reconnect backoff towards the centre broker: doubles from min to max.
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 30.0
+    auth: AuthConfig = AuthConfig()
     source: Path | None = None
 
 
@@ -88,6 +113,40 @@ def _seconds(sec: dict[str, Any], name: str, where: str, default: float) -> floa
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise ConfigError(f"{where}: field {name!r} must be a positive number of seconds")
     return float(value)
+
+
+def _count(sec: dict[str, Any], name: str, where: str, default: int, least: int = 1) -> int:
+    value = sec.get(name, default)
+    if type(value) is not int or value < least:
+        raise ConfigError(f"{where}: field {name!r} must be an integer >= {least}")
+    return value
+
+
+def _auth(data: dict[str, Any], path: Path) -> AuthConfig:
+    sec = data.get("auth", {})
+    where = f"{path} [auth]"
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{where} must be a table")
+    d = AuthConfig()
+    known = set(d.__dataclass_fields__)
+    unknown = sorted(set(sec) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+    auth = AuthConfig(
+        session_idle_s=_seconds(sec, "session_idle_s", where, d.session_idle_s),
+        session_max_s=_seconds(sec, "session_max_s", where, d.session_max_s),
+        account_failures=_count(sec, "account_failures", where, d.account_failures),
+        address_failures=_count(sec, "address_failures", where, d.address_failures),
+        lockout_s=_seconds(sec, "lockout_s", where, d.lockout_s),
+        argon2_time_cost=_count(sec, "argon2_time_cost", where, d.argon2_time_cost),
+        argon2_memory_kib=_count(sec, "argon2_memory_kib", where, d.argon2_memory_kib, 8),
+        argon2_parallelism=_count(sec, "argon2_parallelism", where, d.argon2_parallelism),
+    )
+    if auth.session_idle_s > auth.session_max_s:
+        raise ConfigError(f"{where}: session_idle_s must not exceed session_max_s")
+    if auth.argon2_memory_kib < 8 * auth.argon2_parallelism:
+        raise ConfigError(f"{where}: argon2_memory_kib must be at least 8 x argon2_parallelism")
+    return auth
 
 
 def load_config(path: Path) -> CentreConfig:
@@ -127,6 +186,7 @@ def load_config(path: Path) -> CentreConfig:
         broker_ca=rel(_str(broker, "ca", where_b)),
         broker_cert=rel(_str(broker, "cert", where_b)),
         broker_key=rel(_str(broker, "key", where_b)),
+        auth=_auth(data, path),
         source=path,
     )
 

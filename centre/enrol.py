@@ -7,6 +7,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from centre.accounts import Accounts
+from centre.auth import Role
 from centre.config import CentreConfig, load_config, render_config
 from centre.frames import MAX_VILLAGES, valid_id
 from centre.store import Gateway, Store, now_ms
@@ -140,3 +142,38 @@ def enrol_gateway(
 ) -> Gateway:
     """Synchronous `enrol_gateway_async` (not from inside a running event loop)."""
     return asyncio.run(enrol_gateway_async(config, gateway_id, public_key_hex, name, villages))
+
+
+async def add_staff_async(
+    config: CentreConfig | Path,
+    username: str,
+    display_name: str,
+    role: Role,
+    password: str,
+    token_name: str | None = None,
+    actor: str = "setup",
+) -> str | None:
+    """Add a staff account (for set-up scripts, the demo and the local stack); with
+    `token_name`, also an API token of the account's role, whose secret is returned."""
+    cfg = _config(config)
+    async with Store(cfg.db_path) as store:
+        accounts = Accounts(store, cfg.auth)
+        staff = await accounts.add(actor, username, display_name, role, password)
+        if token_name is None:
+            return None
+        return (await accounts.create_token(actor, staff.id, token_name)).secret
+
+
+def add_staff(
+    config: CentreConfig | Path,
+    username: str,
+    display_name: str,
+    role: Role,
+    password: str,
+    token_name: str | None = None,
+    actor: str = "setup",
+) -> str | None:
+    """Synchronous `add_staff_async` (not from inside a running event loop)."""
+    return asyncio.run(
+        add_staff_async(config, username, display_name, role, password, token_name, actor)
+    )

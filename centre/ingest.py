@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from centre import bcreports, confs, frames
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
+from centre.live import LiveHub
 from centre.store import (
     Downlink,
     Event,
@@ -43,6 +44,7 @@ from centre.store import (
     Store,
     StoreError,
     confirm_acks,
+    event_data,
     insert_events,
     now_ms,
     record_heartbeat,
@@ -166,8 +168,11 @@ class Ingest:
         metrics: Metrics | None = None,
         client_factory: ClientFactory = broker_client,
         clock: Callable[[], int] = now_ms,
+        live: LiveHub | None = None,
     ) -> None:
         self.config = config
+        # What committed changes go to (the console's push): new alarms, cancels, report counts.
+        self.live = live or LiveHub()
         self.store = store
         self.broadcasts = BroadcastStore(store)
         self.key = key
@@ -238,7 +243,28 @@ class Ingest:
         else:
             self._check_all(to_check, keys)
         await self._commit(items, now)
-        return [self._after_commit(it) for it in items]
+        out = [self._after_commit(it) for it in items]
+        await self._publish(items)
+        return out
+
+    async def _publish(self, items: list[_Item]) -> None:
+        """Tell the consoles what the committed batch changed: each new alarm or test press,
+        and the alarm each new cancel refers to, as `GET /api/alarms/{id}` shows it."""
+        refs: list[str] = []
+        for it in items:
+            if it.rejected is not None or it.result is None or not it.result.created:
+                continue
+            ev = it.result.event
+            if ev.kind == "cancel":
+                if ev.ref is not None:
+                    refs.append(ev.ref)
+            else:
+                self.live.publish("alarm", event_data(ev))
+        for ref in dict.fromkeys(refs):
+            # Read after the commit: the cancel may or may not have changed its state.
+            alarm = await self.store.get_event(ref)
+            if alarm is not None:
+                self.live.publish("alarm", event_data(alarm))
 
     def _check_all(self, items: list[_Item], keys: dict[str, Ed25519PublicKey]) -> None:
         """No I/O and no shared state: safe in a worker thread."""
@@ -327,6 +353,8 @@ class Ingest:
                 kv(event="bc_reports", gw=op.gw, bc=op.bc, reports=len(op.reports),
                    changed=it.changed)
             )
+            if it.changed:  # the console's counts of that broadcast moved
+                self.live.publish("broadcast", {"id": op.bc})
             return []
         assert it.result is not None
         ev = it.result.event

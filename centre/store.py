@@ -8,7 +8,10 @@ All statements go through one lock, so each method is one transaction and concur
 Events are keyed by their system-wide id `{gw}:{device}:{counter}` (docs/protocol.md §1.2);
 inserting an id that is already stored changes nothing and returns the stored row. A cancel is
 stored as its own row (kind `cancel`, state `cancel`, `ref` = the alarm's id) and marks that
-alarm `cancelled`; if the cancel arrives before the alarm, the alarm is stored cancelled.
+alarm `cancelled` if it is still open (an alarm staff took charge of keeps its state and gets
+`cancelled_at`); if the cancel arrives before the alarm, the alarm is stored cancelled. Each
+new event writes its step to the alarm's timeline (`centre.timeline`) in the same transaction;
+staff steps are in `centre.lifecycle`.
 """
 
 from __future__ import annotations
@@ -19,18 +22,22 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from centre import timeline
 from protocol import uplink
 from transport.keys import private_db
 
 KINDS = ("alarm", "cancel", "test")
-# States: an alarm is open, acked or cancelled; a test is `test`; a cancel event is `cancel`.
-STATES = ("open", "acked", "cancelled", "test", "cancel")
+# States: an alarm is open, acked, dispatched, resolved, or cancelled (by its device before
+# staff took charge; see centre.lifecycle); a test is `test`; a cancel event is `cancel`.
+STATES = ("open", "acked", "dispatched", "resolved", "cancelled", "test", "cancel")
+# The alarms staff still have to handle: the console's work list.
+ACTIVE = ("open", "acked", "dispatched")
 MAX_LIMIT = 1000
 
 
@@ -167,6 +174,178 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # version 4: staff accounts (centre.accounts): argon2id password hashes, server-side
+    # sessions and API tokens (both stored as SHA-256 of their secret), failed logins by address.
+    """
+    CREATE TABLE staff (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        username      TEXT NOT NULL UNIQUE,
+        display_name  TEXT NOT NULL,
+        role          TEXT NOT NULL CHECK (role IN ('operator', 'broadcaster', 'admin')),
+        password_hash TEXT NOT NULL,
+        disabled      INTEGER NOT NULL DEFAULT 0,
+        failures      INTEGER NOT NULL DEFAULT 0,
+        locked_until  INTEGER NOT NULL DEFAULT 0,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE TABLE staff_sessions (
+        hash       TEXT PRIMARY KEY,
+        staff_id   INTEGER NOT NULL REFERENCES staff (id),
+        created_at INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        address    TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX staff_sessions_staff ON staff_sessions (staff_id);
+    CREATE TABLE api_tokens (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        hash       TEXT NOT NULL UNIQUE,
+        staff_id   INTEGER NOT NULL REFERENCES staff (id),
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL CHECK (role IN ('operator', 'broadcaster', 'admin')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        last_used  INTEGER
+    );
+    CREATE INDEX api_tokens_staff ON api_tokens (staff_id);
+    CREATE TABLE login_failures (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       INTEGER NOT NULL,
+        address  TEXT NOT NULL,
+        username TEXT NOT NULL
+    );
+    CREATE INDEX login_failures_address ON login_failures (address, at);
+    """,
+    # version 5: the alarm's life (centre.lifecycle, centre.timeline). SQLite cannot alter a
+    # CHECK, so the alarms table is rebuilt with the new states and columns, keeping every row;
+    # the timeline of the alarms already stored is filled from what their rows say.
+    """
+    CREATE TABLE alarms_rebuilt (
+        id              TEXT PRIMARY KEY,
+        gw              TEXT NOT NULL,
+        seq             INTEGER NOT NULL,
+        kind            TEXT NOT NULL CHECK (kind IN ('alarm', 'cancel', 'test')),
+        device          TEXT NOT NULL,
+        counter         INTEGER NOT NULL,
+        ref             TEXT,
+        village         TEXT NOT NULL,
+        household       TEXT NOT NULL,
+        gw_ts           INTEGER NOT NULL,
+        dev_ts          INTEGER,
+        dev_up          INTEGER,
+        received_at     INTEGER NOT NULL,
+        state           TEXT NOT NULL CHECK (state IN
+                        ('open', 'acked', 'dispatched', 'resolved', 'cancelled', 'test', 'cancel')),
+        acked_by        TEXT,
+        acked_note      TEXT,
+        acked_at        INTEGER,
+        cancelled_at    INTEGER,
+        dispatched_to   TEXT,
+        dispatched_note TEXT,
+        dispatched_at   INTEGER,
+        dispatched_by   TEXT,
+        resolved_at     INTEGER,
+        resolved_by     TEXT,
+        outcome         TEXT,
+        resolved_note   TEXT
+    );
+    INSERT INTO alarms_rebuilt (id, gw, seq, kind, device, counter, ref, village, household, gw_ts,
+                           dev_ts, dev_up, received_at, state, acked_by, acked_note, acked_at,
+                           cancelled_at)
+        SELECT id, gw, seq, kind, device, counter, ref, village, household, gw_ts, dev_ts,
+               dev_up, received_at, state, acked_by, acked_note, acked_at, cancelled_at
+        FROM alarms;
+    DROP TABLE alarms;
+    ALTER TABLE alarms_rebuilt RENAME TO alarms;
+    CREATE INDEX alarms_received ON alarms (received_at);
+    CREATE INDEX alarms_state ON alarms (state, received_at);
+    CREATE INDEX alarms_ref ON alarms (ref) WHERE ref IS NOT NULL;
+    CREATE TABLE alarm_timeline (
+        id     INTEGER PRIMARY KEY AUTOINCREMENT,
+        alarm  TEXT NOT NULL,
+        at     INTEGER NOT NULL,
+        kind   TEXT NOT NULL,
+        actor  TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX alarm_timeline_alarm ON alarm_timeline (alarm, at);
+    INSERT INTO alarm_timeline (alarm, at, kind, actor, detail)
+        SELECT id, received_at, 'received', 'device', json_object('kind', kind)
+        FROM alarms WHERE kind IN ('alarm', 'test') ORDER BY received_at, id;
+    INSERT INTO alarm_timeline (alarm, at, kind, actor, detail)
+        SELECT ref, received_at, 'cancelled', 'device', json_object('event', id)
+        FROM alarms WHERE kind = 'cancel' AND ref IS NOT NULL ORDER BY received_at, id;
+    INSERT INTO alarm_timeline (alarm, at, kind, actor, detail)
+        SELECT id, acked_at, 'acked', COALESCE(acked_by, ''), json_object('note', acked_note)
+        FROM alarms WHERE acked_at IS NOT NULL ORDER BY acked_at, id;
+    """,
+    # version 6: household cards and their contacts (centre.households). Before this, centre.households
+    # created a smaller `households` table itself (CREATE TABLE IF NOT EXISTS, outside these
+    # versions): a database that has it keeps its rows (copied over, phones as they were
+    # written); one without gets an empty one to copy from.
+    """
+    CREATE TABLE IF NOT EXISTS households (
+        id TEXT PRIMARY KEY,
+        village TEXT NOT NULL DEFAULT '',
+        name TEXT NOT NULL DEFAULT '',
+        phone TEXT NOT NULL DEFAULT '',
+        address TEXT NOT NULL DEFAULT '',
+        notes TEXT NOT NULL DEFAULT '',
+        updated_at INTEGER NOT NULL
+    );
+    DROP INDEX IF EXISTS households_village;
+    ALTER TABLE households RENAME TO households_before_cards;
+    CREATE TABLE households (
+        id             TEXT PRIMARY KEY,
+        village        TEXT NOT NULL DEFAULT '',
+        village_group  TEXT NOT NULL DEFAULT '',
+        name           TEXT NOT NULL DEFAULT '',
+        address        TEXT NOT NULL DEFAULT '',
+        phone          TEXT NOT NULL DEFAULT '',
+        medical        TEXT NOT NULL DEFAULT '',
+        language_notes TEXT NOT NULL DEFAULT '',
+        lat            REAL CHECK (lat IS NULL OR lat BETWEEN -90 AND 90),
+        lon            REAL CHECK (lon IS NULL OR lon BETWEEN -180 AND 180),
+        notes          TEXT NOT NULL DEFAULT '',
+        updated_at     INTEGER NOT NULL,
+        CHECK ((lat IS NULL) = (lon IS NULL))
+    );
+    INSERT INTO households (id, village, name, phone, address, notes, updated_at)
+        SELECT id, village, name, phone, address, notes, updated_at FROM households_before_cards;
+    DROP TABLE households_before_cards;
+    CREATE INDEX households_village ON households (village, village_group, id);
+    CREATE TABLE household_contacts (
+        household TEXT NOT NULL REFERENCES households (id) ON DELETE CASCADE,
+        kind      TEXT NOT NULL CHECK (kind IN ('leader', 'grid', 'family', 'doctor')),
+        position  INTEGER NOT NULL CHECK (position >= 1),
+        name      TEXT NOT NULL,
+        relation  TEXT NOT NULL DEFAULT '',
+        phone     TEXT NOT NULL,
+        PRIMARY KEY (household, kind, position)
+    );
+    """,
+    # version 7: broadcasts from CAP sources and their release (centre.bcstore): a CAP import's own
+    # identity (kept as its source gave it, mapped to the broadcast id), who created and who
+    # approved a broadcast, a broadcast held back (`hold`: awaiting_approval, or recorded and
+    # never sent: status Test, or an Exercise where no village has drills), and the broadcast
+    # settings (second approval, drill villages).
+    """
+    ALTER TABLE broadcasts ADD COLUMN hold TEXT
+        CHECK (hold IS NULL OR hold IN ('awaiting_approval', 'recorded'));
+    ALTER TABLE broadcasts ADD COLUMN hold_reason TEXT;
+    ALTER TABLE broadcasts ADD COLUMN created_by_id INTEGER;
+    ALTER TABLE broadcasts ADD COLUMN approved_by TEXT;
+    ALTER TABLE broadcasts ADD COLUMN approved_at INTEGER;
+    ALTER TABLE broadcasts ADD COLUMN cap_identifier TEXT;
+    ALTER TABLE broadcasts ADD COLUMN cap_sender TEXT;
+    ALTER TABLE broadcasts ADD COLUMN cap_origin TEXT;
+    CREATE UNIQUE INDEX broadcasts_cap ON broadcasts (cap_sender, cap_identifier)
+        WHERE cap_identifier IS NOT NULL;
+    CREATE TABLE broadcast_settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -210,7 +389,20 @@ class Event:
     acked_by: str | None
     acked_note: str | None
     acked_at: int | None
-    cancelled_at: int | None
+    cancelled_at: int | None  # by the device; an alarm staff took charge of keeps its state
+    dispatched_to: str | None = None  # the responder staff sent
+    dispatched_note: str | None = None
+    dispatched_at: int | None = None
+    dispatched_by: str | None = None
+    resolved_at: int | None = None
+    resolved_by: str | None = None
+    outcome: str | None = None  # an id of centre.lifecycle.OUTCOMES
+    resolved_note: str | None = None
+
+
+def event_data(ev: Event) -> dict[str, Any]:
+    """The event as `GET /api/alarms/{id}` returns it (and as the live hub publishes it)."""
+    return {f.name: getattr(ev, f.name) for f in fields(Event)}
 
 
 @dataclass(frozen=True)
@@ -258,8 +450,11 @@ class AckResult:
 
 _EVENT_COLS = (
     "id, gw, seq, kind, device, counter, ref, village, household, gw_ts, dev_ts, dev_up, "
-    "received_at, state, acked_by, acked_note, acked_at, cancelled_at"
+    "received_at, state, acked_by, acked_note, acked_at, cancelled_at, dispatched_to, "
+    "dispatched_note, dispatched_at, dispatched_by, resolved_at, resolved_by, outcome, "
+    "resolved_note"
 )
+_EVENT_FIELDS = _EVENT_COLS.split(", ")
 _GATEWAY_COLS = (
     "id, public_key, name, enrolled_at, last_seen, hb_ts, outbox, devices, villages, "
     "reported_villages"
@@ -276,7 +471,8 @@ def _event_row(e: Event) -> tuple[Any, ...]:
     return (
         e.id, e.gw, e.seq, e.kind, e.device, e.counter, e.ref, e.village, e.household, e.gw_ts,
         e.dev_ts, e.dev_up, e.received_at, e.state, e.acked_by, e.acked_note, e.acked_at,
-        e.cancelled_at,
+        e.cancelled_at, e.dispatched_to, e.dispatched_note, e.dispatched_at, e.dispatched_by,
+        e.resolved_at, e.resolved_by, e.outcome, e.resolved_note,
     )
 
 
@@ -374,7 +570,7 @@ async def insert_events(
         cancelled_at.update({str(r[0]): int(r[1]) for r in rows})
     results: list[InsertResult] = []
     new: list[Event] = []
-    cancels: list[str] = []
+    cancels: list[Event] = []
     for ev in evs:
         old = stored.get(ev.id)
         if old is not None:
@@ -392,20 +588,50 @@ async def insert_events(
         new.append(row)
         results.append(InsertResult(row, created=True))
         if ev.kind == "cancel" and ev.ref is not None:
-            cancels.append(ev.ref)
+            cancels.append(row)
             cancelled_at.setdefault(ev.ref, now_ms)  # for its alarm, if later in `evs`
     if new:
         await db.executemany(
-            f"INSERT INTO alarms ({_EVENT_COLS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO alarms ({_EVENT_COLS}) VALUES ({_marks(_EVENT_FIELDS)})",
             [_event_row(e) for e in new],
         )
+    # The state each referenced alarm had when its cancel came (None: not here yet).
+    was: dict[str, str | None] = {}
     if cancels:
+        refs = sorted({str(c.ref) for c in cancels})
+        for i in range(0, len(refs), _CHUNK):
+            part = refs[i : i + _CHUNK]
+            rows = await fetch_all(
+                db,
+                f"SELECT id, state FROM alarms WHERE kind = 'alarm' AND id IN ({_marks(part)})",
+                tuple(part),
+            )
+            was.update({str(r[0]): str(r[1]) for r in rows})
+        # Only an open alarm becomes `cancelled`: once staff took charge (acked, dispatched,
+        # resolved) someone may be on the way, so the alarm stays theirs to resolve and the
+        # cancel shows on its timeline and as `cancelled_at` (docs/centre.md, the alarm's life).
         await db.executemany(
-            "UPDATE alarms SET state = 'cancelled', cancelled_at = ? "
-            "WHERE id = ? AND kind = 'alarm' AND state IN ('open', 'acked')",
-            [(now_ms, ref) for ref in cancels],
+            "UPDATE alarms SET state = CASE WHEN state = 'open' THEN 'cancelled' ELSE state END, "
+            "cancelled_at = COALESCE(cancelled_at, ?) WHERE id = ? AND kind = 'alarm'",
+            [(now_ms, c.ref) for c in cancels],
         )
+    # In the order the events came: an alarm new in this batch is not there before its row.
+    arriving = {e.id for e in new if e.kind == "alarm"}
+    steps: list[tuple[str, int, str, str, dict[str, Any] | None]] = []
+    for e in new:
+        if e.kind != "cancel":
+            arriving.discard(e.id)
+            steps.append((e.id, now_ms, timeline.RECEIVED, timeline.DEVICE, {"kind": e.kind}))
+            continue
+        if e.ref is None:
+            continue
+        before = None if e.ref in arriving else was.get(e.ref)
+        steps.append(
+            (e.ref, now_ms, timeline.CANCELLED, timeline.DEVICE, {"event": e.id, "state": before})
+        )
+        if before == "open":
+            was[e.ref] = "cancelled"
+    await timeline.add_many(db, steps)
     return results
 
 
@@ -420,6 +646,51 @@ async def confirm_acks(db: aiosqlite.Connection, gw: str, acks: Sequence[tuple[s
         [(gw, event_id, state) for event_id, state in acks],
     )
     return db.total_changes - before
+
+
+async def get_event_in(db: aiosqlite.Connection, event_id: str) -> Event:
+    """The stored event, in the caller's transaction; raises NotFound."""
+    row = await fetch_one(db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (event_id,))
+    if row is None:
+        raise NotFound(f"no event {event_id!r}")
+    return _event(row)
+
+
+async def ack_in(
+    db: aiosqlite.Connection,
+    ev: Event,
+    by: str,
+    note: str,
+    at: int,
+    make_downlink: Callable[[Event], tuple[str, bytes]],
+) -> AckResult:
+    """Staff acknowledge an open alarm, in the caller's transaction: its state, its timeline
+    step and the ack owed to its gateway (`make_downlink(acked_event) -> (topic, payload)`).
+
+    An alarm already acknowledged (whatever happened since) is returned unchanged. Raises
+    NotOpen for a test, a cancel or an alarm its device cancelled before anyone took charge.
+    """
+    if ev.acked_at is not None:
+        return AckResult(ev, changed=False, downlink=None)
+    if ev.state != "open":
+        raise NotOpen(ev)
+    await db.execute(
+        "UPDATE alarms SET state = 'acked', acked_by = ?, acked_note = ?, acked_at = ? "
+        "WHERE id = ?",
+        (by, note, at, ev.id),
+    )
+    ev = await get_event_in(db, ev.id)
+    await timeline.add(db, ev.id, at, timeline.ACKED, by, {"note": note})
+    topic, payload = make_downlink(ev)
+    cur = await db.execute(
+        "INSERT INTO downlinks (gw, event_id, state, topic, payload, created_at) "
+        "VALUES (?, ?, 'acked', ?, ?, ?)",
+        (ev.gw, ev.id, topic, payload, at),
+    )
+    dl_id = cur.lastrowid
+    assert dl_id is not None
+    downlink = Downlink(dl_id, ev.gw, ev.id, "acked", topic, payload, at)
+    return AckResult(ev, changed=True, downlink=downlink)
 
 
 class Store:
@@ -593,10 +864,15 @@ class Store:
         gw: str | None = None,
         since: int | None = None,
         limit: int = 100,
+        active: bool = False,
     ) -> list[Event]:
-        """Newest first (by the centre's receive time)."""
+        """Newest first (by the centre's receive time). `active`: only the alarms staff still
+        have to handle (open, acked, dispatched; never a test press)."""
         where: list[str] = []
         args: list[Any] = []
+        if active:
+            where.append(f"state IN ({_marks(ACTIVE)})")
+            args.extend(ACTIVE)
         for col, value in (("state", state), ("village", village), ("kind", kind), ("gw", gw)):
             if value is not None:
                 where.append(f"{col} = ?")
@@ -621,42 +897,16 @@ class Store:
         at: int,
         make_downlink: Callable[[Event], tuple[str, bytes]],
     ) -> AckResult:
-        """Staff acknowledge an open alarm; the ack owed to its gateway is stored in the same
-        transaction (`make_downlink(acked_event) -> (topic, payload)`).
-
-        An alarm already acked (even if cancelled since) is returned unchanged. Raises
-        NotFound, or NotOpen for a test, a cancel or a cancelled alarm.
-        """
+        """Acknowledge an open alarm in a transaction of its own (see `ack_in`)."""
         async with self._tx() as db:
-            row = await self._one(
-                db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (event_id,)
-            )
-            if row is None:
-                raise NotFound(f"no event {event_id!r}")
-            ev = _event(row)
-            if ev.acked_at is not None:  # acked (and perhaps cancelled since)
-                return AckResult(ev, changed=False, downlink=None)
-            if ev.state != "open":
-                raise NotOpen(ev)
-            await db.execute(
-                "UPDATE alarms SET state = 'acked', acked_by = ?, acked_note = ?, acked_at = ? "
-                "WHERE id = ?",
-                (by, note, at, event_id),
-            )
-            row = await self._one(
-                db, f"SELECT {_EVENT_COLS} FROM alarms WHERE id = ?", (event_id,)
-            )
-            ev = _event(row)
-            topic, payload = make_downlink(ev)
-            cur = await db.execute(
-                "INSERT INTO downlinks (gw, event_id, state, topic, payload, created_at) "
-                "VALUES (?, ?, 'acked', ?, ?, ?)",
-                (ev.gw, ev.id, topic, payload, at),
-            )
-            dl_id = cur.lastrowid
-            assert dl_id is not None
-        downlink = Downlink(dl_id, ev.gw, ev.id, "acked", topic, payload, at)
-        return AckResult(ev, changed=True, downlink=downlink)
+            ev = await get_event_in(db, event_id)
+            return await ack_in(db, ev, by, note, at, make_downlink)
+
+    async def timeline(self, event_id: str) -> list[timeline.Step]:
+        """The event's steps, oldest first; raises NotFound for an unknown id."""
+        async with self._tx(write=False) as db:
+            await get_event_in(db, event_id)
+            return await timeline.steps(db, event_id)
 
     # -- downlinks the gateways have not yet confirmed (§6.6): staff acks, broadcast copies
 

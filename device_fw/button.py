@@ -70,6 +70,13 @@ class App:
         self.stale_acks = 0
         self.errors = 0
         self.link = Link(self)
+        self.power = None
+        self.woke = hal.wake_reason()  # "button", "timer" or "power" (a reset or power-on)
+        if cfg["power"] == "battery":
+            # Its own module, imported only by a battery button: a mains button needs no room.
+            from power import Power
+
+            self.power = Power(self)
 
     # -- state on flash
 
@@ -91,7 +98,11 @@ class App:
             self.counter.next,
             "outbox",
             len(self.outbox),
+            "woke by",
+            self.woke,
         )
+        if self.woke == "button":
+            self.on_event(self.logic.woken(self.hal.button(), self.clock))
 
     def _remember(self, e: store.Entry) -> None:
         if len(self.recent) >= _RECENT:
@@ -132,6 +143,8 @@ class App:
         self._remember(e)
         self._track(e)
         self.wake.set()
+        if self.power is not None:
+            self.power.on_press()
         log("raised", kind, c)
         return e
 
@@ -248,4 +261,6 @@ class App:
             "hb_sent": link.hb_sent,
             "errors": self.errors,
             "heap_free": gc.mem_free(),
+            "power": self.cfg["power"],
+            "woke": self.woke,
         }

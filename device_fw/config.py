@@ -26,6 +26,13 @@ DEFAULTS = {
         "tts_rx": 18,
         "audio": 25,
     },
+    # "mains" (always awake, heartbeat every hb_interval_s) or "battery" (deep sleep between
+    # check-ins every checkin_s; docs/firmware.md "Battery button"). Speakers are mains only.
+    "power": "mains",
+    "checkin_s": 3600,
+    "awake_s": 20,  # a battery button's longest wake without a press
+    "awake_after_alarm_s": 120,  # awake after a press: feedback and the cancel window
+    "retry_s": 60,  # sleep while something waits for `stored`
     "wdt_s": 30,
     "alarm_hold_ms": 100,
     "cancel_hold_ms": 2000,
@@ -104,6 +111,10 @@ def load(path: str = "config.json") -> dict:
         "queue_cap",
         "sim_ms_per_char",
         "sim_min_speak_ms",
+        "checkin_s",
+        "awake_s",
+        "awake_after_alarm_s",
+        "retry_s",
     ):
         v = cfg[name]
         if type(v) is not int or v < 0:
@@ -120,6 +131,16 @@ def load(path: str = "config.json") -> dict:
         raise ConfigError("tts_module must be 'xfs5152' (an XFS5152CE) or 'syn6288' (a SYN6288)")
     if cfg["tts_module"] == "syn6288" and cfg["tts_chunk_bytes"] > 200:
         raise ConfigError("tts_chunk_bytes must be at most 200 for a SYN6288 (its frame limit)")
+    if cfg["power"] not in ("mains", "battery"):
+        raise ConfigError("power must be 'mains' or 'battery'")
+    if cfg["power"] == "battery":
+        if cfg["role"] != "button":
+            raise ConfigError("a speaker runs on mains: power must be 'mains'")
+        if not (cfg["checkin_s"] and cfg["retry_s"] and cfg["awake_s"]):
+            raise ConfigError("battery: checkin_s, retry_s and awake_s must be at least 1")
+    static = cfg["wifi"].get("static")
+    if static is not None and (type(static) is not list or len(static) != 4):
+        raise ConfigError("wifi.static must be [address, netmask, gateway, dns]")
     if cfg["queue_cap"] < 1:
         raise ConfigError("queue_cap must be at least 1")
     return cfg

@@ -108,6 +108,10 @@ class Esp32Hal:
         if not self.wifi.get("ssid"):
             return False
         w.active(True)
+        static = self.wifi.get("static")
+        if static:
+            # A fixed address skips DHCP: a battery button's wake is shorter by a second or more.
+            w.ifconfig(tuple(static))
         try:
             w.connect(self.wifi["ssid"], self.wifi.get("psk") or "")
         except OSError as ex:
@@ -151,6 +155,25 @@ class Esp32Hal:
 
     def reset(self) -> None:
         machine.reset()
+
+    def wake_reason(self) -> str:
+        r = machine.wake_reason()
+        if r == machine.EXT0_WAKE:
+            return "button"
+        if r == machine.TIMER_WAKE:
+            return "timer"
+        return "power"
+
+    def deep_sleep(self, ms: int, awake_ms: int) -> None:
+        # Wakes on the alarm button (ext0: its RTC GPIO pulled low) or after ms. The RTC
+        # domain keeps the pin's pull-up powered while the rest of the chip is off. RAM is
+        # lost: the next wake boots from main.py, with the outbox and counter on flash.
+        import esp32
+
+        self._wlan.active(False)
+        self._btn.init(machine.Pin.IN, machine.Pin.PULL_UP)
+        esp32.wake_on_ext0(self._btn, esp32.WAKEUP_ALL_LOW)
+        machine.deepsleep(ms)
 
     async def start(self, app) -> None:
         # The watchdog starts last: from here on main.py's loop must feed it.

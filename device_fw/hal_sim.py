@@ -29,6 +29,9 @@ from micropython import const
 _MAX_PRESS_MS = const(60000)
 _SETTLE_MS = const(60)  # after a release, long enough for the debounce to see it
 PLAYED_LOG = "played.log"
+WAKE_FILE = "wake.json"
+SLEEP_FILE = "sleep.json"
+SLEEP_EXIT = const(3)
 
 
 class SimHal:
@@ -48,6 +51,7 @@ class SimHal:
         self._server: object = None
         self._tts: object = None  # a speaker's simulated TTS module (sim_tts.SimTts)
         self.tone_hz = 0  # the tone sounding now (0: silence)
+        self._release_after = 0  # a wake by the button: release it this long after boot
 
     # -- inputs and outputs
 
@@ -127,13 +131,49 @@ class SimHal:
     def feed(self) -> None:
         pass
 
+    def wake_reason(self) -> str:
+        # The harness (harness/simdevice.py) writes wake.json before it starts a device that
+        # slept: {"reason": "button" | "timer", "hold_ms": ms}. No file: a power-on.
+        try:
+            with open(WAKE_FILE) as f:
+                w = json.load(f)
+        except (OSError, ValueError):
+            return "power"
+        try:
+            import os
+
+            os.remove(WAKE_FILE)
+        except OSError:
+            pass
+        reason = w.get("reason")
+        if reason == "button":
+            # The press that woke the board goes on for the rest of hold_ms after the boot.
+            self.btn = True
+            self._release_after = w.get("hold_ms", 0)
+            return "button"
+        return "timer" if reason == "timer" else "power"
+
+    def deep_sleep(self, ms: int, awake_ms: int) -> None:
+        # The board's deep sleep on the unix port: RAM is lost (the process ends with code
+        # SLEEP_EXIT), the harness wakes it after ms or when the button is pressed (a new
+        # process that boots from flash, as the chip does).
+        with open(SLEEP_FILE, "w") as f:
+            json.dump({"ms": ms, "awake_ms": awake_ms}, f)
+        sys.exit(SLEEP_EXIT)
+
     def reset(self) -> None:
         sys.exit(1)
 
     async def start(self, app) -> None:
         self.app = app
+        if self._release_after:
+            asyncio.create_task(self._release(self._release_after))
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         print("sim: control channel on 127.0.0.1:%d" % self.port)
+
+    async def _release(self, ms: int) -> None:
+        await asyncio.sleep_ms(ms)
+        self.btn = False
 
     # -- control channel
 

@@ -45,6 +45,7 @@ class Link:
         self.connected = False
         self.connects = 0
         self.hb_sent = 0
+        self.hb_at = ticks_ms()  # when the last heartbeat went (hb_sent: whether one did)
 
     def hb_fields(self, connect: bool) -> dict:
         # connect: the heartbeat right after a (re)connect, which always carries ev (§4.3);
@@ -71,6 +72,12 @@ class Link:
         topic, payload = okproto.encode_up(app.key, app.id, "hb", app.counter.take(), fields)
         await self.client.publish(topic.encode(), payload, 0)
         self.hb_sent += 1
+        self.hb_at = ticks_ms()
+
+    async def leave(self) -> None:
+        # Before a deep sleep: a clean DISCONNECT (no last will) and off the access point.
+        await self.client.disconnect()
+        self.app.hal.net_down()
 
     def on_connect(self) -> None:
         # A new connection: everything not yet stored goes out again at once.

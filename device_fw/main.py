@@ -71,6 +71,13 @@ def tasks(role: str, app) -> tuple:
     # (name, coroutine function) of every task the application runs.
     if role == "speaker":
         return (("ticker", app.ticker), ("player", app.player), ("link", app.link.run))
+    if app.power is not None:
+        return (
+            ("buttons", app.buttons),
+            ("feedback", app.fb.run),
+            ("link", app.link.run),
+            ("power", app.power.run),
+        )
     return (("buttons", app.buttons), ("feedback", app.fb.run), ("link", app.link.run))
 
 

@@ -272,6 +272,16 @@ class Client:
         self._task = asyncio.create_task(self._reader())
         return session
 
+    async def disconnect(self) -> None:
+        # A clean end (DISCONNECT): the broker drops the last will. A battery button says
+        # goodbye before it sleeps; its silence until the next check-in is expected.
+        if self.up:
+            try:
+                await self._send(b"\xe0\x00")
+            except OSError:
+                pass
+        await self.close()
+
     async def close(self) -> None:
         # Drops the link without DISCONNECT, so the broker publishes the last will.
         self.up = False

@@ -79,6 +79,23 @@ class PressLogic:
         # Forget the active alarm (the next press raises a new one).
         self.alarm_on = False
 
+    def woken(self, pressed: bool, now_ms: int) -> str:
+        # The button woke the chip from deep sleep (battery button): that press is an alarm.
+        # It was held through the wake-up, which takes longer than alarm_hold_ms, and its hold
+        # cannot be measured any other way. If it is still held, the rest of it belongs to this
+        # press (no second event when it crosses a threshold).
+        self.alarm_at = now_ms
+        self.alarm_on = True
+        if pressed:
+            d = self.deb
+            d.raw = d.stable = True
+            d.raw_since = d.since = now_ms
+            self.down = True
+            self.down_at = now_ms
+            self.stage = 1
+            self.second = False
+        return ALARM
+
     def update(self, pressed: bool, now_ms: int) -> str | None:
         active = self.active(now_ms)
         if self.deb.update(pressed, now_ms):

@@ -16,6 +16,7 @@ in its own process group; `kill()` is a power cut (SIGKILL), `stop()` a polite s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -30,6 +31,7 @@ from types import TracebackType
 from typing import Any
 
 import device_fw
+from harness.deepsleep import SleepKeeper
 from provisioning.simcontrol import CONTROL_HOST, SimDeviceError, control_port, send_command
 
 DEFAULT_HEAPSIZE = "96K"
@@ -115,7 +117,20 @@ class SimButton:
         self.firmware = Path(firmware) if firmware is not None else firmware_dir()
         self.extra_env = dict(env or {})  # e.g. a shifted clock (harness.port32.ticks_start_env)
         self.log_path = self.flash_dir / "device.log"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._own_proc: subprocess.Popen[bytes] | None = None
+        # A battery button sleeps between check-ins (harness/deepsleep.py): the keeper restarts
+        # its process at each wake, so the current process is the keeper's.
+        self.keeper: SleepKeeper | None = None
+
+    @property
+    def _proc(self) -> subprocess.Popen[bytes] | None:
+        return self.keeper.proc if self.keeper is not None else self._own_proc
+
+    @_proc.setter
+    def _proc(self, proc: subprocess.Popen[bytes] | None) -> None:
+        if self.keeper is not None:
+            self.keeper.proc = proc
+        self._own_proc = proc
 
     # -- files
 
@@ -164,7 +179,14 @@ class SimButton:
 
     @property
     def running(self) -> bool:
+        """Powered on: the firmware runs, or (a battery button) sleeps until its next wake."""
+        if self.keeper is not None and self.keeper.asleep:
+            return True
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def asleep(self) -> bool:
+        return self.keeper is not None and self.keeper.asleep
 
     def start(self, timeout: float = 15.0) -> None:
         """Starts the firmware and returns once its control port answers."""
@@ -175,8 +197,18 @@ class SimButton:
         port = self.control_port
         if _answers(port):
             raise SimDeviceError(f"control port {port} is already in use: another device?")
+        proc = self._spawn(timeout)
+        if self.config.get("power") == "battery":
+            self.keeper = SleepKeeper(
+                self.flash_dir, port, self.device_id, lambda: self._spawn(timeout)
+            )
+            self.keeper.start(proc)
+        else:
+            self._own_proc = proc
+
+    def _spawn(self, timeout: float) -> subprocess.Popen[bytes]:
         with open(self.log_path, "ab") as log:
-            self._proc = subprocess.Popen(
+            proc = subprocess.Popen(
                 self.command(),
                 cwd=self.flash_dir,
                 env=self.environment(),
@@ -186,21 +218,22 @@ class SimButton:
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
+        port = self.control_port
         while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
+            if proc.poll() is not None:
                 raise SimDeviceError(
-                    f"{self.device_id} exited with code {code} while starting; "
+                    f"{self.device_id} exited with code {proc.returncode} while starting; "
                     f"{self.log_path}:\n{self.log_tail()}"
                 )
             try:
-                self.status()
-                return
-            except SimDeviceError:
+                if not json.loads(self.send("status")).get("asleep"):
+                    return proc
+            except (SimDeviceError, ValueError, AttributeError):
                 pass
             if time.monotonic() > deadline:
-                self.kill()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
                 raise SimDeviceError(
                     f"{self.device_id} did not open its control port {port} within {timeout} s; "
                     f"{self.log_path}:\n{self.log_tail()}"
@@ -218,6 +251,7 @@ class SimButton:
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM to the device's process group; SIGKILL if it is still there after
         `timeout` seconds."""
+        self._stop_keeper()
         if self._proc is None:
             return
         self._signal(signal.SIGTERM)
@@ -230,11 +264,18 @@ class SimButton:
 
     def kill(self) -> None:
         """A power cut: SIGKILL, nothing is flushed or closed."""
+        self._stop_keeper()
         if self._proc is None:
             return
         self._signal(signal.SIGKILL)
         self._proc.wait(10)
         self._proc = None
+
+    def _stop_keeper(self) -> None:
+        keeper, self.keeper = self.keeper, None
+        if keeper is not None:
+            keeper.stop()
+            self._own_proc = keeper.proc
 
     def __enter__(self) -> SimButton:
         return self
@@ -250,11 +291,24 @@ class SimButton:
     # -- control channel
 
     def send(self, line: str, timeout: float = 5.0) -> str:
-        return send_command(self.control_port, line, timeout)
+        if self.keeper is None:
+            return send_command(self.control_port, line, timeout)
+        # A battery button: between the firmware's exit and the sleeping chip's answer (and at
+        # the wake) the port is closed for a few milliseconds.
+        deadline = time.monotonic() + 3.0
+        while True:
+            try:
+                return send_command(self.control_port, line, timeout)
+            except SimDeviceError:
+                if time.monotonic() > deadline or self.keeper is None:
+                    raise
+                time.sleep(0.02)
 
     def press(self, ms: int = 150) -> None:
         """Holds the alarm button down for `ms` and returns after the release."""
-        self.send(f"press {int(ms)}", timeout=ms / 1000 + _REPLY_MARGIN_S)
+        # A sleeping button answers once the press has woken it and the firmware is up.
+        boot = 20.0 if self.asleep else 0.0
+        self.send(f"press {int(ms)}", timeout=ms / 1000 + _REPLY_MARGIN_S + boot)
 
     def test_press(self) -> None:
         """Presses the test switch."""

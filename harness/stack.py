@@ -20,7 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from centre.enrol import enrol_gateway, init_centre
+from centre.auth import Role
+from centre.enrol import add_staff, enrol_gateway, init_centre
 from gateway import registry
 from gateway.config import render_config
 from gateway.metrics import read_metrics
@@ -83,6 +84,9 @@ class LocalStack:
         self.admin_port: int | None = None
         self.admin_token_file = self.gateway_dir / "admin.token"
         self.village_pid_file = self.root / "village-broker.pid"
+        # The centre's API needs a login: `api()` sends this admin API token (made by setup()).
+        self.centre_token_file = self.centre_dir / "api.token"
+        self._centre_token: str | None = None
 
     # -- set-up
 
@@ -111,6 +115,13 @@ class LocalStack:
             cert=centre_tls.cert,
             tls_key=centre_tls.key,
         )
+        token = add_staff(
+            self.centre_config, "stack-admin", "Local stack", Role.ADMIN,
+            secrets.token_urlsafe(24), token_name="local stack",
+        )
+        assert token is not None
+        write_secret(self.centre_token_file, token.encode())
+        self._centre_token = token
         key = generate_private_key(self.gateway_dir / "gateway.key")
         enrol_gateway(
             self.centre_config, self.gateway_id, public_hex(key), name=self.village,
@@ -363,13 +374,20 @@ class LocalStack:
 
     # -- centre API
 
+    @property
+    def centre_token(self) -> str:
+        """The admin API token setup() made (read back from its file for a set-up stack)."""
+        if self._centre_token is None:
+            self._centre_token = self.centre_token_file.read_text().strip()
+        return self._centre_token
+
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
+        headers = {"Authorization": f"Bearer {self.centre_token}"}
+        if data:
+            headers["Content-Type"] = "application/json"
         req = urllib.request.Request(
-            f"http://{HOST}:{self.http_port}{path}",
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data else {},
+            f"http://{HOST}:{self.http_port}{path}", data=data, method=method, headers=headers
         )
         with urllib.request.urlopen(req, timeout=5) as resp:
             return json.loads(resp.read() or b"null")

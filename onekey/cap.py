@@ -5,7 +5,9 @@
     onekey cap export BROADCAST_ID            # a broadcast as CAP 1.2 XML
 
 `import` and `export` talk to the centre's HTTP API (`--api`, default $ONEKEY_CENTRE_API or
-http://127.0.0.1:8080); `export --config centre.toml` reads the centre's database instead.
+http://127.0.0.1:8080) with a staff API token (`--token-file`, else $ONEKEY_TOKEN; make one
+with `onekey centre user token create`); `export --config centre.toml` reads the centre's
+database instead.
 """
 
 from __future__ import annotations
@@ -33,17 +35,24 @@ def add_commands(sub: Any) -> None:
     c = sub.add_parser("cap", help="CAP 1.2 XML: check, import into the centre, export")
     csub = c.add_subparsers(dest="cap_cmd", required=True, metavar="COMMAND")
     api_help = f"the centre's HTTP API (default $ONEKEY_CENTRE_API or {DEFAULT_API})"
+    token_help = ("file holding a staff API token (default: the token in $ONEKEY_TOKEN); "
+                  "`onekey centre user token create` makes one")
 
     check = csub.add_parser("check", help="check that the centre would take a CAP alert")
     check.add_argument("file", type=Path, metavar="FILE.xml")
     check.add_argument("--language", help="the <info> to use when the alert has several")
+    _import_options(check)
     check.set_defaults(func=_check)
 
     imp = csub.add_parser("import", help="send a CAP alert as a broadcast through the centre")
     imp.add_argument("file", type=Path, metavar="FILE.xml")
     imp.add_argument("--by", required=True, help="your name: the staff member who sends it")
     imp.add_argument("--language", help="the <info> to use when the alert has several")
+    _import_options(imp)
+    imp.add_argument("--confirm-extreme", action="store_true",
+                     help="confirm a broadcast of severity Extreme to a whole village")
     imp.add_argument("--api", default=None, help=api_help)
+    imp.add_argument("--token-file", type=Path, default=None, help=token_help)
     imp.set_defaults(func=_import)
 
     exp = csub.add_parser("export", help="print a broadcast as a CAP 1.2 alert")
@@ -51,12 +60,36 @@ def add_commands(sub: Any) -> None:
     src = exp.add_mutually_exclusive_group()
     src.add_argument("--api", default=None, help=api_help)
     src.add_argument("--config", type=Path, help="read the centre's database (centre.toml)")
+    exp.add_argument("--token-file", type=Path, default=None, help=token_help + " (with --api)")
     exp.add_argument("-o", "--output", type=Path, help="write to this file, not stdout")
     exp.set_defaults(func=_export)
 
 
+def _import_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--valid-for", type=int, metavar="SECONDS", dest="valid_for_s",
+                   help="how long it plays, for an alert without expires")
+    p.add_argument("--text", help="what speakers say instead of the alert's text (at most 500 "
+                   "characters), for an alert whose text is longer")
+
+
 def _api(args: argparse.Namespace) -> str:
     return (args.api or os.environ.get("ONEKEY_CENTRE_API") or DEFAULT_API).rstrip("/")
+
+
+def _token(args: argparse.Namespace) -> str:
+    """The staff API token the centre's API needs: from --token-file, else $ONEKEY_TOKEN."""
+    if args.token_file is not None:
+        token = _read(args.token_file).decode("utf-8", "replace").strip()
+        if not token:
+            raise CapCommandError(f"token file {args.token_file} is empty")
+        return token
+    token = os.environ.get("ONEKEY_TOKEN", "").strip()
+    if not token:
+        raise CapCommandError(
+            "the centre's API needs a staff API token: --token-file FILE or $ONEKEY_TOKEN "
+            "(`onekey centre user token create USER --name NAME --config centre.toml`)"
+        )
+    return token
 
 
 def _read(path: Path) -> bytes:
@@ -66,8 +99,11 @@ def _read(path: Path) -> bytes:
         raise CapCommandError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def _request(url: str, data: bytes | None = None, ctype: str | None = None) -> bytes:
+def _request(
+    url: str, token: str, data: bytes | None = None, ctype: str | None = None
+) -> bytes:
     req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET")
+    req.add_header("Authorization", f"Bearer {token}")
     if ctype:
         req.add_header("Content-Type", ctype)
     try:
@@ -101,7 +137,10 @@ def _check(args: argparse.Namespace) -> int:
 
     try:
         fields = from_cap_xml(_read(args.file), language=args.language)
-        bc = to_broadcast(fields, by="check", centre_id="centre", now=now_ms())
+        bc = to_broadcast(
+            fields, by="check", centre_id="centre", now=now_ms(),
+            valid_for_s=args.valid_for_s, text=args.text,
+        )
     except (CapError, BroadcastError) as exc:
         print(f"{args.file}: refused: {exc}", file=sys.stderr)
         return 1
@@ -109,10 +148,14 @@ def _check(args: argparse.Namespace) -> int:
         return _fail(exc)
     villages = ", ".join(a.village for a in bc.area)
     print(
-        f"{args.file}: ok: {bc.id} {bc.msg_type} {bc.status}, {bc.urgency}/{bc.severity}/"
+        f"{args.file}: ok: {fields['id']} {bc.msg_type} {bc.status}, {bc.urgency}/{bc.severity}/"
         f"{bc.certainty} (priority {bc.priority}), villages {villages}, "
         f"{len(bc.text)} characters, repeat {bc.repeat}"
     )
+    if fields["joined"]:
+        print(f"joined: <info> blocks {', '.join(str(n) for n in fields['joined'])}")
+    for part in fields["parts"]:
+        print(f"part: {part['part']} {part['length']} characters")
     for note in fields["notes"]:
         print(f"note: {note}")
     return 0
@@ -122,9 +165,15 @@ def _import(args: argparse.Namespace) -> int:
     query = {"by": args.by}
     if args.language:
         query["language"] = args.language
+    if args.valid_for_s is not None:
+        query["valid_for_s"] = str(args.valid_for_s)
+    if args.text:
+        query["text"] = args.text
+    if args.confirm_extreme:
+        query["confirm_extreme"] = "true"
     url = f"{_api(args)}/api/broadcasts/cap?{urllib.parse.urlencode(query)}"
     try:
-        answer = json.loads(_request(url, _read(args.file), "application/cap+xml"))
+        answer = json.loads(_request(url, _token(args), _read(args.file), "application/cap+xml"))
     except CapCommandError as exc:
         return _fail(exc)
     gateways = ", ".join(g["gw"] for g in answer.get("gateways", [])) or "none"
@@ -138,7 +187,7 @@ def _export(args: argparse.Namespace) -> int:
             xml = asyncio.run(_export_from_db(args.config, args.broadcast_id))
         else:
             bc_id = urllib.parse.quote(args.broadcast_id, safe="")
-            xml = _request(f"{_api(args)}/api/broadcasts/{bc_id}/cap").decode("utf-8")
+            xml = _request(f"{_api(args)}/api/broadcasts/{bc_id}/cap", _token(args)).decode("utf-8")
     except CapCommandError as exc:
         return _fail(exc)
     if args.output is None:

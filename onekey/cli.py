@@ -16,8 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     from gateway.cli import add_commands as gateway_commands
     from onekey.cap import add_commands as cap_commands
     from onekey.demo import add_commands as demo_commands
+    from onekey.install import add_commands as install_commands
+    from onekey.pki import add_commands as pki_commands
     from onekey.sim import add_commands as sim_commands
     from onekey.vboard import add_commands as vboard_commands
+    from onekey.vmodem import add_commands as vmodem_commands
     from provisioning.cli import add_commands as provisioning_commands
 
     parser = argparse.ArgumentParser(
@@ -36,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     sim_commands(sub)
     provisioning_commands(sub)
     vboard_commands(sub)
+    vmodem_commands(sub)
     cap_commands(sub)
+    install_commands(sub)
+    pki_commands(sub)
     return parser
 
 
@@ -51,12 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import centre.cli
     import gateway.cli
     import provisioning.cli
+    from onekey.install import InstallError
+    from transport.pki import PkiError
 
     known: tuple[type[Exception], ...] = (
         *gateway.cli.ERRORS,
         *getattr(centre.cli, "ERRORS", ()),
         *provisioning.cli.ERRORS,
         KeyFileError,
+        InstallError,
+        PkiError,
     )
     try:
         rc: int = args.func(args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import shutil
 import signal
 import sys
@@ -12,9 +13,17 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from centre.auth import Role
+from centre.enrol import add_staff
 from harness.stack import LocalStack, StackError
 
 DEFAULT_RUN_DIR = Path("run/demo")
+# Fictional staff, one of each role; their passwords are made afresh for each run.
+DEMO_STAFF = (
+    ("zhang", "张主任 Zhang (admin)", Role.ADMIN),
+    ("li", "李广播 Li (broadcaster)", Role.BROADCASTER),
+    ("wang", "王值班 Wang (operator)", Role.OPERATOR),
+)
 
 
 def add_commands(sub: Any) -> None:
@@ -53,6 +62,8 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         print(f"demo: setting up keys, certificates and configuration in {run_dir}", flush=True)
         stack.setup()
+        staff = demo_accounts(stack)
+        load_households(stack)
         print("demo: starting village broker, centre broker (TLS), centre and gateway", flush=True)
         stack.start()
         for i in range(1, args.buttons + 1):
@@ -66,7 +77,7 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"demo: speaker {speaker.device_id} running the firmware (group {group})", flush=True)
         stack.wait_devices_connected()
         print("demo: ready: brokers, centre, gateway links and every device are up", flush=True)
-        print_instructions(stack, run_dir)
+        print_instructions(stack, run_dir, staff)
         deadline = time.monotonic() + args.duration if args.duration else None
         while not stop.is_set():
             if deadline is not None and time.monotonic() > deadline:
@@ -85,8 +96,38 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_instructions(stack: LocalStack, run_dir: Path) -> None:
+def demo_accounts(stack: LocalStack) -> list[tuple[str, Role, str]]:
+    """The demo's staff accounts: (username, role, password)."""
+    made = []
+    for username, display, role in DEMO_STAFF:
+        password = secrets.token_urlsafe(9)
+        add_staff(stack.centre_config, username, display, role, password, actor="demo")
+        made.append((username, role, password))
+    return made
+
+
+def load_households(stack: LocalStack) -> None:
+    """The demo village's household cards (harness/demo_households.csv: fictional people,
+    phone numbers 139 0000 00xx), so that an alarm shows a person and whom to call."""
+    import asyncio
+    from importlib import resources
+
+    from centre.config import load_config
+    from centre.household_csv import import_into
+
+    data = resources.files("harness").joinpath("demo_households.csv").read_bytes()
+    db = load_config(stack.centre_config).db_path
+    result = asyncio.run(import_into(db, data, "demo", source="demo_households.csv"))
+    print(f"demo: {result.count} fictional household cards with contacts loaded "
+          "(h-001 ... h-008)", flush=True)
+
+
+def print_instructions(
+    stack: LocalStack, run_dir: Path, staff: list[tuple[str, Role, str]]
+) -> None:
     url = f"http://127.0.0.1:{stack.http_port}"
+    auth = f'-H "Authorization: Bearer $(cat {stack.centre_token_file})"'
+    logins = "\n".join(f"  {role.label:<12} {user:<6} password {pw}" for user, role, pw in staff)
     first = next(iter(stack.buttons), "btn-0001")
     spk = next(iter(stack.speakers), "spk-0001")
     rd = "" if run_dir == DEFAULT_RUN_DIR.resolve() else f" --run-dir {run_dir}"
@@ -101,18 +142,22 @@ The demo village is running. In another terminal, from this directory:
   .venv/bin/onekey sim played {spk}{rd}       what the speaker has played
 
 Broadcast to the village (every speaker; the report shows each one played):
-  curl -X POST {url}/api/broadcasts -H 'Content-Type: application/json' \\
+  curl -X POST {url}/api/broadcasts {auth} -H 'Content-Type: application/json' \\
        -d '{{"by": "Li", "severity": "Severe", "urgency": "Expected", "certainty": "Likely",
             "valid_for_s": 3600, "area": [{{"village": "{stack.village}"}}],
             "text": "今晚有暴雨，请注意防范。"}}'
-  curl {url}/api/broadcasts/<id>          (per-speaker report)
+  curl {auth} {url}/api/broadcasts/<id>   (per-speaker report)
   Groups: "area": [{{"village": "{stack.village}", "groups": ["north"]}}]
 
 Township centre:
-  staff page   {url}/                  (acknowledge alarms here)
-  API          {url}/api/alarms        (OpenAPI docs: {url}/docs)
-  ack by API   curl -X POST {url}/api/alarms/<id>/ack -H 'Content-Type: application/json' \\
+  staff page   {url}/                  (log in, acknowledge alarms here)
+  API          {url}/api/alarms        (API description: {url}/openapi.json, after login)
+  ack by API   curl -X POST {url}/api/alarms/<id>/ack {auth} -H 'Content-Type: application/json' \\
                     -d '{{"by": "Wang", "note": "on the way"}}'
+
+Staff accounts, for this demo only (fictional people; passwords made for this run; an admin
+API token for the curl lines above is in {stack.centre_token_file}):
+{logins}
 
 Gateway counters:  .venv/bin/onekey gateway stats --config {stack.gateway_config}
 Logs:              {run_dir}/*.log, {run_dir}/devices/*/device.log

@@ -44,6 +44,12 @@ def _enrol_command(sub: Any) -> None:
     p.add_argument("--village-host", default="127.0.0.1", help="the village broker (from the gateway)")
     p.add_argument("--village-port", type=int, default=1883)
     p.add_argument("--name", default=None, help="a readable name at the centre (default: the village)")
+    p.add_argument("--broker-passwd", type=Path, default=None,
+                   help="the village broker's password file, where device logins go "
+                        "(`onekey install gateway` prints it)")
+    p.add_argument("--broker-reload", default="none",
+                   help="how the broker re-reads it: none (a systemd path unit does, as installed), "
+                        "pid-file:PATH or command:CMD")
     p.set_defaults(func=_enrol)
 
 

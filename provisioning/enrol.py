@@ -99,6 +99,8 @@ def enrol(
     village_host: str = "127.0.0.1",
     village_port: int = 1883,
     name: str | None = None,
+    broker_passwd: Path | None = None,
+    broker_reload: str = "none",
 ) -> Enrolment:
     for what, value in (("gateway id", gateway_id), ("village", village)):
         if not okproto.valid_id(value):
@@ -152,6 +154,7 @@ def enrol(
             gateway_id=gateway_id, village=village, state_dir=state_dir,
             centre_public_key=centre_key, village_host=village_host, village_port=village_port,
             centre_host=centre_host or ccfg.broker_host, centre_port=centre_port or ccfg.broker_port,
+            broker_passwd=broker_passwd, broker_reload=broker_reload,
         )
         config.write_text(text)
     else:
@@ -167,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
             state_dir=args.state_dir, pki_dir=args.pki_dir, config=args.config,
             centre_host=args.centre_host, centre_port=args.centre_port,
             village_host=args.village_host, village_port=args.village_port, name=args.name,
+            broker_passwd=args.broker_passwd, broker_reload=args.broker_reload,
         )
     except (EnrolError, KeyFileError, pki.PkiError, PrivatePathError) as exc:
         raise EnrolmentError(str(exc)) from None
@@ -174,6 +178,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"centre key pinned: {e.centre_key}")
     print(f"configuration: {e.config} ({'written' if e.config_written else 'updated'})")
     pw = args.state_dir.resolve() / "village-broker.pass"
+    if args.broker_passwd is not None:
+        return 0
     print("next: give the gateway its login on the village broker, e.g.\n"
           f"  mosquitto_passwd -b /etc/mosquitto/passwd gateway \"$(cat {pw})\"\n"
           "then set [admin] broker_passwd and broker_reload in the configuration "

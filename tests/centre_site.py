@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from centre.accounts import Accounts, UnknownAccount
+from centre.auth import Role
 from centre.cli import uvicorn_server
 from centre.config import CentreConfig, load_config
 from centre.enrol import enrol_gateway, init_centre
+from centre.store import Store
 from harness.fakegateway import wait_until
 from protocol.signed import verify_frame
 from transport.brokers import CentreBroker, client_tls
@@ -82,16 +86,32 @@ async def connected(http: httpx.AsyncClient, want: bool) -> bool:
     return bool((await http.get("/api/metrics")).json()["connected"]) is want
 
 
+async def admin_token(cfg: CentreConfig) -> str:
+    """A new API token of the site's admin account (made the first time)."""
+    async with Store(cfg.db_path) as store:
+        accounts = Accounts(store, cfg.auth)
+        try:
+            staff = await accounts.by_username("site-admin")
+        except UnknownAccount:
+            staff = await accounts.add(
+                "test", "site-admin", "Site admin", Role.ADMIN, secrets.token_urlsafe(16)
+            )
+        return (await accounts.create_token("test", staff.id, "site")).secret
+
+
 @contextlib.asynccontextmanager
 async def centre_running(cfg: CentreConfig) -> AsyncIterator[httpx.AsyncClient]:
-    """The centre as `onekey centre run` runs it (uvicorn, lifespan), in this event loop."""
+    """The centre as `onekey centre run` runs it (uvicorn, lifespan), in this event loop. The
+    client sends an admin API token."""
+    token = await admin_token(cfg)
     server = uvicorn_server(cfg)
     task = asyncio.create_task(server.serve())
     try:
         await wait_until(lambda: server.started or task.done(), within=10)
         assert server.started, "the centre did not start"
         base = f"http://{cfg.http_host}:{cfg.http_port}"
-        async with httpx.AsyncClient(base_url=base, timeout=5) as http:
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=base, timeout=5, headers=auth) as http:
             await poll(lambda: connected(http, True))
             yield http
     finally:

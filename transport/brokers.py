@@ -183,6 +183,28 @@ class _Broker:
         ]
         return "\n".join(lines)
 
+    def render_dropin(self) -> str:
+        """The same settings as a drop-in for /etc/mosquitto/conf.d/, beside Debian's main file,
+        which keeps its own `pid_file`, `persistence_location`, `log_dest` and `user`. Only one
+        onekey broker may be installed per Mosquitto (`per_listener_settings false` is global)."""
+        lines = [
+            f"# onekey {self.kind} broker, written by `onekey install`: edits are overwritten.",
+            "# Debian's /etc/mosquitto/mosquitto.conf includes this file and keeps its own",
+            "# pid_file, persistence_location, log_dest and user (mosquitto).",
+            "per_listener_settings false",
+            f"listener {self.port} {self.host}",
+            *self._listener_lines(),
+            "allow_anonymous false",
+            f"acl_file {self.acl_path}",
+            f"autosave_interval {AUTOSAVE_SECONDS}",
+            "set_tcp_nodelay true",
+            f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+            f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+            "connection_messages true",
+            "",
+        ]
+        return "\n".join(lines)
+
     def write_config(self) -> Path:
         _write_text(self.conf_path, self.render_config())
         return self.conf_path
@@ -404,9 +426,13 @@ class CentreBroker(_Broker):
         centre_users: Sequence[str] = ("centre",),
         max_packet_size: int = CENTRE_MAX_PACKET,
         user: str | None = None,
+        crl: Path | None = None,
     ) -> None:
         super().__init__(dir, port, host, user)
         self.server = server
+        # A CRL signed by the CA (transport.pki.write_crl): revoked client certificates are
+        # refused at the TLS handshake. Re-read on reload().
+        self.crl = crl
         self.centre_users = [_check_service_user(u) for u in centre_users]
         self.max_packet_size = max_packet_size
 
@@ -419,6 +445,7 @@ class CentreBroker(_Broker):
             f"cafile {Path(self.server.ca).resolve()}",
             f"certfile {Path(self.server.cert).resolve()}",
             f"keyfile {Path(self.server.key).resolve()}",
+            *([f"crlfile {Path(self.crl).resolve()}"] if self.crl is not None else []),
             "tls_version tlsv1.2",
             "require_certificate true",
             "use_identity_as_username true",

@@ -253,3 +253,116 @@ def issue_client(ca: CaFiles, dir: Path, cn: str, days: int = LEAF_DAYS) -> Cert
     # takes the identity from the CN.
     san = x509.SubjectAlternativeName([x509.DNSName(cn)]) if _DNS_LABELS.match(cn) else None
     return _issue(ca, dir, cn, cn, ExtendedKeyUsageOID.CLIENT_AUTH, san, days)
+
+
+# -- revocation and renewal ------------------------------------------------------------------
+#
+# The CA directory keeps `revoked.json` (serial, CN, when, why) and `ca.crl`, a PEM CRL signed
+# by the CA that the centre broker loads (`crlfile`). OpenSSL refuses EVERY client once a
+# loaded CRL is past its nextUpdate, so the CRL is re-signed by `onekey pki crl` (the centre's
+# weekly `onekey-crl.timer`) long before CRL_DAYS run out.
+
+CRL_DAYS = 90
+
+
+@dataclass(frozen=True)
+class Revoked:
+    serial: int
+    cn: str
+    at: str  # ISO 8601 UTC
+    reason: str
+
+
+def crl_path(ca: CaFiles) -> Path:
+    return ca.cert.with_name("ca.crl")
+
+
+def _revoked_path(ca: CaFiles) -> Path:
+    return ca.cert.with_name("revoked.json")
+
+
+def revoked_list(ca: CaFiles) -> list[Revoked]:
+    import json
+
+    path = _revoked_path(ca)
+    try:
+        rows = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError) as exc:
+        raise PkiError(f"cannot read {path}: {exc}; restore it from a backup") from None
+    return [Revoked(int(r["serial"]), str(r["cn"]), str(r["at"]), str(r["reason"])) for r in rows]
+
+
+def write_crl(ca: CaFiles, days: int = CRL_DAYS) -> Path:
+    """(Re-)sign the CRL from revoked.json; returns its path."""
+    ca_cert = load_cert(ca.cert)
+    ca_key = load_key(ca.key)
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=days))
+    )
+    for r in revoked_list(ca):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(r.serial)
+            .revocation_date(dt.datetime.fromisoformat(r.at))
+            .build()
+        )
+    crl = builder.sign(ca_key, hashes.SHA256())
+    path = crl_path(ca)
+    _write_public(path, crl.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def revoke(ca: CaFiles, cert_path: Path, reason: str = "unspecified") -> Revoked:
+    """Add the certificate to revoked.json and re-sign the CRL. Revoking twice is harmless."""
+    import json
+
+    cert = load_cert(cert_path)
+    verify_issued_by(cert, load_cert(ca.cert))
+    rows = revoked_list(ca)
+    for r in rows:
+        if r.serial == cert.serial_number:
+            write_crl(ca)
+            return r
+    entry = Revoked(cert.serial_number, common_name(cert), _now().isoformat(), reason)
+    rows.append(entry)
+    data = json.dumps([r.__dict__ for r in rows], indent=1).encode()
+    _write_public(_revoked_path(ca), data)
+    write_crl(ca)
+    return entry
+
+
+def renew(ca: CaFiles, files: CertFiles, days: int = LEAF_DAYS) -> CertFiles:
+    """A new key and certificate with the same CN, usage and SAN, in the same files. The old
+    pair is kept beside them (`.old`) until the next renewal; revoke the old one with
+    `revoke(ca, old_cert)` once every peer uses the new one."""
+    old = _check_pair(files.cert, files.key)
+    verify_issued_by(old, load_cert(ca.cert))
+    usage = old.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    try:
+        san: x509.SubjectAlternativeName | None = old.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName
+        ).value
+    except x509.ExtensionNotFound:
+        san = None
+    old_cert = files.cert.with_name(files.cert.name + ".old")
+    old_key = files.key.with_name(files.key.name + ".old")
+    os.replace(files.cert, old_cert)
+    os.replace(files.key, old_key)
+    try:
+        return _issue(
+            ca, files.cert.parent, files.cert.stem, common_name(old), next(iter(usage)), san, days
+        )
+    except BaseException:
+        os.replace(old_cert, files.cert)
+        os.replace(old_key, files.key)
+        raise
+
+
+def expires(cert_path: Path) -> dt.datetime:
+    return load_cert(cert_path).not_valid_after_utc

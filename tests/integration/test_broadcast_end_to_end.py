@@ -84,7 +84,7 @@ def test_an_urgent_broadcast_interrupts_a_routine_one_which_then_plays_again_fro
     routine = send(stack)
     spk.wait_state(routine, "playing", 15)
     urgent = send(stack, severity="Extreme", urgency="Immediate", clip="siren",
-                  text="山洪预警：请立即撤离到高处！")
+                  text="山洪预警：请立即撤离到高处！", confirm_extreme=True)
     wait_report(stack, urgent, {"spk-p1": "played"}, timeout=30)
     wait_report(stack, routine, {"spk-p1": "played"}, timeout=60)
     log = [(p["id"], p["result"]) for p in spk.played()]

@@ -52,12 +52,13 @@ def broadcast(**kw: Any) -> dict[str, Any]:
         "area": [{"village": "v-xiaocun"}],
         "text": "山洪预警：请立即撤离到安全地带。",
         "clip": "siren",
+        "confirm_extreme": True,  # Extreme to a whole village: staff confirm it
         **kw,
     }
 
 
 async def test_a_broadcast_reaches_the_gateway_signed_and_its_reports_come_back(
-    site: Site, tmp_path: Path
+    site: Site, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async with centre_running(site.config) as http, gateway(site) as gw:
         r = await http.post("/api/broadcasts", json=broadcast())
@@ -104,21 +105,33 @@ async def test_a_broadcast_reaches_the_gateway_signed_and_its_reports_come_back(
         # CAP out through the command line, and back in as a new broadcast.
         xml_path = tmp_path / "alert.xml"
         base = str(http.base_url).rstrip("/")
+        token = http.headers["Authorization"].removeprefix("Bearer ")
+        token_file = tmp_path / "token"
+        token_file.write_text(token + "\n")
         rc = await asyncio.to_thread(
-            main, ["cap", "export", bc_id, "--api", base, "-o", str(xml_path)]
+            main, ["cap", "export", bc_id, "--api", base, "--token-file", str(token_file),
+                   "-o", str(xml_path)]
         )
         assert rc == 0
         xml = xml_path.read_text(encoding="utf-8")
         assert f"<identifier>{bc_id}</identifier>" in xml
         xml_path.write_text(xml.replace(bc_id, "imported-7"), encoding="utf-8")
+        monkeypatch.setenv("ONEKEY_TOKEN", token)  # the other way to give the token
         rc = await asyncio.to_thread(
             main, ["cap", "import", str(xml_path), "--by", "Zhao", "--api", base]
         )
+        assert rc == 2  # Extreme to a whole village: refused until staff confirm it
+        rc = await asyncio.to_thread(
+            main, ["cap", "import", str(xml_path), "--by", "Zhao", "--api", base,
+                   "--confirm-extreme"]
+        )
         assert rc == 0
         imported = await next_broadcast(site, gw)
-        assert (imported["id"], imported["sender"], imported["text"]) == (
-            "imported-7", copy["sender"], copy["text"]
-        )
+        # The import gets the centre's own id; the source's identifier stays at the centre.
+        assert imported["id"] != "imported-7"
+        assert (imported["sender"], imported["text"]) == (copy["sender"], copy["text"])
+        got = (await http.get(f"/api/broadcasts/{imported['id']}")).json()
+        assert got["cap_source"]["identifier"] == "imported-7"
 
         # Staff cancel the first: the gateway gets a signed Cancel that references it.
         r = await http.post(f"/api/broadcasts/{bc_id}/cancel", json={"by": "Zhao", "note": "ok"})

@@ -56,7 +56,7 @@ async def test_signed_event_is_stored_acked_and_relayed_to_the_gateway(site: Sit
         assert r.status_code == 200 and r.json()["state"] == "acked"
         ack = await next_ack(site, gw)
         assert (ack["id"], ack["s"], ack["by"], ack["note"]) == (
-            "gw-1:btn-1:7", "acked", "Li", "doctor on the way"
+            "gw-1:btn-1:7", "acked", "Site admin", "doctor on the way"
         )
 
         async def no_pending() -> bool:
@@ -67,7 +67,7 @@ async def test_signed_event_is_stored_acked_and_relayed_to_the_gateway(site: Sit
         # The gateway re-sends (it missed the ack, say): stored once, answered with the state.
         await gw.publish(*signed_event(site.gw_key, event_body(GW, "btn-1", 7, household="h-3")))
         ack = await next_ack(site, gw)
-        assert (ack["s"], ack["by"]) == ("acked", "Li")
+        assert (ack["s"], ack["by"]) == ("acked", "Site admin")
         assert len((await http.get("/api/alarms")).json()) == 1
 
         await gw.publish(*signed_heartbeat(site.gw_key, GW, ts=1, outbox=0, devices=4))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from transport.procs import free_port
@@ -29,9 +32,10 @@ def processes_mentioning(text: str) -> list[str]:
 
 def test_the_demo_runs_prints_what_to_type_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     run_dir = tmp_path / "demo"
+    http_port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "onekey.cli", "demo", "--run-dir", str(run_dir),
-         "--buttons", "2", "--speakers", "2", "--http-port", str(free_port()), "--duration", "120"],
+         "--buttons", "2", "--speakers", "2", "--http-port", str(http_port), "--duration", "120"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -53,6 +57,18 @@ def test_the_demo_runs_prints_what_to_type_and_stops_cleanly_on_ctrl_c(tmp_path:
         assert "demo: ready" in text, text
         assert "onekey sim press btn-0001" in text and "onekey sim played spk-0001" in text
         assert processes_mentioning(str(run_dir)), "the demo's processes should be running"
+        # The printed demo accounts log in (one of each role), and say they are for the demo.
+        assert "Staff accounts, for this demo only" in text, text
+        accounts = re.findall(r"^  (admin|broadcaster|operator) +(\w+) +password (\S+)$", text, re.M)
+        assert {role for role, _, _ in accounts} == {"admin", "broadcaster", "operator"}, text
+        for role, user, password in accounts:
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{http_port}/api/session", method="POST",
+                data=json.dumps({"username": user, "password": password}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert json.loads(resp.read())["user"]["role"] == role
         proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
         rest, _ = proc.communicate(timeout=60)
     finally:

@@ -494,6 +494,30 @@ def test_button_records_50_alarms_in_the_56k_heap_of_a_plain_esp32_with_the_firm
     assert after > 16 * 1024
 
 
+def test_battery_button_wakes_by_a_press_and_raises_its_alarm_in_the_56k_heap_of_a_plain_esp32(
+    tmp_path: Path, broker: fw.Mosquitto, gw: fw.Responder, frozen32: tuple[str, Path]
+) -> None:
+    mp32, flash = frozen32
+    gw.auto = ("stored", "received")
+    with fw.sim_button(
+        tmp_path / "dev", broker.port, heapsize=port32.ESP32_HEAPSIZE, micropython=mp32, firmware=flash,
+        power="battery", checkin_s=600, awake_s=10, awake_after_alarm_s=2, retry_s=5,
+        cancel_window_s=2,
+    ) as button:  # fmt: skip
+        booted = button.wait_for(lambda st: st.get("asleep") or st["connected"], 10)
+        boot_free = booted.get("heap_free")
+        button.wait_for(lambda st: bool(st.get("asleep")), 15)
+        button.press(150)  # wakes it: a new boot, the alarm raised by the wake
+        st = button.wait_for(lambda st: st.get("last") == "received", 10)
+        assert st["woke"] == "button" and st["errors"] == 0
+        assert len(gw.events("alarm")) == 1
+        button.wait_for(lambda st: bool(st.get("asleep")), 15)
+    assert "MemoryError" not in button.log_path.read_text()
+    print(f"battery button 32-bit frozen 56K: heap_free after boot {boot_free}, "
+          f"after a wake by a press {st['heap_free']}")
+    assert st["heap_free"] > 16 * 1024
+
+
 TICKS_PERIOD = port32.TICKS_PERIOD
 SMALL_INT_LIMIT = 1 << 30  # from here on an int is an object on the heap of a 32-bit build
 

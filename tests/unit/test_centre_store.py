@@ -117,13 +117,17 @@ async def test_one_batch_gives_what_the_same_events_one_by_one_give(
     }
 
 
-async def test_cancel_of_an_acked_alarm_keeps_who_acked(store: Store) -> None:
+async def test_cancel_of_an_acked_alarm_leaves_it_to_staff_with_cancelled_at(
+    store: Store,
+) -> None:
+    # Staff took charge (someone may be on the way): the cancel does not close the alarm.
     await store.insert_event(ev(1), now_ms=100)
     await store.ack_event("gw-1:btn-1:1", "Li", "on the way", 150, downlink)
     await store.insert_event(ev(2, "cancel", ref=1), now_ms=200)
     alarm = await store.get_event("gw-1:btn-1:1")
     assert alarm is not None
-    assert (alarm.state, alarm.acked_by, alarm.cancelled_at) == ("cancelled", "Li", 200)
+    assert (alarm.state, alarm.acked_by, alarm.cancelled_at) == ("acked", "Li", 200)
+    assert [e.id for e in await store.list_events(active=True)] == ["gw-1:btn-1:1"]
 
 
 async def test_a_cancel_never_touches_a_test(store: Store) -> None:

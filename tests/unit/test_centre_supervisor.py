@@ -16,6 +16,7 @@ from centre.bcstore import BroadcastStore
 from centre.config import load_config
 from centre.enrol import init_centre
 from harness.fakegateway import FakeBroker, wait_until
+from tests.auth_support import act_as
 from transport.supervisor import supervise
 
 
@@ -35,6 +36,7 @@ async def test_a_scheduler_tick_that_raises_does_not_stop_later_ticks(
     monkeypatch.setattr(BroadcastStore, "release_due", flaky)
     broker = FakeBroker()
     app = create_app(load_config(path), client_factory=broker.factory, scheduler_period_s=0.01)
+    act_as(app)  # route logic under test; tests/unit/test_centre_accounts.py checks access
     with caplog.at_level(logging.ERROR, logger="onekey.centre.api"):
         async with app.router.lifespan_context(app):
             await wait_until(lambda: len(ticks) >= 2)

@@ -54,6 +54,16 @@ def test_defaults_fill_everything_optional(load: Any) -> None:
     assert cfg["mqtt"]["port"] == 1883 and cfg["pins"]["button"] == 32
 
 
+def test_power_defaults_to_mains_with_battery_periods_ready(load: Any) -> None:
+    cfg = load(MINIMAL)["ok"]
+    assert cfg["power"] == "mains"
+    assert (cfg["checkin_s"], cfg["awake_s"], cfg["awake_after_alarm_s"], cfg["retry_s"]) == (
+        3600, 20, 120, 60)
+    cfg = load({**MINIMAL, "power": "battery",
+                "wifi": {"ssid": "x", "static": ["10.0.0.9", "255.255.255.0", "10.0.0.1", "10.0.0.1"]}})
+    assert cfg["ok"]["power"] == "battery"
+
+
 def test_nested_settings_merge_with_defaults(load: Any) -> None:
     cfg = load({**MINIMAL, "mqtt": {"host": "10.0.0.2"}, "pins": {"buzzer": 13}})["ok"]
     assert (cfg["mqtt"]["host"], cfg["mqtt"]["port"]) == ("10.0.0.2", 1883)
@@ -99,6 +109,10 @@ def test_default_pins_keep_clear_of_strapping_flash_and_psram(load: Any, role: s
         ({**MINIMAL, "alarm_hold_ms": -5}, "alarm_hold_ms"),
         ({**MINIMAL, "resend_s": "5"}, "resend_s"),
         ({**MINIMAL, "keepalive_s": 1}, "keepalive_s"),
+        ({**MINIMAL, "power": "solar"}, "power must be 'mains' or 'battery'"),
+        ({**MINIMAL, "role": "speaker", "power": "battery"}, "a speaker runs on mains"),
+        ({**MINIMAL, "power": "battery", "checkin_s": 0}, "at least 1"),
+        ({**MINIMAL, "wifi": {"ssid": "x", "static": "10.0.0.9"}}, "wifi.static"),
     ],
 )
 def test_bad_configs_are_refused_with_the_reason(load: Any, cfg: Any, message: str) -> None:

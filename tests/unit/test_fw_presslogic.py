@@ -194,3 +194,21 @@ def test_window_expiry_is_seen_without_presses() -> None:
         logic.update(t < 150, t)
     assert logic.active(500)
     assert not logic.active(1200)
+
+
+def test_a_wake_by_the_button_is_one_alarm_even_while_still_held() -> None:
+    logic = presslogic.PressLogic(alarm_hold_ms=100, cancel_hold_ms=2000, cancel_window_ms=120000)
+    assert logic.woken(True, 0) == presslogic.ALARM
+    events = [logic.update(True, t) for t in range(10, 3000, 10)]
+    assert [e for e in events if e] == []  # the rest of the wake press raises nothing
+    assert [logic.update(False, t) for t in range(3000, 3100, 10)] == [None] * 10
+    # A later long press inside the window cancels the alarm the wake raised.
+    events = [logic.update(True, t) for t in range(3100, 5300, 10)]
+    assert [e for e in events if e] == [presslogic.REPLAY, presslogic.CANCEL]
+
+
+def test_a_wake_by_a_press_already_released_is_still_an_alarm() -> None:
+    logic = presslogic.PressLogic()
+    assert logic.woken(False, 0) == presslogic.ALARM
+    assert logic.active(50)
+    assert [logic.update(False, t) for t in range(0, 500, 10)] == [None] * 50

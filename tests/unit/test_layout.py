@@ -6,6 +6,8 @@
   service or the harness.
 - The product (`gateway`, `centre`, `provisioning`, `device_fw`) never imports the harness or
   the command line; `onekey/` is the command line only and may import anything, lazily.
+- `modem/` (SMS over a GSM module) stands alone: the standard library and pyserial only, so
+  that the centre and the gateway can both use it; it never imports them.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 OURS = {"protocol", "transport", "harness", "gateway", "centre", "provisioning", "device_fw",
-        "onekey", "tests", "bench"}
+        "onekey", "tests", "bench", "modem"}
 # What each package may import from our own packages.
 ALLOWED = {
     "protocol": {"protocol", "device_fw"},
     "transport": {"transport", "protocol", "device_fw"},
-    "gateway": {"gateway", "protocol", "transport", "device_fw"},
-    "centre": {"centre", "protocol", "transport", "device_fw"},
+    "gateway": {"gateway", "protocol", "transport", "device_fw", "modem"},
+    "centre": {"centre", "protocol", "transport", "device_fw", "modem"},
     "provisioning": {"provisioning", "protocol", "transport", "device_fw", "gateway", "centre"},
     "device_fw": {"device_fw"},
+    "modem": {"modem"},
 }
 IO_MODULES = {"socket", "asyncio", "sqlite3", "aiosqlite", "subprocess", "ssl", "paho", "serial",
               "urllib", "http", "pathlib", "os", "shutil", "threading"}
@@ -62,6 +65,18 @@ def test_the_protocol_package_does_no_io() -> None:
     for path in _files("protocol"):
         for mod in _imports(path):
             if mod.split(".")[0] in IO_MODULES:
+                wrong.append(f"{path.relative_to(ROOT)} imports {mod}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_modem_package_needs_only_the_standard_library_and_pyserial() -> None:
+    import sys
+
+    wrong = []
+    for path in _files("modem"):
+        for mod in _imports(path):
+            top = mod.split(".")[0]
+            if top not in sys.stdlib_module_names and top not in {"serial", "modem"}:
                 wrong.append(f"{path.relative_to(ROOT)} imports {mod}")
     assert not wrong, "\n".join(wrong)
 

@@ -95,3 +95,50 @@ def test_identity_with_topic_characters_is_refused(tmp_path: Path) -> None:
     for bad in ("", "gw/1", "gw+", "#"):
         with pytest.raises(PkiError):
             issue_client(ca, tmp_path, bad)
+
+
+# -- revocation and renewal
+
+
+def test_revoke_lists_the_serial_in_a_crl_signed_by_the_ca(tmp_path: Path) -> None:
+    from cryptography import x509 as _x509
+
+    from transport.pki import crl_path, load_cert, revoke, write_crl
+
+    ca = create_ca(tmp_path)
+    write_crl(ca)
+    leaf = issue_client(ca, tmp_path, "gw-a")
+    first = revoke(ca, leaf.cert, "stolen")
+    again = revoke(ca, leaf.cert, "stolen")  # twice is harmless
+    assert first == again
+    crl = _x509.load_pem_x509_crl(crl_path(ca).read_bytes())
+    assert crl.is_signature_valid(load_cert(ca.cert).public_key())  # type: ignore[arg-type]
+    serials = [r.serial_number for r in crl]
+    assert serials == [load_cert(leaf.cert).serial_number]
+    assert crl.next_update_utc is not None and crl.last_update_utc < crl.next_update_utc
+
+
+def test_renew_gives_a_new_key_with_the_same_identity(tmp_path: Path) -> None:
+    from transport.pki import common_name, load_cert, renew
+
+    ca = create_ca(tmp_path)
+    leaf = issue_client(ca, tmp_path, "gw-a")
+    old_key = leaf.key.read_bytes()
+    old_serial = load_cert(leaf.cert).serial_number
+    new = renew(ca, leaf)
+    assert new.cert == leaf.cert and new.key == leaf.key
+    assert leaf.key.read_bytes() != old_key
+    cert = load_cert(new.cert)
+    assert common_name(cert) == "gw-a" and cert.serial_number != old_serial
+    assert load_cert(leaf.cert.with_name("gw-a.crt.old")).serial_number == old_serial
+    assert (leaf.key.with_name("gw-a.key.old").stat().st_mode & 0o077) == 0
+
+
+def test_revoking_a_certificate_of_another_ca_is_refused(tmp_path: Path) -> None:
+    from transport.pki import revoke
+
+    ca = create_ca(tmp_path / "a")
+    other = create_ca(tmp_path / "b")
+    leaf = issue_client(other, tmp_path / "b", "gw-x")
+    with pytest.raises(PkiError, match="not issued by"):
+        revoke(ca, leaf.cert)
