@@ -145,7 +145,8 @@ async def open_tab(page: Page, centre: Centre, username: str, tab: str) -> None:
 
 async def log_out(page: Page) -> None:
     if CONSOLE:
-        await log_out(page)
+        await page.click("#logout")
+        await page.wait_for_selector("#login:not([hidden])")
     else:
         await page.context.clear_cookies()
 
