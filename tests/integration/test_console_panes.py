@@ -530,3 +530,54 @@ async def test_the_language_switch_mounts_the_panes_again_in_english(
     await page.click('#tabs [data-pane="broadcasts"]')
     await expect(page.get_by_test_id("bc-new")).to_have_text("New broadcast")
     await shot(page, shots, "english")
+
+
+POLICY = {"defaults": {"enabled": True, "t1_s": 60.0, "t2_s": 60.0,
+                       "order": ["leader+grid", "family", "doctor"], "rounds": 3},
+          "overrides": [{"scope": "village:v-dacun", "settings": {"t2_s": 90.0},
+                         "updated_at": 1_764_000_000_000, "updated_by": "admin-1"}]}
+
+
+async def test_the_escalation_policy_form_sets_the_township_and_overrides(
+    centre: Centre, page: Page, shots: Path
+) -> None:
+    # The policy routes (centre.escalation_api) answered by the test, as they document them:
+    # GET gives the defaults and the overrides, PUT takes the fields a scope changes.
+    puts: list[tuple[str, str, dict[str, Any]]] = []
+
+    async def policy(route: pw_api.Route) -> None:
+        req = route.request
+        if req.method == "GET":
+            await route.fulfill(json=POLICY)
+            return
+        puts.append((req.method, req.url.split("/api/escalation/policy", 1)[1],
+                     json.loads(req.post_data or "{}")))
+        await route.fulfill(status=204 if req.method == "DELETE" else 200, json={})
+
+    await page.route("**/api/escalation/policy**", policy)
+    await open_tab(page, centre, "admin-1", "admin")
+    await page.get_by_test_id("adm-tab-settings").click()
+    town = page.get_by_test_id("pol-township")
+    await expect(town.get_by_test_id("pol-t1_s")).to_have_value("60")
+    await town.get_by_test_id("pol-t1_s").fill("45")
+    await town.get_by_test_id("pol-order").fill("leader+grid, family")
+    await town.get_by_test_id("pol-save-township").click()
+    await expect(page.get_by_test_id("pol-overrides")).to_contain_text("village:v-dacun")
+    override = page.get_by_test_id("pol-override")
+    await override.get_by_test_id("pol-scope-kind").select_option("households")
+    await override.get_by_test_id("pol-scope-id").fill("h-001")
+    await override.get_by_test_id("pol-rounds").fill("5")
+    await override.locator("button[type=submit]").click()
+    await page.get_by_test_id("pol-overrides").locator("tr[data-scope='village:v-dacun'] button").click()
+    await poll(lambda: _at_least(puts, 3))
+    await shot(page, shots, "escalation-policy")
+    assert puts == [
+        ("PUT", "/township", {"enabled": True, "t1_s": 45, "t2_s": 60, "order": ["leader+grid", "family"],
+                              "rounds": 3}),
+        ("PUT", "/households/h-001", {"rounds": 5}),
+        ("DELETE", "/villages/v-dacun", {}),
+    ]
+
+
+async def _at_least(items: list[Any], n: int) -> bool:
+    return len(items) >= n
