@@ -443,9 +443,12 @@
             load();
             return;
           }
-          importOut.appendChild(h("div", { cls: "okf-err", text: t("adm.hh.import_failed") + " " + U.detailText(d.detail || ("HTTP " + res.status)) }));
+          // The problems listed one a line; the server's one-line summary only when there are none.
+          var problems = d.problems || [];
+          importOut.appendChild(h("div", { cls: "okf-err", text: t("adm.hh.import_failed") +
+            (problems.length ? "" : " " + U.detailText(d.detail || ("HTTP " + res.status))) }));
           var list = h("ul", { "data-testid": "adm-hh-import-errors" });
-          (d.problems || []).forEach(function (p) {
+          problems.forEach(function (p) {
             var where = p.line ? t("adm.hh.line").replace("{n}", String(p.line)) : t("adm.hh.file");
             list.appendChild(h("li", { text: where + (p.column ? " · " + p.column : "") + ": " + p.rule }));
           });
