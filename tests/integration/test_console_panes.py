@@ -242,6 +242,29 @@ async def test_a_broadcaster_sends_to_a_village_picked_by_name_and_sees_coverage
     await shot(page, shots, "details")
 
 
+async def test_a_broadcaster_cancels_a_live_broadcast_with_a_reason(
+    centre: Centre, page: Page, shots: Path
+) -> None:
+    async with centre.as_user("bc-2") as bc2:
+        r = await bc2.post("/api/broadcasts", json={
+            "urgency": "Expected", "severity": "Minor", "certainty": "Observed", "valid_for_s": 3600,
+            "area": [{"village": "v-dacun"}], "text": "停水通知：今天下午两点到五点停水。"})
+        assert r.status_code == 201, r.text
+        bc_id = r.json()["id"]
+    await open_tab(page, centre, "bc-1", "broadcasts")
+    row = page.locator(f'[data-testid="bc-table"] tr[data-bc="{bc_id}"]')
+    await row.get_by_test_id("bc-cancel").click()
+    await row.get_by_test_id("bc-cancel-note").fill("已恢复供水")
+    await shot(page, shots, "cancel-confirm")
+    await row.get_by_test_id("bc-cancel-yes").click()
+    await expect(row.get_by_test_id("bc-state")).to_have_text("已撤销")
+    assert await row.get_by_test_id("bc-cancel").count() == 0
+    stored = (await centre.http.get(f"/api/broadcasts/{bc_id}")).json()
+    assert (stored["state"], stored["cancelled_by"], stored["cancel_note"]) == (
+        "cancelled", "bc-1", "已恢复供水")
+    await shot(page, shots, "cancelled")
+
+
 async def test_an_extreme_broadcast_to_a_whole_village_asks_for_an_explicit_confirmation(
     centre: Centre, page: Page, shots: Path
 ) -> None:
