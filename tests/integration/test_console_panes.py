@@ -31,7 +31,7 @@ from transport.mqtt import MqttClient
 STATIC = Path(__file__).resolve().parents[2] / "centre" / "static"
 CONSOLE = (STATIC / "app.js").is_file()  # the console's page, else the harness
 HARNESS = Path(__file__).resolve().parent.parent / "forms_harness.html"
-HARNESS_FILES = ("i18n.js", "i18n-forms.js", "broadcast.js", "admin.js", "forms.css")
+HARNESS_FILES = ("i18n-forms.js", "broadcast.js", "admin.js", "forms.css")
 
 try:
     from tests.browser_support import (
