@@ -1,40 +1,49 @@
 """The centre's HTTP API and staff web page (FastAPI).
 
 `create_app(config)` builds the app; its lifespan opens the store, loads the centre's signing
-key and runs the ingest task, the gateway watch and the broadcast scheduler, and stops them on
-shutdown. Nothing happens at construction. The broadcast routes are in `centre.bcapi`.
+key and runs the ingest task, the gateway watch, the broadcast scheduler and the escalation
+chain (with the SMS modem when one is configured), and stops them on shutdown. Nothing happens
+at construction. The broadcast routes are in `centre.bcapi`, the escalation routes in
+`centre.escalation_api`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from importlib import resources
 from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field, StringConstraints
 
-from centre import frames, lifecycle
+from centre import frames, lifecycle, smsin, timeline
 from centre.access import ACCESS
 from centre.accounts import Accounts
 from centre.auth import Authorize, Principal, current_principal
 from centre.bcapi import broadcast_router, settings_router
 from centre.bcstore import BroadcastStore
 from centre.config import CentreConfig
+from centre.console import HEARTBEAT_S, console_routes
+from centre.contactpush import ContactPush
+from centre.device_api import device_router
+from centre.escalation import Escalation
+from centre.escalation_api import escalation_router
+from centre.escalation_wiring import CardContacts, ModemSender, modem_events
 from centre.household_api import households_router
 from centre.ingest import ClientFactory, Ingest, Metrics, broker_client, kv
 from centre.live import LiveHub
 from centre.scheduler import Scheduler
 from centre.staffapi import staff_router
 from centre.store import Event, Gateway, NotFound, Store, StoreError, event_data, now_ms
-from transport import servicelock
+from modem import Modem
+from transport import prom, servicelock
 from transport.keys import load_private_key, public_hex
 from transport.supervisor import supervise
 
@@ -129,6 +138,16 @@ class StepOut(BaseModel):
     detail: dict[str, Any]
 
 
+class StoreStateOut(BaseModel):
+    """A gateway's §6.5 `store`: ok false (and full true on a full disk) means it is storing
+    nothing: devices keep their alarms and send them again until space is freed there."""
+
+    ok: bool
+    full: bool = Field(description="the last write failed because its disk is full")
+    failed: int = Field(description="writes that failed since the last one that committed")
+    free_bytes: int = Field(description="free space on its store's disk (-1: unknown)")
+
+
 class GatewayOut(BaseModel):
     id: str
     name: str
@@ -141,6 +160,11 @@ class GatewayOut(BaseModel):
     villages: list[str] = Field(description="villages given at enrolment")
     reported_villages: list[str] | None = Field(
         description="villages its last heartbeat listed (null: its heartbeats list none)"
+    )
+    store: StoreStateOut | None = Field(
+        default=None,
+        description="whether it can write its store, as its last heartbeat said (null: its "
+        "heartbeats do not say)",
     )
 
 
@@ -172,14 +196,11 @@ class _Runtime:
     scheduler: Scheduler
     accounts: Accounts
     live: LiveHub
+    escalation: Escalation
 
 
 def _event_out(ev: Event) -> EventOut:
     return EventOut.model_validate(event_data(ev))
-
-
-def load_index_html() -> str:
-    return resources.files("centre").joinpath("static", "index.html").read_text(encoding="utf-8")
 
 
 def create_app(
@@ -188,12 +209,12 @@ def create_app(
     client_factory: ClientFactory = broker_client,
     clock: Callable[[], int] = now_ms,
     scheduler_period_s: float = 1.0,
+    stream_heartbeat_s: float = HEARTBEAT_S,
 ) -> FastAPI:
     metrics = Metrics()
-    # What changed, for the console's server push: publishers call it after their commit.
+    # What changed, for the consoles' server push: publishers call it after their commit.
     live = LiveHub()
     rt: _Runtime | None = None
-    index_html = load_index_html()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -217,31 +238,56 @@ def create_app(
         scheduler = Scheduler(
             ingest.broadcasts, ingest.kick, clock, metrics, period_s=scheduler_period_s
         )
+        # Alarms by SMS (§10): the centre's modem task hands each incoming SMS to
+        # `smsin.handle_incoming` first. The contact lists gateways keep (§11).
+        smsin.attach(smsin.SmsIngest(store, metrics, live, clock))
+        contact_push = ContactPush(store, key, ingest.kick, clock)
+        # The modem keeps itself usable (it re-opens an unplugged port); without one configured
+        # the chain still runs, shows the alert and waits (docs/centre.md, Escalation).
+        device = Modem(config.modem_port, config.modem_baudrate) if config.modem_port else None
+        escalation = Escalation(
+            store, CardContacts(), ModemSender(device), timeline.add, live, config.escalation,
+            clock, period_s=config.escalation_period_s,
+            send_timeout_s=config.escalation_send_timeout_s,
+            max_start_age_s=config.escalation_max_start_age_s,
+        )
+        if device is not None:
+            await device.start(timeout=0)  # not waiting: the centre serves alarms meanwhile
+
         def crashed(task: str) -> None:
             metrics.inc("task_crashes")
             metrics.inc(f"task_crashes_{task}")
 
+        runs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("ingest", ingest.run),
+            ("watch-gateways", ingest.watch_gateways),
+            ("broadcast-scheduler", scheduler.run),
+            ("contacts", contact_push.run),
+            ("escalation", escalation.run),
+        ]
+        if device is not None:
+            modem = device
+            runs.append(("escalation-modem", lambda: escalation.consume(modem_events(modem))))
         # Each under supervision: one that fails is logged and restarted, the others go on.
         tasks = [
             asyncio.create_task(supervise(name, run, log=log, on_crash=crashed), name=f"centre-{name}")
-            for name, run in (
-                ("ingest", ingest.run),
-                ("watch-gateways", ingest.watch_gateways),
-                ("broadcast-scheduler", scheduler.run),
-            )
+            for name, run in runs
         ]
         accounts = Accounts(store, config.auth, clock)
-        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts, live)
+        rt = _Runtime(store, ingest.broadcasts, key, ingest, scheduler, accounts, live, escalation)
         log.info(kv(event="centre_started", public_key=public_hex(key), db=config.db_path))
         try:
             yield
         finally:
             rt = None
+            smsin.attach(None)
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if device is not None:
+                await device.close()
             await store.close()
             lock.release()
             log.info(kv(event="centre_stopped"))
@@ -280,9 +326,7 @@ def create_app(
     async def openapi() -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(index_html, headers={"Cache-Control": "no-cache"})
+    console_routes(app, live, heartbeat_s=stream_heartbeat_s)
 
     @app.get("/healthz", response_model=HealthOut, responses={503: {"model": ErrorOut}})
     async def healthz() -> HealthOut:
@@ -379,9 +423,11 @@ def create_app(
             log.info(kv(event=f"staff_{verb}", id=event_id, by=who.username,
                         state=result.event.state))
             live.publish("alarm", event_data(result.event))
+            r.escalation.kick()  # a chain of this alarm stops now, not at its next look
         return _event_out(result.event)
 
     app.include_router(staff_router(lambda: runtime().accounts))
+    app.include_router(escalation_router(lambda: runtime().escalation, clock))
     refusals: dict[int | str, dict[str, Any]] = {
         404: {"model": ErrorOut}, 409: {"model": ErrorOut}
     }
@@ -462,6 +508,8 @@ def create_app(
     app.include_router(settings_router(runtime, clock))
     # Personal data (names, phones, addresses) lives here only; gateways know household ids.
     app.include_router(households_router(lambda: runtime().store, clock))
+    # Device supervision: the device list and the items staff acknowledge (docs/centre.md).
+    app.include_router(device_router(lambda: runtime().store, clock, live))
 
     @app.get("/api/gateways", response_model=list[GatewayOut])
     async def list_gateways() -> list[GatewayOut]:
@@ -480,6 +528,14 @@ def create_app(
             gateways_offline=metrics.gateways_offline,
         )
 
+    @app.get("/metrics", response_class=Response, include_in_schema=False)
+    async def prometheus() -> Response:
+        # Prometheus text format (docs/centre.md, "Metrics"); a staff API token authorises it.
+        body = await metrics.prom.scrape(
+            runtime().store, clock(), int(config.gateway_timeout_s * 1000)
+        )
+        return Response(body, media_type=prom.CONTENT_TYPE)
+
     return app
 
 
@@ -496,4 +552,5 @@ def _gateway_out(g: Gateway, now: int, timeout_ms: int) -> GatewayOut:
         online=online,
         villages=list(g.villages),
         reported_villages=None if g.reported_villages is None else list(g.reported_villages),
+        store=None if g.store is None else StoreStateOut(**dataclasses.asdict(g.store)),
     )

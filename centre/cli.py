@@ -8,6 +8,7 @@ import getpass
 import logging
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,10 +26,11 @@ from centre.accounts import (
 from centre.api import create_app
 from centre.auth import Role
 from centre.config import CentreConfig, ConfigError, load_config
-from centre.enrol import EnrolError, centre_public_key, enrol_gateway, init_centre
+from centre.enrol import CONFIG_NAME, EnrolError, centre_public_key, enrol_gateway, init_centre
 from centre.household_csv import MAX_BYTES, CsvRefused, export_from, import_into
+from centre.live import LiveHub
 from centre.store import Store, StoreError, now_ms
-from transport import backup
+from transport import backup, pki
 from transport.keys import load_private_key
 
 
@@ -59,9 +61,15 @@ def add_commands(sub: Any) -> None:
     init.add_argument("--http-port", type=int, default=8080)
     init.add_argument("--broker-host", default="127.0.0.1")
     init.add_argument("--broker-port", type=int, default=8883)
-    init.add_argument("--ca", default="ca.pem", help="CA certificate (relative to --dir)")
-    init.add_argument("--cert", default="centre-cert.pem", help="centre client certificate")
-    init.add_argument("--key", default="centre-key.pem", help="centre client certificate key")
+    init.add_argument("--ca", default=None,
+                      help="the CA certificate the centre broker trusts (relative to --dir); "
+                      "without --ca, --cert and --key, init creates a CA in DIR/pki with the "
+                      "centre's client certificate and the centre broker's server certificate")
+    init.add_argument("--cert", default=None, help="centre client certificate (CN centre)")
+    init.add_argument("--key", default=None, help="centre client certificate key")
+    init.add_argument("--server-host", action="append", default=[], metavar="NAME",
+                      help="with the created CA: a name or address gateways dial the centre "
+                      "broker by (repeat; --broker-host is always included)")
     init.add_argument("--admin", default="admin", metavar="NAME",
                       help="username of the first admin account (default admin)")
     init.add_argument("--admin-password-file", type=Path, default=None, metavar="FILE",
@@ -179,18 +187,33 @@ def add_commands(sub: Any) -> None:
     show.set_defaults(func=_show_key)
 
 
+class _CentreServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, live: LiveHub) -> None:
+        super().__init__(config)
+        self.live = live
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn waits for responses in progress before it stops; a console's event stream
+        # never ends by itself, so it is ended first (the pages show their banner and retry).
+        self.live.close()
+        await super().shutdown(sockets)
+
+
 def uvicorn_server(config: CentreConfig, **kwargs: Any) -> uvicorn.Server:
     """A uvicorn server for the centre app; `await server.serve()` runs it in this loop."""
     app = create_app(config, **kwargs)
-    return uvicorn.Server(
+    return _CentreServer(
         uvicorn.Config(
             app,
             host=config.http_host,
             port=config.http_port,
             lifespan="on",
             log_config=None,  # keep the caller's logging set-up
-            access_log=False,  # the page polls every 2 s
-        )
+            access_log=False,
+            # Requests still running this long after a stop are cut rather than holding it.
+            timeout_graceful_shutdown=5,
+        ),
+        app.state.live,
     )
 
 
@@ -207,15 +230,16 @@ def _init(args: argparse.Namespace) -> int:
     password, generated = _password(args.admin_password_file)
     check_username(args.admin)
     check_password(password)
+    tls = _init_tls(args)
     path, pub = init_centre(
         args.dir,
         http_host=args.http_host,
         http_port=args.http_port,
         broker_host=args.broker_host,
         broker_port=args.broker_port,
-        ca=args.ca,
-        cert=args.cert,
-        tls_key=args.key,
+        ca=tls[0],
+        cert=tls[1],
+        tls_key=tls[2],
     )
     cfg = load_config(path)
     staff = _accounts(cfg, lambda a: a.add(_actor(), args.admin, args.admin, Role.ADMIN, password))
@@ -223,6 +247,35 @@ def _init(args: argparse.Namespace) -> int:
     _print_password(f"admin account {staff.username}", password, generated)
     print(f"centre public key: {pub}")
     return 0
+
+
+def _init_tls(args: argparse.Namespace) -> tuple[str, str, str]:
+    """The TLS files the configuration names, which exist: given (all three), or a CA created in
+    DIR/pki with the centre's client certificate and the centre broker's server certificate."""
+    given = (args.ca, args.cert, args.key)
+    if any(v is not None for v in given):
+        if not all(v is not None for v in given):
+            raise EnrolError("give all of --ca, --cert and --key, or none (init then creates a CA)")
+        for v in given:
+            p = Path(v) if Path(v).is_absolute() else args.dir / v
+            if not p.is_file():
+                raise EnrolError(
+                    f"{p} does not exist; issue it first (onekey pki issue), or leave out --ca, "
+                    "--cert and --key and init creates a CA in DIR/pki"
+                )
+        return args.ca, args.cert, args.key
+    config = args.dir / CONFIG_NAME
+    if config.exists():  # init_centre refuses it with its own message
+        return "pki/ca.crt", "pki/centre.crt", "pki/centre.key"
+    pki_dir = args.dir / "pki"
+    ca = pki.create_ca(pki_dir)
+    pki.issue_client(ca, pki_dir, "centre")
+    server = pki.issue_server(ca, pki_dir, "centre-broker", [args.broker_host, *args.server_host])
+    if not pki.crl_path(ca).exists():
+        pki.write_crl(ca)
+    print(f"CA: {ca.cert} (its key {ca.key} never leaves this machine; onekey pki ... manages it)")
+    print(f"centre broker certificate: {server.cert} and {server.key} (for its TLS listener)")
+    return "pki/ca.crt", "pki/centre.crt", "pki/centre.key"
 
 
 def _actor() -> str:

@@ -19,6 +19,17 @@ Example (`onekey centre init` writes one)::
     argon2_memory_kib = 65536        # recommended option: 64 MiB, 3 passes, 4 lanes)
     argon2_parallelism = 4
 
+    [escalation]                     # optional; these are the township's defaults, which
+    enabled = true                   # admins override per township, village and household
+    t1_s = 60                        # not acknowledged at the centre within T1: the chain starts
+    t2_s = 60                        # each contact has T2 to confirm before the next is asked
+    rounds = 3                       # the whole order is tried this often, then staff are alerted
+    order = ["leader+grid", "family", "doctor"]
+
+    [modem]                          # optional: the GSM/4G modem that sends the chain's SMS
+    port = "/dev/ttyUSB2"            # without it no SMS leaves and the console shows the alert
+    baudrate = 115200
+
     [http]
     host = "127.0.0.1"
     port = 8080
@@ -34,10 +45,11 @@ Example (`onekey centre init` writes one)::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from centre import escalation_policy
 from centre.frames import valid_id
 
 
@@ -79,6 +91,16 @@ class CentreConfig:
     reconnect_max_s: float = 30.0
     auth: AuthConfig = AuthConfig()
     source: Path | None = None
+    # The escalation chain's defaults (the township policy before admins change it).
+    escalation: escalation_policy.Policy = field(default_factory=escalation_policy.Policy)
+    # How often the chain looks at the alarms; an SMS the modem has not sent by then is
+    # counted as perhaps sent (never sent again); an alarm first seen older than
+    # max_start_age_s (a centre back after a long stop) gets no chain, staff handle it.
+    escalation_period_s: float = 1.0
+    escalation_send_timeout_s: float = 120.0
+    escalation_max_start_age_s: float = 3600.0
+    modem_port: str | None = None
+    modem_baudrate: int = 115200
 
 
 def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
@@ -149,6 +171,35 @@ def _auth(data: dict[str, Any], path: Path) -> AuthConfig:
     return auth
 
 
+def _escalation(data: dict[str, Any], path: Path) -> escalation_policy.Policy:
+    sec = data.get("escalation", {})
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{path}: [escalation] must be a table")
+    known = set(escalation_policy.FIELDS) | {"period_s", "send_timeout_s", "max_start_age_s"}
+    unknown = sorted(set(sec) - known)
+    if unknown:
+        raise ConfigError(f"{path} [escalation]: unknown field {unknown[0]!r}")
+    try:
+        override = escalation_policy.check_override(
+            {k: v for k, v in sec.items() if k in escalation_policy.FIELDS}
+        )
+    except escalation_policy.PolicyError as exc:
+        raise ConfigError(f"{path} [escalation]: {exc}") from None
+    return escalation_policy.apply(escalation_policy.Policy(), override)
+
+
+def _modem(data: dict[str, Any], path: Path) -> tuple[str | None, int]:
+    sec = data.get("modem", {})
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{path}: [modem] must be a table")
+    where = f"{path} [modem]"
+    port = _str(sec, "port", where) if "port" in sec else None
+    baud = sec.get("baudrate", 115200)
+    if type(baud) is not int or baud <= 0:
+        raise ConfigError(f"{where}: field 'baudrate' must be a positive integer")
+    return port, baud
+
+
 def load_config(path: Path) -> CentreConfig:
     try:
         data = tomllib.loads(path.read_text())
@@ -171,6 +222,10 @@ def load_config(path: Path) -> CentreConfig:
     where_h = f"{path} [http]"
     broker = _section(data, "broker", path)
     where_b = f"{path} [broker]"
+    esc = data.get("escalation", {})
+    where_e = f"{path} [escalation]"
+    policy = _escalation(data, path)
+    modem_port, modem_baudrate = _modem(data, path)
     return CentreConfig(
         db_path=rel(_str(centre, "db", where)),
         key_path=rel(_str(centre, "key", where)),
@@ -188,6 +243,12 @@ def load_config(path: Path) -> CentreConfig:
         broker_key=rel(_str(broker, "key", where_b)),
         auth=_auth(data, path),
         source=path,
+        escalation=policy,
+        escalation_period_s=_seconds(esc, "period_s", where_e, 1.0),
+        escalation_send_timeout_s=_seconds(esc, "send_timeout_s", where_e, 120.0),
+        escalation_max_start_age_s=_seconds(esc, "max_start_age_s", where_e, 3600.0),
+        modem_port=modem_port,
+        modem_baudrate=modem_baudrate,
     )
 
 

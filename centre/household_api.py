@@ -13,6 +13,8 @@ hands out every card's personal data at once, is audited too (`household.export`
 | GET | /api/households/{id} | one card (404 if unknown) |
 | PUT | /api/households/{id} | create or replace a card, contacts included |
 | DELETE | /api/households/{id} | remove a card and its contacts |
+| GET | /api/households/{id}/local_alert | whether it accepts the speakers' local alert |
+| PUT | /api/households/{id}/local_alert | `{"allowed": false}`: it refuses it (centre.contactpush) |
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pydantic import BaseModel, Field
 
 from centre import audit
 from centre.auth import Principal, current_principal
+from centre.contactpush import local_alert_allowed, set_local_alert
 from centre.household_csv import MAX_BYTES, CsvRefused, import_rows, parse, render
 from centre.households import (
     HOUSEHOLD_ID,
@@ -244,4 +247,43 @@ def households_router(store: Callable[[], Store], clock: Callable[[], int]) -> A
         log.info(kv(event="household_deleted", id=household_id, by=who.username))
         return Response(status_code=204)
 
+    @router.get(
+        "/{household_id}/local_alert",
+        summary="Whether the household accepts the local alert on the speakers",
+        response_model=LocalAlertIn, responses={404: {"model": ErrorOut}},
+    )
+    async def get_local_alert(household_id: HouseholdId) -> LocalAlertIn:
+        async with store().transaction(write=False) as db:
+            if await load_card(db, household_id) is None:
+                raise HTTPException(404, f"no household {household_id}")
+            return LocalAlertIn(allowed=await local_alert_allowed(db, household_id))
+
+    @router.put(
+        "/{household_id}/local_alert",
+        summary="Accept or refuse the local alert on the speakers",
+        description=(
+            "While its village is cut off from the centre, the gateway has the speakers near a "
+            "household that pressed play a short alert naming its group and house (docs/"
+            "gateway.md). A household may refuse it; the choice goes down to the gateway with "
+            "the contact list (protocol §11)."
+        ),
+        response_model=LocalAlertIn, responses={404: {"model": ErrorOut}},
+    )
+    async def put_local_alert(
+        household_id: HouseholdId, body: LocalAlertIn, request: Request, who: Who
+    ) -> LocalAlertIn:
+        async with store().transaction() as db:
+            if await load_card(db, household_id) is None:
+                raise HTTPException(404, f"no household {household_id}")
+            await set_local_alert(db, household_id, body.allowed)
+            await audit.record(db, clock(), who, "household.local_alert", household_id,
+                               {"allowed": body.allowed}, _address(request))
+        log.info(kv(event="household_local_alert", id=household_id, allowed=body.allowed,
+                    by=who.username))
+        return body
+
     return router
+
+
+class LocalAlertIn(BaseModel):
+    allowed: bool = Field(description="false: the household refuses the local alert")

@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from centre import bcreports, confs, frames
+from centre import bcreports, confs, contactpush, devices, frames, prom
 from centre.bcstore import DOWNLINK_STATE, BroadcastNotFound, BroadcastStore, record_reports
 from centre.config import CentreConfig
 from centre.live import LiveHub
@@ -49,6 +50,7 @@ from centre.store import (
     now_ms,
     record_heartbeat,
 )
+from protocol import contacts, topics, uplink
 from transport.keys import KeyFileError, load_public_hex
 from transport.mqtt import MqttClient, MqttError, TlsFiles
 from transport.reconnect import Backoff, keep_connected
@@ -110,6 +112,12 @@ class Metrics:
         self.rejected: Counter[str] = Counter()
         self.connected = False
         self.gateways_offline = 0
+        # Prometheus (`GET /metrics`, centre.prom): this instance's own registry.
+        self.prom = prom.CentreProm(self)
+
+    def set_modem_state(self, state: str) -> None:
+        """The modem's state (`modem.Modem.state`); `absent` until a modem sets it."""
+        self.prom.modem.set(state)
 
     def inc(self, name: str, n: int = 1) -> None:
         self.counts[name] += n
@@ -132,9 +140,10 @@ class _Item:
     payload: bytes
     gw: str = ""
     kind: str = ""
-    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | None = None
+    op: NewEvent | frames.Heartbeat | bcreports.ReportBatch | confs.Conf | contacts.SmsReport | None = None
     rejected: frames.Rejected | None = None
     result: InsertResult | None = None
+    sup: devices.SupResult | None = None  # a supervision event's (§6.2.1)
     changed: int = 0
 
 
@@ -171,7 +180,8 @@ class Ingest:
         live: LiveHub | None = None,
     ) -> None:
         self.config = config
-        # What committed changes go to (the console's push): new alarms, cancels, report counts.
+        # What committed changes go to (the console's push): new alarms, cancels, report counts,
+        # gateways heard.
         self.live = live or LiveHub()
         self.store = store
         self.broadcasts = BroadcastStore(store)
@@ -185,7 +195,11 @@ class Ingest:
         # When each gateway was last heard (loop time), and the gateways whose unconfirmed
         # downlinks go again at the pump's next pass (§6.6).
         self._heard: dict[str, float] = {}
+        # Each gateway's §6.5 store state (ok, full) as last published to the consoles.
+        self._store_seen: dict[str, tuple[bool, bool] | None] = {}
         self._resync: set[str] = set()
+        # Each gateway's SMS modem as its last heartbeat said (§11.5): a change is logged.
+        self.gateway_modems: dict[str, str] = {}
 
     def kick(self) -> None:
         """New pending downlinks are in the store: publish them now if connected."""
@@ -251,7 +265,11 @@ class Ingest:
         """Tell the consoles what the committed batch changed: each new alarm or test press,
         and the alarm each new cancel refers to, as `GET /api/alarms/{id}` shows it."""
         refs: list[str] = []
+        moved: dict[tuple[str, str], None] = {}
         for it in items:
+            if it.rejected is None and it.sup is not None and it.sup.created:
+                self.live.publish("device", {"event": devices.event_data(it.sup.event)})
+                moved[(it.sup.event.gw, it.sup.event.device)] = None
             if it.rejected is not None or it.result is None or not it.result.created:
                 continue
             ev = it.result.event
@@ -265,6 +283,12 @@ class Ingest:
             alarm = await self.store.get_event(ref)
             if alarm is not None:
                 self.live.publish("alarm", event_data(alarm))
+        if moved:
+            # The rows of the devices the batch changed, as GET /api/devices lists them.
+            for gw, dev_id in moved:
+                dev = await devices.get_device(self.store, gw, dev_id)
+                if dev is not None:
+                    self.live.publish("device", {"device": devices.device_data(dev)})
 
     def _check_all(self, items: list[_Item], keys: dict[str, Ed25519PublicKey]) -> None:
         """No I/O and no shared state: safe in a worker thread."""
@@ -281,6 +305,8 @@ class Ingest:
                 it.op = bcreports.parse_reports(body, gw)
             elif kind == "conf":
                 it.op = confs.parse_conf(body, gw)
+            elif kind == topics.SMS_REPORTS:
+                it.op = contacts.parse_sms_report(body, gw)
             else:
                 it.op = frames.parse_event(body, gw)
         except frames.Rejected as exc:
@@ -295,20 +321,35 @@ class Ingest:
         """Everything the batch carries, in one transaction."""
         if all(it.op is None for it in items):
             return
-        events = [(it, it.op) for it in items if isinstance(it.op, NewEvent)]
+        events = [
+            (it, it.op) for it in items
+            if isinstance(it.op, NewEvent) and it.op.kind != uplink.SUPERVISION
+        ]
+        sups = [
+            (it, it.op) for it in items
+            if isinstance(it.op, NewEvent) and it.op.kind == uplink.SUPERVISION
+        ]
+        started = time.perf_counter()
         async with self.store.transaction() as db:
             results = await insert_events(db, [ev for _, ev in events], now)
             for (it, _), result in zip(events, results, strict=True):
                 it.result = result
+            if sups:
+                sup_results = await devices.insert_supervision(db, [ev for _, ev in sups], now)
+                for (it, _), sup_result in zip(sups, sup_results, strict=True):
+                    it.sup = sup_result
             for it in items:
                 op = it.op
                 if isinstance(op, frames.Heartbeat):
                     if not await record_heartbeat(
-                        db, op.gw, op.ts, op.outbox, op.devices, now, villages=op.villages
+                        db, op.gw, op.ts, op.outbox, op.devices, now, villages=op.villages,
+                        store=op.store,
                     ):
                         it.rejected = frames.Rejected(
                             frames.REPLAY, f"heartbeat ts {op.ts} is not newer"
                         )
+                    elif op.devs:
+                        await devices.record_seen(db, op.gw, op.devs, now)
                 elif isinstance(op, bcreports.ReportBatch):
                     try:
                         it.changed = await record_reports(db, op, now)
@@ -317,6 +358,13 @@ class Ingest:
                 elif isinstance(op, confs.Conf):
                     it.changed = await confirm_acks(db, op.gw, op.acks)
                     it.changed += await self.broadcasts.confirm_copies(db, op.gw, op.bc, now)
+                    it.changed += await contactpush.confirm_versions(db, op.gw, op.cl)
+                elif isinstance(op, contacts.SmsReport):
+                    # Imported here: centre.smsin imports this module.
+                    from centre.smsin import record_gateway_sms
+
+                    it.changed = await record_gateway_sms(db, op)
+        self.metrics.prom.commit_seconds.observe(time.perf_counter() - started)
 
     def _after_commit(self, it: _Item) -> list[tuple[str, bytes]]:
         """Count and log one message of a committed batch; its ack, if it is an event."""
@@ -336,6 +384,18 @@ class Ingest:
             ))
         if isinstance(op, frames.Heartbeat):
             self.metrics.inc("heartbeats")
+            store = self._store_state(op)
+            if op.modem is not None and self.gateway_modems.get(op.gw) != op.modem:
+                self.gateway_modems[op.gw] = op.modem
+                line = kv(event="gateway_modem", gw=op.gw, state=op.modem)
+                (log.info if op.modem == "ok" else log.warning)(line)
+            # The consoles' gateway health (last seen, outbox, devices) moves with each one.
+            self.live.publish("gateway", {"id": op.gw, **store})
+            return []
+        if isinstance(op, contacts.SmsReport):
+            self.metrics.inc("gateway_sms_reports")
+            log.info(kv(event="gateway_sms", gw=op.gw, id=op.id, to=op.to, parts=op.parts,
+                        new=it.changed))
             return []
         if isinstance(op, confs.Conf):
             self.metrics.inc("confs")
@@ -346,6 +406,19 @@ class Ingest:
                        confirmed=it.changed)
                 )
             return []
+        if it.sup is not None:
+            sev = it.sup.event
+            if it.sup.created:
+                self.metrics.inc("device_events")
+                self.metrics.inc(f"device_events_{sev.what}")
+                log.info(
+                    kv(event="device_event", id=sev.id, what=sev.what, device=sev.device,
+                       gw=sev.gw, village=sev.village, raised=sev.raised)
+                )
+            else:
+                self.metrics.inc("duplicates")
+                log.info(kv(event="duplicate", id=sev.id, what=sev.what))
+            return [frames.signed_ack(self.key, sev.gw, devices.ack_body(sev))]
         if isinstance(op, bcreports.ReportBatch):
             self.metrics.inc("bc_reports")
             self.metrics.inc("bc_report_items", len(op.reports))
@@ -372,6 +445,22 @@ class Ingest:
             log.info(kv(event="duplicate", id=ev.id, state=ev.state))
         return [self._ack(ev)]
 
+    def _store_state(self, hb: frames.Heartbeat) -> dict[str, Any]:
+        """§6.5 `store`: a gateway that can no longer write its store (a full disk) is logged
+        once per change, and again when it recovers. Returns what the consoles' `gateway`
+        change carries besides the id: `store` when it changed."""
+        st = hb.store
+        now = None if st is None else (st.ok, st.full)
+        if self._store_seen.get(hb.gw) == now:
+            return {}
+        self._store_seen[hb.gw] = now
+        if st is not None and not st.ok:
+            log.error(kv(event="gateway_store_failing", gw=hb.gw, full=int(st.full),
+                         failed=st.failed, free_bytes=st.free_bytes))
+        elif st is not None:
+            log.info(kv(event="gateway_store_ok", gw=hb.gw, free_bytes=st.free_bytes))
+        return {"store": None if st is None else uplink.encode_store_state(st)}
+
     def _ack(self, ev: Event) -> tuple[str, bytes]:
         return frames.signed_ack(self.key, ev.gw, frames.ack_body(ev))
 
@@ -386,6 +475,7 @@ class Ingest:
             await client.subscribe(frames.SUB_HEARTBEATS, qos=1)
             await client.subscribe(frames.SUB_REPORTS, qos=1)
             await client.subscribe(confs.SUB_CONF, qos=1)
+            await client.subscribe(topics.SUB_SMS_REPORTS, qos=1)
             self.metrics.connected = True
             self.metrics.inc("connects")
             log.info(

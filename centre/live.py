@@ -40,6 +40,15 @@ class LiveHub:
                     q.get_nowait()
                 q.put_nowait(None)
 
+    def close(self) -> None:
+        """End every console's stream (the centre is stopping): each gets its end marker now
+        rather than holding the server's shutdown until its connection is cut."""
+        for q in list(self._subscribers):
+            self._subscribers.discard(q)
+            while not q.empty():
+                q.get_nowait()
+            q.put_nowait(None)
+
     def subscribe(self) -> asyncio.Queue[Change | None]:
         q: asyncio.Queue[Change | None] = asyncio.Queue(QUEUE_LIMIT)
         self._subscribers.add(q)

@@ -346,6 +346,115 @@ _MIGRATIONS: tuple[str, ...] = (
         value TEXT NOT NULL
     );
     """,
+    # version 8: device supervision (docs/centre.md, Devices; protocol §6.2.1): each gateway's devices as
+    # its supervision events left them, and the events themselves, which staff acknowledge.
+    """
+    CREATE TABLE devices (
+        gw           TEXT NOT NULL,
+        id           TEXT NOT NULL,
+        village      TEXT NOT NULL,
+        household    TEXT NOT NULL,
+        role         TEXT NOT NULL,
+        power        TEXT NOT NULL,
+        period_s     INTEGER NOT NULL,
+        lost_after_s INTEGER NOT NULL,
+        lost         INTEGER NOT NULL DEFAULT 0,
+        low_battery  INTEGER NOT NULL DEFAULT 0,
+        fault        TEXT,
+        tamper       INTEGER NOT NULL DEFAULT 0,
+        last_seen    INTEGER,
+        bat          INTEGER,
+        fw           TEXT,
+        last_seq     INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (gw, id)
+    );
+    CREATE INDEX devices_village ON devices (village, id);
+    CREATE TABLE device_events (
+        id          TEXT PRIMARY KEY,
+        gw          TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        device      TEXT NOT NULL,
+        what        TEXT NOT NULL,
+        village     TEXT NOT NULL,
+        household   TEXT NOT NULL,
+        gw_ts       INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        sup         TEXT NOT NULL,
+        raised      INTEGER NOT NULL,
+        cleared_at  INTEGER,
+        acked_by    TEXT,
+        acked_note  TEXT,
+        acked_at    INTEGER
+    );
+    CREATE INDEX device_events_open ON device_events (raised, acked_at, received_at);
+    CREATE INDEX device_events_device ON device_events (gw, device, received_at);
+    """,
+    # version 9: whether each gateway can write its store, as its last heartbeat said (§6.5
+    # `store`, JSON; NULL: its heartbeats do not say).
+    """
+    ALTER TABLE gateways ADD COLUMN store_state TEXT;
+    """,
+    # version 10: escalation chains (centre.escalation): policy overrides per scope, one chain
+    # per alarm, the SMS of each step (UNIQUE (alarm, step, number): a contact is never sent
+    # the same step twice, even across restarts), and every reply received.
+    """
+    CREATE TABLE escalation_policy (
+        scope      TEXT PRIMARY KEY,
+        settings   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        updated_by TEXT NOT NULL
+    );
+    CREATE TABLE escalations (
+        alarm        TEXT PRIMARY KEY REFERENCES alarms (id),
+        state        TEXT NOT NULL CHECK (state IN ('running', 'confirmed', 'stopped',
+                     'exhausted', 'no_contacts', 'disabled', 'too_old')),
+        policy       TEXT NOT NULL,
+        plan         TEXT NOT NULL,
+        facts        TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        step         INTEGER NOT NULL DEFAULT 0,
+        step_due     INTEGER,
+        ended_at     INTEGER,
+        end_reason   TEXT,
+        confirmed_by INTEGER
+    );
+    CREATE INDEX escalations_running ON escalations (state) WHERE state = 'running';
+    CREATE TABLE escalation_messages (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        alarm        TEXT NOT NULL REFERENCES escalations (alarm),
+        step         INTEGER NOT NULL,
+        kind         TEXT NOT NULL,
+        name         TEXT NOT NULL,
+        relation     TEXT NOT NULL,
+        phone        TEXT NOT NULL,
+        number       TEXT NOT NULL,
+        body         TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('sending', 'sent', 'failed', 'unknown')),
+        created_at   INTEGER NOT NULL,
+        sent_at      INTEGER,
+        refs         TEXT NOT NULL DEFAULT '[]',
+        error        TEXT,
+        delivery     TEXT CHECK (delivery IN ('delivered', 'failed')),
+        delivered_at INTEGER,
+        reports      TEXT NOT NULL DEFAULT '{}',
+        due_at       INTEGER,
+        timed_out_at INTEGER,
+        confirmed_at INTEGER,
+        UNIQUE (alarm, step, number)
+    );
+    CREATE INDEX escalation_messages_number ON escalation_messages (number, id);
+    CREATE TABLE escalation_replies (
+        id       INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       INTEGER NOT NULL,
+        number   TEXT NOT NULL,
+        body     TEXT NOT NULL,
+        message  INTEGER REFERENCES escalation_messages (id),
+        alarm    TEXT,
+        confirms INTEGER NOT NULL
+    );
+    CREATE INDEX escalation_replies_alarm ON escalation_replies (alarm, id);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -419,6 +528,8 @@ class Gateway:
     # them (None: its heartbeats carry no list). Broadcasts target the union of both.
     villages: tuple[str, ...] = ()
     reported_villages: tuple[str, ...] | None = None
+    # §6.5 `store` of its last heartbeat (None: its heartbeats do not carry it).
+    store: uplink.StoreState | None = None
 
     def serves(self) -> frozenset[str]:
         return frozenset(self.villages) | frozenset(self.reported_villages or ())
@@ -457,7 +568,7 @@ _EVENT_COLS = (
 _EVENT_FIELDS = _EVENT_COLS.split(", ")
 _GATEWAY_COLS = (
     "id, public_key, name, enrolled_at, last_seen, hb_ts, outbox, devices, villages, "
-    "reported_villages"
+    "reported_villages, store_state"
 )
 _DOWNLINK_COLS = "id, gw, event_id, state, topic, payload, created_at"
 
@@ -489,6 +600,7 @@ def _gateway(row: Any) -> Gateway:
         devices=row[7],
         villages=tuple(json.loads(row[8])),
         reported_villages=reported,
+        store=None if row[10] is None else uplink.StoreState(**json.loads(row[10])),
     )
 
 
@@ -521,16 +633,19 @@ async def record_heartbeat(
     devices: int,
     now_ms: int,
     villages: Sequence[str] | None = None,
+    store: uplink.StoreState | None = None,
 ) -> bool:
     """Record a gateway heartbeat in the caller's transaction; False (and nothing written) if
     `ts` is not newer. `villages` (§6.5, optional) replaces the list the gateway reported
-    before; None (a heartbeat without the field) keeps it."""
+    before; None (a heartbeat without the field) keeps it. `store` (§6.5, optional) replaces
+    the last one."""
     vjson = None if villages is None else json.dumps(sorted(set(villages)))
+    sjson = None if store is None else json.dumps(uplink.encode_store_state(store))
     cur = await db.execute(
         "UPDATE gateways SET last_seen = ?, hb_ts = ?, outbox = ?, devices = ?, "
-        "reported_villages = COALESCE(?, reported_villages) "
+        "reported_villages = COALESCE(?, reported_villages), store_state = ? "
         "WHERE id = ? AND (hb_ts IS NULL OR hb_ts < ?)",
-        (now_ms, ts, outbox, devices, vjson, gw, ts),
+        (now_ms, ts, outbox, devices, vjson, sjson, gw, ts),
     )
     return cur.rowcount == 1
 
@@ -821,10 +936,11 @@ class Store:
         devices: int,
         now_ms: int,
         villages: Sequence[str] | None = None,
+        store: uplink.StoreState | None = None,
     ) -> bool:
         """Record a gateway heartbeat (see `record_heartbeat`, the function)."""
         async with self._tx() as db:
-            return await record_heartbeat(db, gw, ts, outbox, devices, now_ms, villages)
+            return await record_heartbeat(db, gw, ts, outbox, devices, now_ms, villages, store)
 
     async def public_keys(self, gws: Iterable[str]) -> dict[str, str]:
         """The enrolled public key (hex) of each of `gws` that is enrolled."""

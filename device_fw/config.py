@@ -39,7 +39,9 @@ DEFAULTS = {
     "cancel_window_s": 120,
     "debounce_ms": 20,
     "ack_timeout_s": 20,
-    "hb_interval_s": 60,
+    # A mains device is reported lost at the centre within 90 s (EN 50136 T5) when the gateway
+    # calls it lost after 3 missed heartbeats: 3 x 20 s + forwarding (docs/gateway.md).
+    "hb_interval_s": 20,
     "keepalive_s": 30,
     "resend_s": 5,
     "fw": "btn-1.0.0",

@@ -29,9 +29,6 @@ from micropython import const
 _MAX_PRESS_MS = const(60000)
 _SETTLE_MS = const(60)  # after a release, long enough for the debounce to see it
 PLAYED_LOG = "played.log"
-WAKE_FILE = "wake.json"
-SLEEP_FILE = "sleep.json"
-SLEEP_EXIT = const(3)
 
 
 class SimHal:
@@ -132,34 +129,15 @@ class SimHal:
         pass
 
     def wake_reason(self) -> str:
-        # The harness (harness/simdevice.py) writes wake.json before it starts a device that
-        # slept: {"reason": "button" | "timer", "hold_ms": ms}. No file: a power-on.
-        try:
-            with open(WAKE_FILE) as f:
-                w = json.load(f)
-        except (OSError, ValueError):
-            return "power"
-        try:
-            import os
+        # Deep sleep on the unix port: sim_sleep.py (imported only here, and only by a button).
+        from sim_sleep import wake_reason
 
-            os.remove(WAKE_FILE)
-        except OSError:
-            pass
-        reason = w.get("reason")
-        if reason == "button":
-            # The press that woke the board goes on for the rest of hold_ms after the boot.
-            self.btn = True
-            self._release_after = w.get("hold_ms", 0)
-            return "button"
-        return "timer" if reason == "timer" else "power"
+        return wake_reason(self)
 
     def deep_sleep(self, ms: int, awake_ms: int) -> None:
-        # The board's deep sleep on the unix port: RAM is lost (the process ends with code
-        # SLEEP_EXIT), the harness wakes it after ms or when the button is pressed (a new
-        # process that boots from flash, as the chip does).
-        with open(SLEEP_FILE, "w") as f:
-            json.dump({"ms": ms, "awake_ms": awake_ms}, f)
-        sys.exit(SLEEP_EXIT)
+        from sim_sleep import deep_sleep
+
+        deep_sleep(ms, awake_ms)
 
     def reset(self) -> None:
         sys.exit(1)

@@ -40,6 +40,7 @@ log = logging.getLogger("onekey.gateway.broadcasts")
 REPORTS_PER_MESSAGE = reports.MAX_REPORTS  # §8.3
 MAX_BROADCAST_FRAME = broadcast.MAX_FRAME  # §8.1: the centre signs nothing larger
 SWEEP_S = 0.25
+LOCAL_PREFIX = "gwl."  # ids of the gateway's own local alerts (gateway/fallback.py)
 # A copy with no word from its speaker is sent again after this long (a fresh counter; the
 # speaker answers a copy of an id it has with that broadcast's state).
 RESEND_S = 20.0
@@ -228,6 +229,12 @@ class BroadcastSide:
 
     async def on_report(self, acc: Accepted) -> None:
         bc_id, state = str(acc.body["id"]), str(acc.body["s"])
+        if bc_id.startswith(LOCAL_PREFIX):
+            # A local alert this gateway made while cut off (gateway/fallback.py): nothing to
+            # report to the centre, which never sent it.
+            self.metrics.inc(f"local_alert_{state}")
+            log.info("event=local_alert_report device=%s bc=%s state=%s", acc.device.id, bc_id, state)
+            return
         current = await self.bcs.delivery_state(bc_id, acc.device.id)
         if current is None:
             self.metrics.reject("bcr_unknown")

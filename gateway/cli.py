@@ -58,6 +58,11 @@ def add_commands(sub: Any) -> None:
         "--group", action="append", default=[], metavar="GROUP",
         help="a speaker group for broadcasts (repeat for several)",
     )
+    add.add_argument("--power", choices=registry.POWERS, default="mains",
+                     help="the power profile supervision judges it by (docs/gateway.md)")
+    add.add_argument("--period", type=int, default=0, metavar="S",
+                     help="its heartbeat (mains) or check-in (battery) period; default: the "
+                     "[supervision] period of the profile")
     add.set_defaults(func=_device_add)
     ls = dsub.add_parser("list", help="list registered devices")
     ls.add_argument("--config", type=Path, required=True)
@@ -134,15 +139,19 @@ def _device_add(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     conn = registry.open_admin(cfg.db_path)
     try:
+        sup = cfg.supervision
+        period = args.period or (
+            sup.battery_period_s if args.power == "battery" else sup.mains_period_s
+        )
         dev = registry.add_device(
             conn, args.id, role=args.role, village=cfg.village, household=args.household,
-            groups=args.group,
+            groups=args.group, power=args.power, period_s=period,
         )
     finally:
         conn.close()
     print(json.dumps({"id": dev.id, "role": dev.role, "village": dev.village,
                       "household": dev.household, "groups": list(dev.groups),
-                      "key": dev.key.hex()}))
+                      "power": dev.power, "period_s": dev.period_s, "key": dev.key.hex()}))
     return 0
 
 

@@ -30,6 +30,27 @@ Example (`onekey gateway init` writes one)::
                                                 #    "command:systemctl reload mosquitto"
     device_broker_host = "192.168.4.1"          # what boards dial (default: [village_broker] host)
     device_broker_port = 1883
+
+    [supervision]                               # optional; the values shown are the defaults
+    mains_period_s = 20                         # a mains device's heartbeat period
+    mains_missed = 3                            # lost after 3 missed: 60 s at the gateway
+    mains_margin_s = 0
+    battery_period_s = 3600                     # a battery button's check-in period
+    battery_missed = 2                          # lost after 2 missed check-ins + the margin
+    battery_margin_s = 300
+    low_battery_pct = 20                        # low battery at or below this reading
+    battery_ok_pct = 30                         # cleared only above this one
+    will_grace_s = 10.0                         # a mains device's last will: lost this long after
+    check_s = 1.0                               # how often deadlines are checked
+
+    [modem]                                     # optional: the second path (docs/gateway.md)
+    port = "/dev/serial/by-id/usb-SimTech..."   # the module's AT port
+    centre_number = "+8613800000000"            # the centre's modem (protocol §10)
+    link_down_s = 30.0                          # SMS once the centre link is down this long
+    receipt_deadline_s = 20.0                   # ... or an alarm not `received` this long
+    max_age_s = 3600.0                          # never SMS an alarm older than this
+    local_alert = true                          # speakers near the household play an alert
+    local_alert_group = "crossroads"            # speakers used when the household's group has none
 """
 
 from __future__ import annotations
@@ -37,7 +58,7 @@ from __future__ import annotations
 import shlex
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +100,41 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class SupervisionConfig:
+    """Device supervision (docs/gateway.md, Supervision). A device's own period, recorded at
+    provisioning, overrides its profile's `*_period_s`."""
+
+    mains_period_s: int = 20
+    mains_missed: int = 3
+    mains_margin_s: int = 0
+    battery_period_s: int = 3600
+    battery_missed: int = 2
+    battery_margin_s: int = 300
+    low_battery_pct: int = 20
+    battery_ok_pct: int = 30
+    will_grace_s: float = 10.0
+    check_s: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModemConfig:
+    """The second path (docs/gateway.md, "When the uplink fails"): a GSM/4G module for SMS,
+    and the local alert on the village's speakers."""
+
+    port: str
+    centre_number: str
+    link_down_s: float = 30.0
+    receipt_deadline_s: float = 20.0
+    max_age_s: float = 3600.0
+    local_alert: bool = True
+    local_alert_group: str = "crossroads"
+    # The driver's timings (modem.Modem); shorter in tests.
+    poll_interval_s: float = 30.0
+    reopen_interval_s: float = 1.0
+    command_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
 class GatewayConfig:
     gateway_id: str
     village: str
@@ -92,6 +148,8 @@ class GatewayConfig:
     resend_after_s: float = 10.0
     heartbeat_s: float = 30.0
     admin: AdminConfig | None = None
+    supervision: SupervisionConfig = SupervisionConfig()
+    modem: ModemConfig | None = None  # None: no second path
 
     @property
     def db_path(self) -> Path:
@@ -191,7 +249,77 @@ def load_config(path: Path) -> GatewayConfig:
         resend_after_s=float(fwd.get("resend_after_s", 10.0)),
         heartbeat_s=float(fwd.get("heartbeat_s", 30.0)),
         admin=_admin(data.get("admin", {}), f"{path} [admin]", rel, village_host, village_port),
+        supervision=_supervision(data.get("supervision", {}), f"{path} [supervision]"),
+        modem=_modem(data.get("modem"), f"{path} [modem]"),
     )
+
+
+def _modem(sec: Any, where: str) -> ModemConfig | None:
+    if sec is None:
+        return None
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{where} must be a table")
+    unknown = set(sec) - {f.name for f in fields(ModemConfig)}
+    if unknown:
+        raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+
+    def seconds(name: str, default: float) -> float:
+        if name not in sec:
+            return default
+        v = sec[name]
+        if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+            raise ConfigError(f"{where}: {name} must be a number of seconds above 0")
+        return float(v)
+
+    number = _field(sec, "centre_number", str, where)
+    digits = number[1:] if number.startswith("+") else number
+    if not digits.isdigit() or not 3 <= len(digits) <= 20:
+        raise ConfigError(f"{where}: centre_number {number!r} must be the centre modem's number, "
+                          "digits with an optional + (+8613800000000)")
+    group = _field(sec, "local_alert_group", str, where) if "local_alert_group" in sec else "crossroads"
+    return ModemConfig(
+        port=_field(sec, "port", str, where),
+        centre_number=number,
+        link_down_s=seconds("link_down_s", 30.0),
+        receipt_deadline_s=seconds("receipt_deadline_s", 20.0),
+        max_age_s=seconds("max_age_s", 3600.0),
+        local_alert=_field(sec, "local_alert", bool, where) if "local_alert" in sec else True,
+        local_alert_group=group,
+        poll_interval_s=seconds("poll_interval_s", 30.0),
+        reopen_interval_s=seconds("reopen_interval_s", 1.0),
+        command_timeout_s=seconds("command_timeout_s", 5.0),
+    )
+
+
+def _supervision(sec: Any, where: str) -> SupervisionConfig:
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{where} must be a table")
+    default = SupervisionConfig()
+    values: dict[str, Any] = {}
+    for name, value in vars(default).items():
+        if name not in sec:
+            continue
+        v = sec[name]
+        if isinstance(value, float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if isinstance(value, float):
+            if type(v) is not float or v <= 0:
+                raise ConfigError(f"{where}: {name} must be a number above 0, not {v!r}")
+        else:
+            lowest = 0 if name.endswith("_margin_s") else 1
+            if type(v) is not int or v < lowest:
+                raise ConfigError(f"{where}: {name} must be an integer of at least {lowest}, not {v!r}")
+        values[name] = v
+    unknown = sorted(set(sec) - set(vars(default)))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(unknown)}")
+    cfg = SupervisionConfig(**values)
+    if not cfg.low_battery_pct < cfg.battery_ok_pct <= 100:
+        raise ConfigError(
+            f"{where}: low_battery_pct ({cfg.low_battery_pct}) must be below battery_ok_pct "
+            f"({cfg.battery_ok_pct}), which is at most 100: the gap is the hysteresis"
+        )
+    return cfg
 
 
 def _admin(

@@ -13,6 +13,8 @@ again. An empty confirmation right after each connect tells the centre we are th
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -23,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from gateway.broadcasts import CentreOutcome
 from gateway.config import GatewayConfig
+from gateway.contactlist import Outcome as ContactsOutcome
 from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
@@ -54,11 +57,13 @@ class _InFlight:
 def event_body(gateway_id: str, ev: StoredEvent) -> dict[str, object]:
     """The §6.2 body of a stored event."""
     r = ev.record
+    # A supervision event keeps its `sup` object as the link's codec wrote it (§6.2.1).
+    sup = None if r.detail is None else uplink.parse_supervision(json.loads(r.detail))
     return uplink.encode_event(
         uplink.new_event(
             gateway_id, ev.seq, r.kind, r.device, r.counter,
             village=r.village, household=r.household, gw_ts=r.gw_ts,
-            ref_counter=r.ref, dev_ts=r.dev_ts, dev_up=r.dev_up,
+            ref_counter=r.ref, dev_ts=r.dev_ts, dev_up=r.dev_up, sup=sup,
         )
     )
 
@@ -91,16 +96,29 @@ class CentreSide:
         self.down_topic = topics.ack(gw)
         self.bc_topic = topics.broadcast(gw)
         self.conf_topic = topics.confirmations(gw)
+        self.contacts_topic = topics.contacts(gw)
+        # When the link went down (monotonic), None while it is up: the second path's clock.
+        # Down from the start until the first connection.
+        self.down_since: float | None = time.monotonic()
+        # The contact list from the centre (§11), and the modem's state for the heartbeat
+        # (§6.5; None: no modem configured).
+        self.on_contacts: Callable[[str, bytes], Awaitable[ContactsOutcome]] | None = None
+        self.modem_state: Callable[[], str | None] = lambda: None
+        self.contacts_version: Callable[[], int] = lambda: 0
         # Takes a broadcast from the centre; returns its id once it is settled here (stored,
         # a repeat, or refused for good), None if the centre must send it again.
         self.on_broadcast: Callable[[str, bytes], Awaitable[CentreOutcome]] | None = None
         self._conf_acks: list[tuple[str, str]] = []
         self._conf_bc: list[str] = []
+        self._conf_cl: list[int] = []
         # Centre acks taken from the message loop and not yet handed to the store (_on_ack).
         self._acks_in: list[tuple[Message, asyncio.Future[bool]]] = []
         self._acks_tail: asyncio.Task[None] | None = None
         self._ack_tasks: set[asyncio.Task[None]] = set()
         store.stored_listeners.append(self._wake.set)
+        # §6.5: a change in whether the store can be written goes to the centre at once.
+        self._hb_wake = asyncio.Event()
+        store.health_listeners.append(self._hb_wake.set)
 
     async def run(self) -> None:
         cb = self.cfg.centre_broker
@@ -124,9 +142,16 @@ class CentreSide:
             order = PubackOrder(client, partial(self._drop_link, client))
             await client.subscribe(self.down_topic, qos=1)
             await client.subscribe(self.bc_topic, qos=1)
+            if self.on_contacts is not None:
+                await client.subscribe(self.contacts_topic, qos=1)
             self.client = client
-            self._publish_conf(client, [], [])  # §6.6: here now, send what I lack
+            self.down_since = None
+            # §6.6: here now, send what I lack; with the contact-list version held (§11), so
+            # that a centre whose list is newer sends it.
+            held = self.contacts_version()
+            self._publish_conf(client, [], [], [held] if held else [])
             self.metrics.gauge("centre_link", "up")
+            self._hb_wake.set()  # a heartbeat at once: the centre learns our state now
             log.info("event=centre_link_up broker=%s:%d", cb.host, cb.port)
             backoff.reset()
             self._inflight.clear()
@@ -140,6 +165,13 @@ class CentreSide:
                     if outcome.confirm is not None:
                         self.confirm(bc=[outcome.confirm])
                     order.add(msg, _settled(outcome.puback))
+                elif msg.topic == self.contacts_topic:
+                    if self.on_contacts is None:
+                        continue
+                    got = await self.on_contacts(msg.topic, msg.payload)
+                    if got.confirm is not None:
+                        self.confirm(cl=[got.confirm])
+                    order.add(msg, _settled(got.puback))
                 else:
                     # Committed in the background, in order (see there); PUBACKed then.
                     order.add(msg, self._on_ack(msg))
@@ -153,6 +185,8 @@ class CentreSide:
         async def closed() -> None:
             nonlocal pump
             self.client = None
+            if self.down_since is None:
+                self.down_since = time.monotonic()
             self.metrics.gauge("centre_link", "down")
             if pump is not None:
                 pump.cancel()
@@ -319,29 +353,38 @@ class CentreSide:
 
     # -- confirmations to the centre (§6.6)
 
-    def confirm(self, acks: list[tuple[str, str]] | None = None, bc: list[str] | None = None) -> None:
+    def confirm(
+        self, acks: list[tuple[str, str]] | None = None, bc: list[str] | None = None,
+        cl: list[int] | None = None,
+    ) -> None:
         """Queue confirmations; they go out together at the end of this turn of the loop."""
-        first = not self._conf_acks and not self._conf_bc
+        first = not self._conf_acks and not self._conf_bc and not self._conf_cl
         self._conf_acks += acks or []
         self._conf_bc += bc or []
-        if first and (self._conf_acks or self._conf_bc):
+        self._conf_cl += cl or []
+        if first and (self._conf_acks or self._conf_bc or self._conf_cl):
             asyncio.get_running_loop().call_soon(self._flush_conf)
 
     def _flush_conf(self) -> None:
-        pending_acks, pending_bc = self._conf_acks, self._conf_bc
-        self._conf_acks, self._conf_bc = [], []
+        pending_acks, pending_bc, pending_cl = self._conf_acks, self._conf_bc, self._conf_cl
+        self._conf_acks, self._conf_bc, self._conf_cl = [], [], []
         client = self.client
         if client is None:
             return  # the centre sends them again when we are back, and we confirm then
+        if pending_cl and not self._publish_conf(client, [], [], sorted(set(pending_cl))):
+            return
         # The link's codec splits them into messages that fit (§6.6).
         for conf in uplink.confirmations(self.cfg.gateway_id, now_ms(), pending_acks, pending_bc):
             if not self._publish_conf(client, list(conf.acks), list(conf.bc)):
                 return  # lost with the link: the centre sends again, we confirm again
 
     def _publish_conf(
-        self, client: MqttClient, acked: list[tuple[str, str]], bcs: list[str]
+        self, client: MqttClient, acked: list[tuple[str, str]], bcs: list[str],
+        cl: list[int] | None = None,
     ) -> bool:
-        conf = uplink.Confirmation(self.cfg.gateway_id, now_ms(), tuple(acked), tuple(bcs))
+        conf = uplink.Confirmation(
+            self.cfg.gateway_id, now_ms(), tuple(acked), tuple(bcs), tuple(cl or ())
+        )
         payload = sign_frame(self.key, self.conf_topic, encode_json(uplink.encode_confirmation(conf)))
         try:
             client.publish_nowait(self.conf_topic, payload, qos=1).add_done_callback(_log_failure)
@@ -354,9 +397,11 @@ class CentreSide:
 
     async def heartbeat(self) -> None:
         while True:
+            self._hb_wake.clear()
             client = self.client
             if client is not None:
                 depth = self.store.outbox_count  # exact, kept by the store on every commit
+                health = self.store.health
                 body = uplink.encode_heartbeat(
                     uplink.Heartbeat(
                         self.cfg.gateway_id,
@@ -367,6 +412,14 @@ class CentreSide:
                         tuple(sorted(
                             {self.cfg.village} | {d.village for d in self.registry.devices.values()}
                         )),
+                        # When its devices were last heard, some at a time (§6.5, supervision).
+                        None if self.village.supervisor is None
+                        else self.village.supervisor.seen_batch(),
+                        # Not stored, so it goes out also when the disk is full.
+                        uplink.StoreState(
+                            health.ok, health.full, health.failed, self.store.free_bytes()
+                        ),
+                        self.modem_state(),
                     )
                 )
                 payload = sign_frame(self.key, self.hb_topic, encode_json(body))
@@ -376,7 +429,8 @@ class CentreSide:
                     )
                 except MqttError:
                     pass
-            await asyncio.sleep(self.cfg.heartbeat_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hb_wake.wait(), self.cfg.heartbeat_s)
 
 
 def _settled(ok: bool) -> asyncio.Future[bool]:

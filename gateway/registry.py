@@ -22,6 +22,9 @@ from gateway.store import COLUMN_MIGRATIONS, SCHEMA, Store
 from transport.keys import private_db, private_dir
 
 ROLES = ("button", "speaker")
+# Power profiles (docs/gateway.md, Supervision): mains devices heartbeat often, battery buttons
+# sleep and check in; the gateway's supervision judges each by its own profile.
+POWERS = ("mains", "battery")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class Device:
     household: str
     enabled: bool
     groups: tuple[str, ...] = ()
+    power: str = "mains"
+    period_s: int = 0  # heartbeat (mains) or check-in (battery) period; 0: the profile default
 
 
 class Registry:
@@ -66,6 +71,8 @@ class Registry:
                 household=r["household"],
                 enabled=bool(r["enabled"]),
                 groups=tuple(g for g in str(r["groups"]).split(",") if g),
+                power=str(r["power"]),
+                period_s=int(r["period_s"]),
             )
             # Never move a replay watermark backwards on reload.
             self.hb_counter[r["id"]] = max(self.hb_counter.get(r["id"], 0), int(r["hb_counter"]))
@@ -112,8 +119,16 @@ class ReservedIdError(RegistryError):
     """The id is a service login's name on the brokers (protocol §1.1)."""
 
 
-def _check_entry(device_id: str, role: str, groups: Sequence[str]) -> None:
+def _check_entry(
+    device_id: str, role: str, groups: Sequence[str], power: str = "mains", period_s: int = 0
+) -> None:
     """The rules every registry entry follows, however it is made."""
+    if power not in POWERS:
+        raise RegistryError(f"power must be one of {', '.join(POWERS)}, not {power!r}")
+    if power == "battery" and role != "button":
+        raise RegistryError(f"a {role} runs on mains: power must be 'mains'")
+    if period_s < 0:
+        raise RegistryError(f"period_s must be 0 (the profile's default) or more, not {period_s}")
     if not okproto.valid_id(device_id):
         raise RegistryError(f"device id {device_id!r} must be 1-32 characters of a-z, 0-9, '-'")
     if okproto.reserved_id(device_id):
@@ -142,8 +157,10 @@ def add_device(
     household: str,
     key: bytes | None = None,
     groups: Sequence[str] = (),
+    power: str = "mains",
+    period_s: int = 0,
 ) -> Device:
-    _check_entry(device_id, role, groups)
+    _check_entry(device_id, role, groups, power, period_s)
     key = key if key is not None else new_device_key()
     if len(key) != 32:
         raise RegistryError("a device key is 32 bytes")
@@ -155,11 +172,11 @@ def add_device(
                 f"device {device_id} is already registered; revoke it first or choose another id"
             )
         conn.execute(
-            "INSERT INTO devices(id, key_hex, role, village, household, enabled, created_at, groups)"
-            " VALUES (?,?,?,?,?,1,?,?)",
+            "INSERT INTO devices(id, key_hex, role, village, household, enabled, created_at, groups,"
+            " power, period_s) VALUES (?,?,?,?,?,1,?,?,?,?)",
             (
                 device_id, key.hex(), role, village, household, time.time_ns() // 1_000_000,
-                ",".join(groups),
+                ",".join(groups), power, period_s,
             ),
         )
         _bump(conn)
@@ -167,7 +184,7 @@ def add_device(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return Device(device_id, key, role, village, household, True, tuple(groups))
+    return Device(device_id, key, role, village, household, True, tuple(groups), power, period_s)
 
 
 def revoke_device(conn: sqlite3.Connection, device_id: str) -> None:
@@ -230,6 +247,8 @@ class DeviceRecord:
     counter_floor: int
     # The newest test event from the device: (counter, gateway receive time ms, state).
     last_test: tuple[int, int, str] | None
+    power: str = "mains"
+    period_s: int = 0
 
 
 def _groups(text: str | None) -> tuple[str, ...]:
@@ -256,11 +275,13 @@ def register_device(
     groups: Sequence[str] = (),
     hw_id: str = "",
     force: bool = False,
+    power: str = "mains",
+    period_s: int = 0,
 ) -> Registration:
     """Register `device_id` for the board `hw_id`, or give it a new key if it is registered
     already (re-provisioning the same board is safe to repeat). Taking an id from another
     board, another household or role, or bringing back a revoked id needs `force`."""
-    _check_entry(device_id, role, groups)
+    _check_entry(device_id, role, groups, power, period_s)
     hw_id = hw_id.lower()
     key = new_device_key()
     conn.execute("BEGIN IMMEDIATE")
@@ -271,9 +292,9 @@ def register_device(
         if row is None:
             conn.execute(
                 "INSERT INTO devices(id, key_hex, role, village, household, enabled, created_at,"
-                " groups, hw_id) VALUES (?,?,?,?,?,1,?,?,?)",
+                " groups, hw_id, power, period_s) VALUES (?,?,?,?,?,1,?,?,?,?,?)",
                 (device_id, key.hex(), role, village, household, time.time_ns() // 1_000_000,
-                 ",".join(groups), hw_id),
+                 ",".join(groups), hw_id, power, period_s),
             )
             created = True
         else:
@@ -281,9 +302,9 @@ def register_device(
                 _check_takeover(device_id, row, role=role, household=household, hw_id=hw_id)
             conn.execute(
                 "UPDATE devices SET key_hex=?, role=?, village=?, household=?, groups=?,"
-                " hw_id=?, enabled=1 WHERE id=?",
+                " hw_id=?, enabled=1, power=?, period_s=? WHERE id=?",
                 (key.hex(), role, village, household, ",".join(groups), hw_id or row[3],
-                 device_id),
+                 power, period_s, device_id),
             )
             created = False
         floor = _counter_floor(conn, device_id)
@@ -292,7 +313,7 @@ def register_device(
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    dev = Device(device_id, key, role, village, household, True, tuple(groups))
+    dev = Device(device_id, key, role, village, household, True, tuple(groups), power, period_s)
     return Registration(dev, hw_id, created, floor)
 
 
@@ -329,7 +350,7 @@ def _check_takeover(
 
 _RECORD_SQL = (
     "SELECT id, role, village, household, groups, enabled, hw_id, created_at, last_seen,"
-    " status_json FROM devices"
+    " status_json, power, period_s FROM devices"
 )
 
 
@@ -353,6 +374,8 @@ def _record(conn: sqlite3.Connection, r: Any) -> DeviceRecord:
         status_json=str(r[9]) if r[9] is not None else None,
         counter_floor=_counter_floor(conn, dev_id),
         last_test=(int(test[0]), int(test[1]), str(test[2])) if test else None,
+        power=str(r[10]),
+        period_s=int(r[11]),
     )
 
 

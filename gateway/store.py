@@ -10,12 +10,19 @@ transaction, and whatever it raises (not only sqlite3.Error) is rolled back to t
 given to its future alone as a StoreError, while the rest of the batch commits. A listener that
 raises is logged and skipped. The writer task itself runs under a supervisor that restarts it if
 it ever ends, so a fault never leaves later writes waiting forever.
+
+A full disk (SQLITE_FULL) fails writes with StoreFullError, so that callers can tell it from a
+fault of one operation; `health` says whether the last write committed, and the gateway's
+heartbeat carries it to the centre (protocol §6.5 `store`). Writes resume by themselves once
+space is freed: SQLite rolled the failed transaction back, and the next one starts afresh.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
@@ -26,7 +33,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from device_fw import okproto
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreFullError
 from transport.keys import private_db, private_dir
 
 log = logging.getLogger("onekey.gateway.store")
@@ -67,10 +74,29 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (device, counter)
 );
 CREATE INDEX IF NOT EXISTS events_outbox ON events(seq) WHERE state = 'stored';
+CREATE TABLE IF NOT EXISTS supervision (
+    device TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    low_battery INTEGER NOT NULL DEFAULT 0,
+    fault TEXT,
+    tamper INTEGER NOT NULL DEFAULT 0,
+    last_seen INTEGER,
+    bat INTEGER,
+    fw TEXT,
+    changed_at INTEGER NOT NULL
+);
 """
 
 # Columns added after the first release; each is applied once to older databases.
-COLUMN_MIGRATIONS = ("ALTER TABLE devices ADD COLUMN groups TEXT NOT NULL DEFAULT ''",)
+COLUMN_MIGRATIONS = (
+    "ALTER TABLE devices ADD COLUMN groups TEXT NOT NULL DEFAULT ''",
+    # The power profile chosen at provisioning and the device's heartbeat or check-in period
+    # (0: the profile's default from the gateway's configuration); docs/gateway.md, Supervision.
+    "ALTER TABLE devices ADD COLUMN power TEXT NOT NULL DEFAULT 'mains'",
+    "ALTER TABLE devices ADD COLUMN period_s INTEGER NOT NULL DEFAULT 0",
+    # A supervision event's `sup` object (protocol §6.2.1), JSON; NULL for the device kinds.
+    "ALTER TABLE events ADD COLUMN detail TEXT",
+)
 
 
 async def add_column(db: aiosqlite.Connection, sql: str) -> None:
@@ -102,6 +128,21 @@ class EventRecord:
     gw_ts: int
     dev_ts: int | None
     dev_up: int | None
+    detail: str | None = None  # a supervision event's `sup` (§6.2.1), JSON
+
+
+@dataclass(frozen=True)
+class SupervisionRow:
+    """A device's durable supervision state (the `supervision` table)."""
+
+    device: str
+    state: str
+    low_battery: bool
+    fault: str | None
+    tamper: bool
+    last_seen: int | None
+    bat: int | None
+    fw: str | None
 
 
 @dataclass(frozen=True)
@@ -129,6 +170,17 @@ class Refused:
     detail: str
 
 
+@dataclass(frozen=True)
+class StoreHealth:
+    """What the writes did lately (§6.5 `store`): `ok` while the last write committed; from a
+    write that failed until one commits again, not ok, `full` if that was a full disk, and
+    `failed` the operations that failed since the last commit."""
+
+    ok: bool = True
+    full: bool = False
+    failed: int = 0
+
+
 _Op = Callable[[aiosqlite.Connection], Awaitable[Any]]
 
 # A writer that ends (it never should) is started again after this long.
@@ -151,8 +203,12 @@ class _Pending:
 class Store:
     """Owns the SQLite connection and the single writer task. `start()` opens; `close()` ends."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self, path: Path, *, observe_commit: Callable[[float], None] | None = None
+    ) -> None:
         self.path = path
+        # Told the duration (seconds, BEGIN to COMMIT with its fsync) of each committed batch.
+        self.observe_commit = observe_commit
         self._db: aiosqlite.Connection | None = None
         # A second connection for the forwarder's reads: in WAL mode it sees only committed
         # rows, so no event leaves for the centre before the transaction that holds it commits
@@ -169,6 +225,9 @@ class Store:
         # Events not yet received by the centre, kept exact on every commit (the outbox gauge).
         self.outbox_count = 0
         self.stored_listeners: list[Callable[[], None]] = []
+        self.health = StoreHealth()
+        # Called when `health.ok` or `health.full` changes (the heartbeat goes out at once).
+        self.health_listeners: list[Callable[[], None]] = []
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -282,6 +341,10 @@ class Store:
         """One transaction for the batch, one SAVEPOINT per operation. True if it committed."""
         db = self.db
         results: list[tuple[_Pending, Any]] = []
+        full: BaseException | None = None  # an operation found the disk full
+        op_failures = 0
+        started = time.perf_counter()
+        changes = db.total_changes
         try:
             await db.execute("BEGIN IMMEDIATE")
             for p in batch:
@@ -296,6 +359,8 @@ class Store:
                 except Exception as exc:
                     self._current = None
                     p.outbox_delta = 0
+                    if _is_full(exc):
+                        full = exc  # SQLite may have rolled back the whole transaction
                     # Undo what this operation wrote; the others in the batch still commit.
                     # If SQLite already rolled the whole transaction back (disk full, I/O
                     # error), ROLLBACK TO raises and the batch fails as a whole below.
@@ -304,20 +369,40 @@ class Store:
                     log.error(
                         "event=store_op_failed error=%r batch=%d", _describe(exc), len(batch)
                     )
-                    err = StoreError(f"write to {self.path} failed: {_describe(exc)}")
+                    err = _store_error(
+                        f"write to {self.path} failed: {_describe(exc)}", exc, self.path
+                    )
                     err.__cause__ = exc
+                    op_failures += 1
                     p.fut.set_exception(err)
                     p.fut.exception()  # retrieved: a caller that dropped it is not warned
                 self._current = None
             await db.execute("COMMIT")
         except sqlite3.Error as exc:
             await self._rollback()
-            err = StoreError(f"write to {self.path} failed, nothing in this batch stored: {exc}")
-            log.error("event=store_write_failed batch=%d error=%r", len(batch), str(exc))
+            cause = full or exc
+            err = _store_error(
+                f"write to {self.path} failed, nothing in this batch stored: {cause}", cause, self.path
+            )
+            log.error(
+                "event=store_write_failed batch=%d full=%d error=%r",
+                len(batch), isinstance(err, StoreFullError), str(cause),
+            )
+            failed = 0
             for p in batch:
                 if not p.fut.done():
                     p.fut.set_exception(err)
+                    failed += 1
+            self._set_health(False, isinstance(err, StoreFullError), failed + op_failures)
             return False
+        if self.observe_commit is not None:
+            self.observe_commit(time.perf_counter() - started)
+        if full is not None:
+            # It committed, but one of its operations found the disk full: still unable.
+            self._set_health(False, True, op_failures)
+        elif db.total_changes != changes:
+            # Something was written: a batch of reads alone says nothing (it needs no space).
+            self._set_health(True, False, 0)
         self.commits += 1
         self.committed_ops += len(results)
         for p, result in results:
@@ -325,6 +410,33 @@ class Store:
             if not p.fut.done():
                 p.fut.set_result(result)
         return True
+
+    def _set_health(self, ok: bool, full: bool, failed: int) -> None:
+        old = self.health
+        self.health = StoreHealth(ok, full, 0 if ok else old.failed + failed)
+        if (old.ok, old.full) == (ok, full):
+            return
+        if ok:
+            log.info("event=store_writable failed_before=%d", old.failed)
+        else:
+            log.error(
+                "event=store_unwritable full=%d free_bytes=%d db=%s",
+                full, self.free_bytes(), self.path,
+            )
+        for listener in list(self.health_listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("event=store_listener_failed listener=%r", listener)
+
+    def free_bytes(self) -> int:
+        """Bytes free for the gateway's user on the state directory's filesystem; -1 if
+        unknown."""
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return -1
+        return st.f_bavail * st.f_frsize
 
     def _notify(self) -> None:
         for listener in list(self.stored_listeners):
@@ -449,6 +561,58 @@ class Store:
 
         return self._submit(op)
 
+    # -- supervision (docs/gateway.md, Supervision; protocol §6.2.1)
+
+    def insert_supervision(
+        self, source: str, make: Callable[[int], EventRecord], row: SupervisionRow, at: int
+    ) -> asyncio.Future[int]:
+        """Queue a supervision event and the device's new supervision state, in one operation:
+        both commit or neither does. `make(n)` gives the event for the gateway's next
+        supervision counter `n` (one above the highest of `source`'s events, read in the
+        writer, so it never repeats). Resolves to the event's outbox seq once committed."""
+
+        async def op(db: aiosqlite.Connection) -> int:
+            top = await db.execute_fetchall(
+                "SELECT COALESCE(MAX(counter), 0) FROM events WHERE device=?", (source,)
+            )
+            n = int(next(iter(top))[0]) + 1
+            rec = make(n)
+            rows = await db.execute_fetchall(
+                "INSERT INTO events(device, counter, kind, ref, village, household, gw_ts,"
+                " dev_ts, dev_up, state, updated_at, detail)"
+                " VALUES (?,?,?,?,?,?,?,?,?,'stored',?,?) RETURNING seq",
+                (*_event_values(rec), rec.detail),
+            )
+            seq = int(next(iter(rows))[0])
+            self._outbox_changed(+1)
+            await _save_supervision(db, row, at)
+            return seq
+
+        return self._submit(op)
+
+    def save_supervision(self, row: SupervisionRow, at: int) -> asyncio.Future[None]:
+        """Queue a supervision state change that raises no event (a new reading)."""
+
+        async def op(db: aiosqlite.Connection) -> None:
+            await _save_supervision(db, row, at)
+
+        return self._submit(op)
+
+    async def load_supervision(self) -> dict[str, SupervisionRow]:
+        # last_seen: the newer of the one saved with the last supervision event and the
+        # registry's, which every heartbeat and report updates (record_heartbeat).
+        rows = await self.db.execute_fetchall(
+            "SELECT s.device, s.state, s.low_battery, s.fault, s.tamper,"
+            " NULLIF(MAX(COALESCE(s.last_seen, 0), COALESCE(d.last_seen, 0)), 0), s.bat, s.fw"
+            " FROM supervision s LEFT JOIN devices d ON d.id = s.device"
+        )
+        return {
+            str(r[0]): SupervisionRow(
+                str(r[0]), str(r[1]), bool(r[2]), r[3], bool(r[4]), r[5], r[6], r[7]
+            )
+            for r in rows
+        }
+
     # -- meta
 
     def put_meta_int(self, name: str, value: int) -> asyncio.Future[None]:
@@ -480,7 +644,8 @@ class Store:
             raise StoreError("store is not open")
         cur = await self._reader.execute(
             "SELECT seq, device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
-            " state, acked_by FROM events WHERE state='stored' AND seq>? ORDER BY seq LIMIT ?",
+            " state, acked_by, detail FROM events WHERE state='stored' AND seq>? ORDER BY seq"
+            " LIMIT ?",
             (after_seq, limit),
         )
         rows = await cur.fetchall()
@@ -504,6 +669,15 @@ class Store:
 
         return self._submit(op)
 
+    async def event_counts(self) -> dict[str, int]:
+        """Committed events by state (read on the reader connection: never waits on writes)."""
+        if self._reader is None:
+            raise StoreError("store is not open")
+        rows = await self._reader.execute_fetchall(
+            "SELECT state, COUNT(*) FROM events GROUP BY state"
+        )
+        return {str(r[0]): int(r[1]) for r in rows}
+
     async def outbox_depth(self) -> int:
         cur = await self.db.execute("SELECT COUNT(*) FROM events WHERE state='stored'")
         row = await cur.fetchone()
@@ -513,7 +687,7 @@ class Store:
     async def get_event(self, device: str, counter: int) -> StoredEvent | None:
         cur = await self.db.execute(
             "SELECT seq, device, counter, kind, ref, village, household, gw_ts, dev_ts, dev_up,"
-            " state, acked_by FROM events WHERE device=? AND counter=?",
+            " state, acked_by, detail FROM events WHERE device=? AND counter=?",
             (device, counter),
         )
         row = await cur.fetchone()
@@ -525,7 +699,7 @@ class Store:
         try:
             cur = await self.db.execute(
                 "SELECT id, key_hex, role, village, household, enabled, hb_counter, event_floor,"
-                " groups FROM devices"
+                " groups, power, period_s FROM devices"
             )
             rows = list(await cur.fetchall())
             await cur.close()
@@ -543,7 +717,7 @@ class Store:
 def _event(r: Any) -> StoredEvent:
     rec = EventRecord(
         device=r[1], counter=r[2], kind=r[3], ref=r[4], village=r[5], household=r[6],
-        gw_ts=r[7], dev_ts=r[8], dev_up=r[9],
+        gw_ts=r[7], dev_ts=r[8], dev_up=r[9], detail=r[12] if len(r) > 12 else None,
     )
     return StoredEvent(seq=int(r[0]), record=rec, state=str(r[10]), acked_by=r[11])
 
@@ -559,6 +733,33 @@ def _event_values(rec: EventRecord) -> tuple[Any, ...]:
         rec.device, rec.counter, rec.kind, rec.ref, rec.village, rec.household,
         rec.gw_ts, rec.dev_ts, rec.dev_up, rec.gw_ts,
     )
+
+
+async def _save_supervision(db: aiosqlite.Connection, row: SupervisionRow, at: int) -> None:
+    await db.execute(
+        "INSERT INTO supervision(device, state, low_battery, fault, tamper, last_seen, bat, fw,"
+        " changed_at) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(device) DO UPDATE SET"
+        " state=excluded.state, low_battery=excluded.low_battery, fault=excluded.fault,"
+        " tamper=excluded.tamper, last_seen=excluded.last_seen, bat=excluded.bat,"
+        " fw=excluded.fw, changed_at=excluded.changed_at",
+        (row.device, row.state, int(row.low_battery), row.fault, int(row.tamper),
+         row.last_seen, row.bat, row.fw, at),
+    )
+def _is_full(exc: BaseException) -> bool:
+    """SQLite's SQLITE_FULL (a full disk, or max_page_count reached), or ENOSPC itself."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == sqlite3.SQLITE_FULL:
+        return True
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+
+
+def _store_error(message: str, cause: BaseException, path: Path) -> StoreError:
+    if _is_full(cause):
+        return StoreFullError(
+            f"{message}; the disk holding {path.parent} is full: free space there "
+            f"(df -h {path.parent}); writes resume by themselves"
+        )
+    return StoreError(message)
 
 
 def _describe(exc: BaseException) -> str:

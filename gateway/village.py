@@ -25,10 +25,11 @@ from typing import Any
 from device_fw import okproto
 from gateway import intake
 from gateway.config import GatewayConfig
-from gateway.errors import StoreError
+from gateway.errors import StoreError, StoreFullError
 from gateway.metrics import Metrics
 from gateway.registry import Registry
 from gateway.store import DOWNLINK_COUNTER, EventRecord, InsertResult, Refused, Store, now_ms
+from gateway.supervision import Supervisor
 from transport.mqtt import Message, MqttClient, MqttError
 from transport.pubacks import PubackOrder
 from transport.reconnect import Backoff, keep_connected
@@ -45,8 +46,12 @@ UNKNOWN_RELOAD_S = 0.05
 RESEND_PROGRESS_MS = 15 * 60 * 1000
 # A message whose write failed this many times is acknowledged anyway (and logged), so that
 # one message that cannot be stored does not hold up the village: a device keeps an event on
-# its flash until it has `stored`, and sends it again.
+# its flash until it has `stored`, and sends it again. Never on a full disk: then nothing can
+# be stored, so the message stays with the broker until space is freed.
 MAX_WRITE_ATTEMPTS = 3
+# While the disk is full, the village link is re-opened (and the broker's messages tried
+# again) about this often rather than in a tight loop.
+STORE_FULL_RETRY_S = 2.0
 # §4.3: at most this many [counter, state] pairs in a heartbeat's `ev`.
 MAX_EV = 8
 # A device's view of an event, in the order states move (§4.2, §7).
@@ -128,12 +133,15 @@ class VillageSide:
         metrics: Metrics,
         *,
         clock: Callable[[], int] = now_ms,
+        supervisor: Supervisor | None = None,
     ) -> None:
         self.cfg = cfg
         self.store = store
         self.registry = registry
         self.metrics = metrics
         self.clock = clock
+        # Device supervision (gateway/supervision.py): told what is heard, and each last will.
+        self.supervisor = supervisor
         self.client: MqttClient | None = None
         self._acks = AckCounter(store, clock)
         self._pending: deque[tuple[str, bytes]] = deque(maxlen=MAX_PENDING_ACKS)
@@ -174,7 +182,10 @@ class VillageSide:
             self.client = client
             self.metrics.gauge("village_link", "up")
             log.info("event=village_link_up broker=%s:%d", vb.host, vb.port)
-            backoff.reset()
+            if self.store.health.full:
+                backoff.delay = STORE_FULL_RETRY_S
+            else:
+                backoff.reset()
             self._flush_pending()
             await self._resend_progress()
             async for msg in client.messages():
@@ -222,6 +233,8 @@ class VillageSide:
             self.metrics.inc("device_offline")
             if dev in self.registry.devices:
                 self.on_device_offline(dev)
+                if self.supervisor is not None:
+                    self.supervisor.will(self.registry.devices[dev])
             return None
         result = intake.check(self.registry, msg.topic, msg.payload)
         if (
@@ -237,6 +250,11 @@ class VillageSide:
             self._rejected(result.reason, result.device_id, msg, result.detail)
             return None  # bad input: acknowledged at once, it must not sit in the broker
         self.on_device_seen(result.device.id)
+        if self.supervisor is not None and result.kind in ("hb", "bcr"):
+            # Heartbeats and reports pass the counter watermark (§5.3): a replayed one never
+            # gets here, so a dead device cannot be kept alive with old frames. An event counts
+            # once it is stored as new (_store_event), not as a duplicate.
+            self.supervisor.heard(result.device, result.kind, result.body)
         # Each branch queues its store writes before it returns, so writes go to the store in
         # the order the messages arrived.
         if result.kind == "hb":
@@ -285,9 +303,17 @@ class VillageSide:
 
     def _write_failed(self, acc: intake.Accepted, exc: Exception) -> bool:
         """Whether to acknowledge a message whose write failed: not until it has failed
-        MAX_WRITE_ATTEMPTS times (the broker sends it again after the link reset). No
-        `stored` ack either: the device keeps an event on its flash and sends it again."""
+        MAX_WRITE_ATTEMPTS times (the broker sends it again after the link reset), and never
+        while the disk is full. No `stored` ack either: the device keeps an event on its flash
+        and sends it again."""
         self.metrics.inc("store_failed")
+        if isinstance(exc, StoreFullError):
+            # Every write fails alike until space is freed: this message is not at fault.
+            log.error(
+                "event=store_failed kind=%s device=%s counter=%d full=1 error=%r",
+                acc.kind, acc.device.id, acc.counter, str(exc),
+            )
+            return False
         key = (acc.device.id, acc.counter)  # a device never reuses a counter (§5.1)
         n = self._write_failures.get(key, 0) + 1
         if len(self._write_failures) > 1000:
@@ -313,9 +339,6 @@ class VillageSide:
         self.metrics.inc("heartbeats")
         dev = acc.device.id
         status = {k: v for k, v in acc.body.items() if k not in ("t", "d", "c", "ev")}
-        bat = status.get("bat")
-        if isinstance(bat, int) and bat <= 20:
-            log.warning("event=low_battery device=%s battery=%d", dev, bat)
         recorded = self.store.record_heartbeat(dev, acc.counter, json.dumps(status), self.clock())
         pairs = _ev_pairs(acc.body.get("ev"))
         states = self.store.event_states(dev, [c for c, _s in pairs]) if pairs else None
@@ -388,6 +411,8 @@ class VillageSide:
             self._rejected(res.reason, dev, msg, res.detail)
             return True
         if res.new:
+            if self.supervisor is not None:
+                self.supervisor.heard(acc.device, acc.kind, acc.body)
             self.metrics.inc(f"stored_{acc.kind}")
             log.info(
                 "event=stored kind=%s device=%s counter=%d seq=%d household=%s",

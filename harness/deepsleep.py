@@ -29,7 +29,7 @@ from pathlib import Path
 
 from provisioning.simcontrol import CONTROL_HOST
 
-SLEEP_EXIT = 3  # hal_sim.SLEEP_EXIT
+SLEEP_EXIT = 3  # device_fw/sim_sleep.py SLEEP_EXIT
 SLEEP_FILE = "sleep.json"
 WAKE_FILE = "wake.json"
 _BOOT_TIMEOUT_S = 20.0

@@ -51,9 +51,12 @@ def signed_heartbeat(
     outbox: int = 0,
     devices: int = 1,
     villages: list[str] | None = None,
+    store: uplink.StoreState | None = None,
 ) -> tuple[str, bytes]:
     topic = topics.heartbeat(gw)
-    hb = uplink.Heartbeat(gw, ts, outbox, devices, None if villages is None else tuple(villages))
+    hb = uplink.Heartbeat(
+        gw, ts, outbox, devices, None if villages is None else tuple(villages), store=store
+    )
     return topic, sign_frame(key, topic, encode_json(uplink.encode_heartbeat(hb)))
 
 

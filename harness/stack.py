@@ -55,8 +55,12 @@ class LocalStack:
         resend_after_s: float = 10.0,
         village_listen: str = HOST,
         device_broker_host: str | None = None,
+        supervision: dict[str, int | float] | None = None,
+        gateway_dir: Path | None = None,
     ) -> None:
         self.root = Path(root).resolve()
+        # The gateway's [supervision] settings (gateway/config.py); None: its defaults.
+        self.supervision = supervision
         # Real boards (hil_tests with --port) reach the village broker over the LAN: it then
         # listens on village_listen (e.g. 0.0.0.0) and boards dial device_broker_host.
         self.village_listen = village_listen
@@ -67,7 +71,9 @@ class LocalStack:
         self.forward_window = forward_window
         self.resend_after_s = resend_after_s
         self.pki_dir = self.root / "pki"
-        self.gateway_dir = self.root / "gateway"
+        # The gateway's state directory (its configuration, keys, SQLite store); a test may put
+        # it on a filesystem of its own, e.g. a small tmpfs that it fills.
+        self.gateway_dir = Path(gateway_dir).resolve() if gateway_dir else self.root / "gateway"
         self.centre_dir = self.root / "centre"
         self.devices_dir = self.root / "devices"
         self.gateway_config = self.gateway_dir / "gateway.toml"
@@ -93,6 +99,7 @@ class LocalStack:
     def setup(self) -> None:
         # Keys, passwords, device configurations and databases live under it: 0700.
         private_dir(self.root, tighten=True)
+        private_dir(self.gateway_dir, tighten=True)
         self.http_port = self.http_port or free_port()
         ca = pki.create_ca(self.pki_dir, name="onekey demo CA")
         server = pki.issue_server(ca, self.pki_dir, "centre-broker")
@@ -151,6 +158,10 @@ class LocalStack:
         text = text.replace('"gateway-key.pem"', f'"{gw_tls.key}"')
         text = text.replace("window = 256", f"window = {self.forward_window}")
         text = text.replace("resend_after_s = 10.0", f"resend_after_s = {self.resend_after_s}")
+        if self.supervision:
+            text += "\n[supervision]\n" + "".join(
+                f"{k} = {v!r}\n" for k, v in self.supervision.items()
+            )
         self.gateway_config.write_text(text)
         registry.open_admin(self.gateway_dir / "gateway.db").close()
 
@@ -294,9 +305,12 @@ class LocalStack:
         reload: bool = True,
         groups: Sequence[str] = (),
         village: str | None = None,
+        power: str = "mains",
+        period_s: int = 0,
     ) -> tuple[bytes, str]:
         """Registry entry at the gateway and broker credentials; returns (key, password).
-        With reload=False the caller reloads the village broker once after a batch."""
+        With reload=False the caller reloads the village broker once after a batch. `power`
+        and `period_s` as provisioning records them (docs/gateway.md, Supervision)."""
         assert self.village_broker is not None
         conn = registry.open_admin(self.gateway_dir / "gateway.db")
         try:
@@ -307,6 +321,8 @@ class LocalStack:
                 village=village or self.village,
                 household=household,
                 groups=groups,
+                power=power,
+                period_s=period_s,
             )
         finally:
             conn.close()
@@ -320,7 +336,12 @@ class LocalStack:
         from harness.simdevice import SimButton  # needs the MicroPython extra
 
         assert self.village_broker is not None
-        key, password = self.register_device(device_id, household)
+        power = str(settings.get("power", "mains"))
+        # The period the gateway supervises it by: its check-in or heartbeat period, if set.
+        period = settings.get("checkin_s" if power == "battery" else "hb_interval_s", 0)
+        key, password = self.register_device(
+            device_id, household, power=power, period_s=int(period)
+        )
         config: dict[str, Any] = {
             "id": device_id,
             "role": "button",
@@ -356,7 +377,8 @@ class LocalStack:
 
         assert self.village_broker is not None
         key, password = self.register_device(
-            device_id, household, role="speaker", groups=groups, village=village, reload=reload
+            device_id, household, role="speaker", groups=groups, village=village, reload=reload,
+            period_s=int(settings.get("hb_interval_s", 0)),
         )
         speaker = SimSpeaker(
             self.devices_dir / device_id,

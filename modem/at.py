@@ -186,6 +186,13 @@ class Channel:
             finally:
                 self._drop(p)
 
+    def abort_input(self) -> None:
+        """ESC: leaves the PDU input of an `AT+CMGS` that another program began and never
+        finished (TS 27.005 3.5.1: the message is not sent); then CR, so that a module that
+        was not in it ends the line (it answers ERROR or nothing; an answer while no command
+        waits is counted as stray and ignored)."""
+        self._send(ESC + b"\r")
+
     async def send_pdu(
         self, tpdu_len: int, pdu_hex: str, *, prompt_timeout: float, timeout: float
     ) -> list[str]:

@@ -53,6 +53,7 @@ MAX_TRACKED = 1024  # message references awaiting their delivery report
 MAX_PARTIAL = 256  # incoming concatenated messages awaiting parts
 PARTIAL_TTL_S = 24 * 3600
 EVENTS_MAX = 1000
+ABORT_SETTLE_S = 0.3  # after cancelling a half-entered message, before the first AT
 _CMGS = re.compile(r"^\+CMGS: *(\d+)")
 _INDEX = re.compile(r'^\+(?:CMTI|CDSI): *"?([A-Z]*)"?, *(\d+)')
 _REG = re.compile(r"^\+C(?:E|G)?REG: *(?:\d+, *)?(\d+)")
@@ -382,6 +383,10 @@ class Modem:
                                      timeout=self.command_timeout)
 
     async def _initialise(self, channel: Channel) -> None:
+        # A program killed between `AT+CMGS` and Ctrl-Z leaves the module waiting for the PDU,
+        # and it would read our AT commands as PDU text: cancel that first.
+        channel.abort_input()
+        await asyncio.sleep(ABORT_SETTLE_S)  # its OK or ERROR must not answer our first AT
         # A module just plugged in may be booting: a few tries of plain AT first.
         for attempt in range(3):
             try:

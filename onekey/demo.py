@@ -16,6 +16,7 @@ from typing import Any
 from centre.auth import Role
 from centre.enrol import add_staff
 from harness.stack import LocalStack, StackError
+from harness.vmodem import VModemError, VModemProcess
 
 DEFAULT_RUN_DIR = Path("run/demo")
 # Fictional staff, one of each role; their passwords are made afresh for each run.
@@ -59,11 +60,17 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
 
     stack = LocalStack(run_dir, http_port=args.http_port)
+    vmodem = VModemProcess(run_dir / "vmodem")
     try:
         print(f"demo: setting up keys, certificates and configuration in {run_dir}", flush=True)
         stack.setup()
         staff = demo_accounts(stack)
         load_households(stack)
+        # The escalation chain's SMS go through a virtual modem: one can read them and reply.
+        port = vmodem.start()
+        with stack.centre_config.open("a", encoding="utf-8") as f:
+            f.write(f'\n[modem]\nport = "{port}"\n')
+        print(f"demo: virtual SMS modem on {port}", flush=True)
         print("demo: starting village broker, centre broker (TLS), centre and gateway", flush=True)
         stack.start()
         for i in range(1, args.buttons + 1):
@@ -87,12 +94,13 @@ def run_demo(args: argparse.Namespace) -> int:
                     print(f"demo: {proc.exit_message(proc.name)}", file=sys.stderr)
                     return 1
             stop.wait(0.5)
-    except StackError as exc:
+    except (StackError, VModemError) as exc:
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     finally:
         print("demo: stopping everything", flush=True)
         stack.stop()
+        vmodem.stop()
     return 0
 
 
@@ -154,6 +162,14 @@ Township centre:
   API          {url}/api/alarms        (API description: {url}/openapi.json, after login)
   ack by API   curl -X POST {url}/api/alarms/<id>/ack {auth} -H 'Content-Type: application/json' \\
                     -d '{{"by": "Wang", "note": "on the way"}}'
+
+Escalation: an alarm nobody acknowledges within 60 s goes by SMS to the household's contacts
+(h-001: leader 王建国 and grid worker 赵志强 first, then the son 张伟, 60 s each), through the
+virtual modem:
+  .venv/bin/onekey vmodem sent --dir {run_dir}/vmodem        the SMS sent so far
+  .venv/bin/onekey vmodem send-reply --dir {run_dir}/vmodem --from +8613900000002 --text 收到
+                                      reply as the son: confirms, the chain stops
+  curl {auth} {url}/api/alarms/<id>/escalation   (the chain, step by step)
 
 Staff accounts, for this demo only (fictional people; passwords made for this run; an admin
 API token for the curl lines above is in {stack.centre_token_file}):

@@ -19,13 +19,16 @@ EVENT = "event"  # §6.2, QoS 1
 HEARTBEAT = "hb"  # §6.5, QoS 0
 REPORTS = "bcr"  # §8.3, QoS 1
 CONFIRMATIONS = "conf"  # §6.6, QoS 1
+SMS_REPORTS = "sms"  # §11, QoS 1: an SMS the gateway sent for an alarm
 # centre -> gateway
 ACK = "ack"  # §6.4, QoS 1
 BROADCAST = "bc"  # §8.1, QoS 1
+CONTACTS = "contacts"  # §11, QoS 1: the contact list, in parts
 
-UP_KINDS = (EVENT, HEARTBEAT, REPORTS, CONFIRMATIONS)
-DOWN_KINDS = (ACK, BROADCAST)
-QOS = {EVENT: 1, HEARTBEAT: 0, REPORTS: 1, CONFIRMATIONS: 1, ACK: 1, BROADCAST: 1}
+UP_KINDS = (EVENT, HEARTBEAT, REPORTS, CONFIRMATIONS, SMS_REPORTS)
+DOWN_KINDS = (ACK, BROADCAST, CONTACTS)
+QOS = {EVENT: 1, HEARTBEAT: 0, REPORTS: 1, CONFIRMATIONS: 1, SMS_REPORTS: 1, ACK: 1, BROADCAST: 1,
+       CONTACTS: 1}
 # The largest signed payload of each kind, in bytes. Reports: 200 of them with long device ids
 # need about 16 KB; 16,000 stays under the centre broker's packet limit (16,384,
 # `transport.brokers.CENTRE_MAX_PACKET`) with room for the MQTT header and the topic. A larger
@@ -36,8 +39,10 @@ MAX_PAYLOAD = {
     HEARTBEAT: MAX_SIGNED_PAYLOAD,
     REPORTS: 16_000,
     CONFIRMATIONS: MAX_SIGNED_PAYLOAD,
+    SMS_REPORTS: MAX_SIGNED_PAYLOAD,
     ACK: MAX_SIGNED_PAYLOAD,
     BROADCAST: MAX_SIGNED_PAYLOAD,
+    CONTACTS: MAX_SIGNED_PAYLOAD,
 }
 
 
@@ -69,6 +74,14 @@ def confirmations(gw: str) -> str:
     return up(gw, CONFIRMATIONS)
 
 
+def sms_reports(gw: str) -> str:
+    return up(gw, SMS_REPORTS)
+
+
+def contacts(gw: str) -> str:
+    return down(gw, CONTACTS)
+
+
 def ack(gw: str) -> str:
     return down(gw, ACK)
 
@@ -82,6 +95,7 @@ SUB_EVENTS = event("+")
 SUB_HEARTBEATS = heartbeat("+")
 SUB_REPORTS = reports("+")
 SUB_CONFIRMATIONS = confirmations("+")
+SUB_SMS_REPORTS = sms_reports("+")
 
 
 def parse(topic: str) -> tuple[str, str, str]:

@@ -88,6 +88,13 @@ def _board_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker-host", default=None, help="village broker as the board dials it "
                    "(default: what the gateway says)")
     p.add_argument("--broker-port", type=int, default=None)
+    p.add_argument("--power", choices=("mains", "battery"), default=None,
+                   help="power profile: mains (always connected, heartbeat every 20 s) or battery "
+                   "(a button that sleeps and checks in every hour); default: mains, or the old "
+                   "device's for replace")
+    p.add_argument("--period", type=int, default=0, metavar="S",
+                   help="its heartbeat (mains) or check-in (battery) period in seconds; default: "
+                   "the gateway's for the profile")
     p.add_argument("--force", action="store_true",
                    help="take over a board bound to another household, or an id of another board")
     p.add_argument("--baud", type=int, default=BAUD)
@@ -158,6 +165,7 @@ def _options(args: argparse.Namespace) -> Options:
         broker_host=args.broker_host, broker_port=args.broker_port, force=args.force,
         baud=args.baud, self_test_timeout=args.self_test_timeout,
         press_timeout=args.press_timeout, compile=not args.no_compile,
+        power=args.power, period_s=args.period,
     )
 
 

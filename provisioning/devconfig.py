@@ -22,7 +22,7 @@ ROLE_PREFIX = {"button": "btn", "speaker": "spk"}
 # What provisioning owns in config.json; anything else a board has (pin numbers of a board
 # variant, tuned timings) is kept when it is provisioned again.
 MANAGED = ("id", "role", "key", "hal", "sim_port", "wifi", "mqtt", "village", "household",
-           "groups", "provisioned_at")
+           "groups", "provisioned_at", "power")
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,11 @@ def build_config(
         household=creds.household,
         groups=list(creds.groups),
         provisioned_at=int(time.time()),
+        # The power profile and the period the gateway supervises the board by.
+        power=creds.power,
     )
+    if creds.period_s:
+        cfg["checkin_s" if creds.power == "battery" else "hb_interval_s"] = creds.period_s
     if virtual:
         cfg["sim_port"] = sim_port
     return cfg

@@ -78,6 +78,10 @@ class Options:
     self_test_timeout: float = 60.0
     press_timeout: float = 120.0  # a real button: time for the technician to press TEST
     compile: bool = True
+    # The power profile (docs/gateway.md, Supervision): "mains", "battery", or None (replace:
+    # the old device's; device: mains). period_s 0: the gateway's default for the profile.
+    power: str | None = None
+    period_s: int = 0
 
 
 @dataclass
@@ -267,6 +271,7 @@ def _run(opts: Options, progress: Progress, s: Summary, session: Session) -> Non
         creds = opts.admin.register(
             device_id, role=opts.role, household=opts.household, village=s.village,
             groups=opts.groups, hw_id=info.uid, force=opts.force,
+            power=opts.power or "mains", period_s=opts.period_s,
         )
         s.created = creds.created
         progress.detail("new" if creds.created else "new key for an existing entry")
@@ -485,6 +490,9 @@ def replace(
         opts.role = str(old["role"])
     if not opts.groups:
         opts.groups = tuple(old.get("groups") or ())
+    if opts.power is None:
+        opts.power = str(old.get("power") or "mains")
+        opts.period_s = opts.period_s or int(old.get("period_s") or 0)
     if opts.device_id == old_id:
         opts.force = True  # the id itself moves to the new board
     s = provision(opts, progress, summary)

@@ -46,6 +46,8 @@ class Credentials:
     broker_host: str
     broker_port: int
     counter_floor: int
+    power: str = "mains"
+    period_s: int = 0  # the heartbeat or check-in period the board is to use; 0: its default
 
 
 def load_token(path: Path) -> str:
@@ -137,9 +139,12 @@ class GatewayAdmin:
         groups: Sequence[str],
         hw_id: str,
         force: bool,
+        power: str = "mains",
+        period_s: int = 0,
     ) -> Credentials:
         body = {"id": device_id, "role": role, "household": household, "village": village,
-                "groups": list(groups), "hw_id": hw_id, "force": force}
+                "groups": list(groups), "hw_id": hw_id, "force": force, "power": power,
+                "period_s": period_s}
         d = self._call("POST", "/admin/devices", body)
         return Credentials(
             id=d["id"], role=d["role"], village=d["village"], household=d["household"],
@@ -147,6 +152,8 @@ class GatewayAdmin:
             mqtt_user=d["mqtt_user"], mqtt_password=d["mqtt_password"],
             broker_host=d["broker_host"], broker_port=int(d["broker_port"]),
             counter_floor=int(d["counter_floor"]),
+            # A gateway from before power profiles answers without them: mains, its defaults.
+            power=str(d.get("power", "mains")), period_s=int(d.get("period_s", 0)),
         )
 
     def revoke(self, device_id: str) -> dict[str, Any]:

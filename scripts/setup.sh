@@ -24,6 +24,8 @@ fi
 # The console's browser tests drive Debian's chromium through Playwright (nothing downloaded).
 if [ "$extras" = "test" ]; then
     [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+    # A Chinese font, so that the console's screenshots show its words (zh-CN first).
+    dpkg -s fonts-wqy-zenhei >/dev/null 2>&1 || need_apt+=(fonts-wqy-zenhei)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     sudo=""

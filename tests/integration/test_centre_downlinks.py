@@ -64,7 +64,11 @@ async def test_staff_ack_and_broadcast_survive_a_centre_broker_crash_while_the_g
         return int((await centre_metrics(stack))["pending_downlinks"]) == 0
 
     await until(all_confirmed)  # the gateway confirmed the ack and the broadcast copy
-    gw_counts = stack.gateway_metrics().get("counts", {})
-    assert gw_counts.get("bc_accepted") == 1, gw_counts
+
+    async def accepted_once() -> bool:
+        # The gateway writes its counters file every few seconds: wait for the one after.
+        return bool(stack.gateway_metrics().get("counts", {}).get("bc_accepted") == 1)
+
+    await until(accepted_once)
     got = await asyncio.to_thread(stack.api, "GET", f"/api/broadcasts/{bc_id}")
     assert [g["state"] for g in got["gateways"]] == ["sent"]

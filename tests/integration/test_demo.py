@@ -56,6 +56,19 @@ def test_the_demo_runs_prints_what_to_type_and_stops_cleanly_on_ctrl_c(tmp_path:
         assert "Press Ctrl-C to stop everything" in text, text
         assert "demo: ready" in text, text
         assert "onekey sim press btn-0001" in text and "onekey sim played spk-0001" in text
+        # The escalation chain's SMS go through a virtual modem the demo started.
+        assert "onekey vmodem send-reply --dir" in text and "virtual SMS modem on" in text
+        modem = urllib.request.Request(
+            f"http://127.0.0.1:{http_port}/api/modem",
+            headers={"Authorization": "Bearer " + (run_dir / "centre" / "api.token").read_text()},
+        )
+        state = ""
+        until = time.monotonic() + 15
+        while state != "ok" and time.monotonic() < until:
+            with urllib.request.urlopen(modem, timeout=10) as resp:
+                state = json.loads(resp.read())["state"]
+            time.sleep(0.1)
+        assert state == "ok"
         assert processes_mentioning(str(run_dir)), "the demo's processes should be running"
         # The printed demo accounts log in (one of each role), and say they are for the demo.
         assert "Staff accounts, for this demo only" in text, text

@@ -21,13 +21,26 @@ pytestmark = pytest.mark.integration
 
 
 def stored_events(stack: LocalStack) -> list[tuple[str, int]]:
-    """(device, counter) of every event in the gateway's database, in seq order."""
+    """(device, counter) of every device event in the gateway's database, in seq order (not the
+    gateway's own supervision events, §6.2.1)."""
     conn = sqlite3.connect(f"file:{stack.gateway_dir / 'gateway.db'}?mode=ro", uri=True, timeout=10)
     try:
-        rows = conn.execute("SELECT device, counter FROM events ORDER BY seq").fetchall()
+        rows = conn.execute(
+            "SELECT device, counter FROM events WHERE kind != 'supervision' ORDER BY seq"
+        ).fetchall()
     finally:
         conn.close()
     return [(str(r[0]), int(r[1])) for r in rows]
+
+
+def supervision_events(stack: LocalStack) -> list[int]:
+    """seq of the gateway's own supervision events (§6.2.1)."""
+    conn = sqlite3.connect(f"file:{stack.gateway_dir / 'gateway.db'}?mode=ro", uri=True, timeout=10)
+    try:
+        rows = conn.execute("SELECT seq FROM events WHERE kind = 'supervision'").fetchall()
+    finally:
+        conn.close()
+    return [int(r[0]) for r in rows]
 
 
 def counts(stack: LocalStack) -> dict[str, int]:
@@ -185,11 +198,14 @@ async def test_stats_show_the_alarms_waiting_while_the_centre_link_is_down(
     counters = [await proto_device.send("alarm") for _ in range(3)]
     for c in counters:
         await proto_device.wait_ack(c, "stored")
-    await wait_for(lambda: gateway_stats(stack)["gauges"].get("outbox") == 3, timeout=20)
+    # The backlog: the three alarms and the supervision event saying the device was first
+    # heard (§6.2.1), all waiting for the centre.
+    waiting = 3 + len(supervision_events(stack))
+    await wait_for(lambda: gateway_stats(stack)["gauges"].get("outbox") == waiting, timeout=20)
     # Each failed reconnect logs the backlog, not what happened to be in flight.
     await wait_for(
         lambda: "event=centre_link_down" in (log := (stack.root / "gateway.log").read_text())
-        and " outbox=3 " in log,
+        and f" outbox={waiting} " in log,
         timeout=30,
     )
     stack.centre_broker.start()

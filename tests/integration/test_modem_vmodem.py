@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -143,6 +144,27 @@ async def test_messages_stored_while_nobody_listened_are_read_at_start(vmodem: V
     try:
         sms = await _next(m, IncomingSms)
         assert isinstance(sms, IncomingSms) and sms.text == "1"
+    finally:
+        await m.close()
+
+
+async def test_a_module_left_inside_a_send_by_a_killed_program_is_taken_back(
+    vmodem: VirtualModem,
+) -> None:
+    fd = os.open(vmodem.link, os.O_RDWR | os.O_NOCTTY)
+    try:
+        os.write(fd, b"AT+CMGS=20\r")  # then the program dies before the PDU and Ctrl-Z
+        deadline = time.monotonic() + 5
+        while not vmodem.status()["pdu_input"]:
+            assert time.monotonic() < deadline, "the virtual modem never entered PDU input"
+            await asyncio.sleep(0.02)
+    finally:
+        os.close(fd)
+    m = _modem(vmodem)
+    await m.start()
+    try:
+        assert m.state == "ok", m.detail
+        assert (await m.send_sms(CONTACT, "1")).refs
     finally:
         await m.close()
 

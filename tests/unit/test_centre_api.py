@@ -25,6 +25,7 @@ from harness.fakegateway import (
     signed_heartbeat,
     wait_until,
 )
+from protocol import uplink
 from protocol.signed import verify_frame
 from tests.auth_support import act_as
 from transport.keys import load_public_hex, public_hex
@@ -162,6 +163,16 @@ async def test_gateways_show_heartbeats_and_go_offline(centre: Centre) -> None:
     assert gw["online"] is False
 
 
+async def test_gateways_show_whether_their_store_can_be_written(centre: Centre) -> None:
+    full = uplink.StoreState(ok=False, full=True, failed=2, free_bytes=0)
+    await centre.receive(*signed_heartbeat(GW_KEY, "gw-1", ts=5, store=full))
+    (gw,) = (await centre.http.get("/api/gateways")).json()
+    assert gw["store"] == {"ok": False, "full": True, "failed": 2, "free_bytes": 0}
+    await centre.receive(*signed_heartbeat(GW_KEY, "gw-1", ts=6))
+    (gw,) = (await centre.http.get("/api/gateways")).json()
+    assert gw["store"] is None
+
+
 async def test_metrics_count_rejections_by_reason(centre: Centre) -> None:
     _, forged = signed_event(Ed25519PrivateKey.generate(), event_body("gw-1", "btn-1", 1))
     await centre.receive("ok/v1/gw/gw-1/up/event", forged)
@@ -177,7 +188,7 @@ async def test_health_page_and_openapi(centre: Centre) -> None:
     assert h.status_code == 200 and h.json() == {"status": "ok", "broker": True}
     page = await centre.http.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "/api/alarms" in page.text and "setInterval(refresh" in page.text
+    assert "/static/app.js" in page.text
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
     spec = (await centre.http.get("/openapi.json")).json()
     paths = spec["paths"]

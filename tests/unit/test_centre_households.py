@@ -259,12 +259,14 @@ async def test_unknown_household_is_404(api: Api) -> None:
 def test_reads_are_for_operators_and_changes_for_admins() -> None:
     from centre.access import ACCESS
 
-    reads = [("GET", "/api/households"), ("GET", "/api/households/{household_id}")]
+    reads = [("GET", "/api/households"), ("GET", "/api/households/{household_id}"),
+             ("GET", "/api/households/{household_id}/local_alert")]
     writes = [("PUT", "/api/households/{household_id}"),
               ("DELETE", "/api/households/{household_id}"),
-              ("POST", "/api/households/import"), ("GET", "/api/households/export")]
-    assert [ACCESS[r] for r in reads] == [Role.OPERATOR] * 2
-    assert [ACCESS[w] for w in writes] == [Role.ADMIN] * 4
+              ("POST", "/api/households/import"), ("GET", "/api/households/export"),
+              ("PUT", "/api/households/{household_id}/local_alert")]
+    assert [ACCESS[r] for r in reads] == [Role.OPERATOR] * 3
+    assert [ACCESS[w] for w in writes] == [Role.ADMIN] * 5
     router = households_router(lambda: None, lambda: NOW)  # type: ignore[arg-type,return-value]
     routes = {(m, r.path) for r in router.routes for m in getattr(r, "methods", ())}
     assert routes == set(reads + writes)
@@ -309,3 +311,22 @@ async def test_a_new_database_gets_the_household_tables(tmp_path: Path) -> None:
             tables = {r[0] for r in await cur.fetchall()}
     assert {"households", "household_contacts"} <= tables
     assert "households_before_cards" not in tables
+
+
+async def test_household_refuses_the_local_alert_audited_and_pushed_in_the_contact_list(
+    api: Api,
+) -> None:
+    from centre import contactpush
+
+    assert (await api.http.get("/api/households/h-404/local_alert")).status_code == 404
+    refuse = {"allowed": False}
+    assert (await api.http.put("/api/households/h-404/local_alert", json=refuse)).status_code == 404
+    await api.http.put("/api/households/h-001", json=card())
+    assert (await api.http.get("/api/households/h-001/local_alert")).json() == {"allowed": True}
+    r = await api.http.put("/api/households/h-001/local_alert", json={"allowed": False})
+    assert r.status_code == 200 and r.json() == {"allowed": False}
+    assert (await api.http.get("/api/households/h-001/local_alert")).json() == {"allowed": False}
+    assert (await api.audit())[-1] == ("admin-li", "household.local_alert", "h-001", {"allowed": False})
+    async with api.store.transaction(write=False) as db:
+        (h,) = await contactpush.build(db, ["v-1"])
+    assert h.id == "h-001" and not h.local_alert

@@ -26,6 +26,7 @@ from harness.fakegateway import (
     signed_heartbeat,
     wait_until,
 )
+from protocol import uplink
 from protocol.signed import encode_json, sign_frame, verify_frame
 from transport.keys import public_hex
 
@@ -148,6 +149,36 @@ async def test_heartbeats_update_the_gateway_and_replays_are_refused(
     assert ingest.metrics.counts["heartbeats"] == 1
 
 
+async def test_a_gateways_full_disk_is_recorded_and_pushed_once_per_change(
+    ingest: Ingest, store: Store
+) -> None:
+    changes = ingest.live.subscribe()
+    full = uplink.StoreState(ok=False, full=True, failed=3, free_bytes=0)
+    await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=1, store=full))
+    gw = await store.get_gateway("gw-1")
+    assert gw is not None and gw.store == full
+    got = changes.get_nowait()
+    assert got is not None and (got.topic, got.data) == (
+        "gateway", {"id": "gw-1", "store": {"ok": False, "full": True, "failed": 3, "free_bytes": 0}}
+    )
+    # The same state again: recorded; the heartbeat's change carries no new store state.
+    await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=2, store=dataclasses.replace(full, failed=5)))
+    gw = await store.get_gateway("gw-1")
+    assert gw is not None and gw.store is not None and gw.store.failed == 5
+    got = changes.get_nowait()
+    assert got is not None and got.data == {"id": "gw-1"}
+    assert changes.empty()
+    # Space freed at the gateway: pushed again.
+    ok = uplink.StoreState(ok=True, full=False, failed=0, free_bytes=10_000_000)
+    await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=3, store=ok))
+    got = changes.get_nowait()
+    assert got is not None and got.data["store"]["ok"] is True
+    # A heartbeat without `store` (an older gateway) leaves it unknown.
+    await ingest.handle(*signed_heartbeat(GW_KEY, "gw-1", ts=4))
+    gw = await store.get_gateway("gw-1")
+    assert gw is not None and gw.store is None
+
+
 # -- the connection loop, with a stand-in client
 
 
@@ -183,7 +214,8 @@ async def test_run_subscribes_retries_and_answers_only_after_commit(
         client = broker.clients[-1]
         assert len(broker.clients) == 3
         assert client.subscriptions == [
-            "ok/v1/gw/+/up/event", "ok/v1/gw/+/up/hb", "ok/v1/gw/+/up/bcr", "ok/v1/gw/+/up/conf"
+            "ok/v1/gw/+/up/event", "ok/v1/gw/+/up/hb", "ok/v1/gw/+/up/bcr", "ok/v1/gw/+/up/conf",
+            "ok/v1/gw/+/up/sms",
         ]
         client.deliver(*signed_event(GW_KEY, event_body("gw-1", "btn-1", 7)))
         client.deliver("ok/v1/gw/gw-1/up/event", b"garbage")

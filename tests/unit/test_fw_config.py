@@ -50,7 +50,7 @@ def test_defaults_fill_everything_optional(load: Any) -> None:
     cfg = load(MINIMAL)["ok"]
     assert cfg["role"] == "button"
     assert (cfg["alarm_hold_ms"], cfg["cancel_hold_ms"], cfg["cancel_window_s"]) == (100, 2000, 120)
-    assert (cfg["ack_timeout_s"], cfg["hb_interval_s"], cfg["resend_s"]) == (20, 60, 5)
+    assert (cfg["ack_timeout_s"], cfg["hb_interval_s"], cfg["resend_s"]) == (20, 20, 5)
     assert cfg["mqtt"]["port"] == 1883 and cfg["pins"]["button"] == 32
 
 

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from gateway import registry
-from gateway.store import EventRecord, Store
+from gateway.errors import StoreFullError
+from gateway.store import EventRecord, InsertResult, Store, StoreHealth
+
+
+async def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
 
 
 def rec(device: str, counter: int, kind: str = "alarm") -> EventRecord:
@@ -111,5 +123,39 @@ async def test_the_outbox_shows_an_event_only_once_its_transaction_has_committed
         await stored
         await held
         assert [ev.record.counter for ev in await store.outbox(0, 10)] == [1]
+    finally:
+        await store.close()
+
+
+async def test_a_full_disk_fails_writes_as_store_full_and_writes_resume_when_space_returns(
+    tmp_path: Path,
+) -> None:
+    latencies: list[float] = []
+    store = Store(tmp_path / "gw.db", observe_commit=latencies.append)
+    await store.start()
+    changes: list[StoreHealth] = []
+    store.health_listeners.append(lambda: changes.append(store.health))
+    try:
+        await store.insert_event(rec("btn-1", 1))
+        assert len(latencies) == 1 and latencies[0] > 0
+        # SQLite answers SQLITE_FULL once the file may not grow, as on a full disk.
+        pages = (await store.db.execute_fetchall("PRAGMA page_count"))[0][0]
+        await store.db.execute(f"PRAGMA max_page_count = {pages}")
+        counter = 1
+        with pytest.raises(StoreFullError, match=r"disk holding .* is full"):
+            for counter in range(2, 5000):
+                await store.insert_event(rec("btn-1", counter))
+        # The failed operation's caller hears first; the batch ends a moment later.
+        await wait_for(lambda: store.health == StoreHealth(ok=False, full=True, failed=1))
+        with pytest.raises(StoreFullError):
+            await store.insert_event(rec("btn-1", counter))
+        await wait_for(lambda: store.health.failed == 2)
+        assert changes == [StoreHealth(ok=False, full=True, failed=1)]  # told once
+        # Space is freed: the same event is stored, and the store says so.
+        await store.db.execute("PRAGMA max_page_count = 1000000")
+        result = await store.insert_event(rec("btn-1", counter))
+        assert isinstance(result, InsertResult) and result.new
+        assert store.health == StoreHealth() and changes[-1] == StoreHealth()
+        assert store.free_bytes() > 0
     finally:
         await store.close()

@@ -15,10 +15,11 @@ import pytest
 
 from device_fw import okproto
 from gateway.config import GatewayConfig
+from gateway.errors import StoreFullError
 from gateway.metrics import Metrics
 from gateway.registry import Device, Registry
 from gateway.store import Store
-from gateway.village import VillageSide
+from gateway.village import MAX_WRITE_ATTEMPTS, VillageSide
 from transport.mqtt import Message, MqttClient
 from transport.pubacks import PubackOrder
 
@@ -169,3 +170,28 @@ def _accepted(village: VillageSide, counter: int) -> Any:
     from gateway import intake
 
     return intake.Accepted(village.registry.devices[DEV], "alarm", counter, {"c": counter})
+
+
+async def test_a_message_is_never_acknowledged_while_the_disk_is_full(
+    village: VillageSide, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every write fails as on a full disk: however often the broker sends the alarm again, it
+    # is neither PUBACKed (it stays with the broker) nor answered `stored` (the device keeps it).
+    def full(_rec: Any, **_kw: Any) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_exception(StoreFullError("write failed; the disk is full"))
+        return fut
+
+    with monkeypatch.context() as m:
+        m.setattr(village.store, "insert_event", full)
+        client = FakeClient()
+        village.client = cast(MqttClient, client)
+        for attempt in range(MAX_WRITE_ATTEMPTS + 3):
+            done = await village.handle(up("alarm", 5, mid=30 + attempt))
+            assert done is not None and await asyncio.wait_for(done, 5) is False
+        assert client.acks_to_device() == []
+        assert village.metrics.counts["store_gave_up"] == 0
+    # Space is back: the next copy is stored and answered.
+    done = await village.handle(up("alarm", 5, mid=40))
+    assert done is not None and await asyncio.wait_for(done, 5) is True
+    assert client.acks_to_device() == [(5, "stored", None)]

@@ -4,6 +4,8 @@ credentials, conflicts, revocation; with a stand-in for the broker's password fi
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -82,6 +84,25 @@ async def test_registration_issues_key_and_broker_login_and_the_gateway_knows_it
     assert got["groups"] == ["north"] and got["hw_id"] == "a0b1c2d3e4f5" and got["last_test"] is None
 
 
+async def test_registration_records_the_power_profile_with_the_gateway_default_period(
+    api: tuple[httpx.AsyncClient, AdminContext],
+) -> None:
+    client, ctx = api
+    r = await client.post("/admin/devices", json={**BODY, "power": "battery"})
+    assert r.status_code == 200, r.text
+    assert (r.json()["power"], r.json()["period_s"]) == ("battery", 3600)
+    dev = ctx.registry.devices["btn-1"]
+    assert (dev.power, dev.period_s) == ("battery", 3600)
+    got = (await client.get("/admin/devices/btn-1")).json()
+    assert (got["power"], got["period_s"]) == ("battery", 3600)
+    r = await client.post("/admin/devices", json={**BODY, "id": "btn-2", "period_s": 30})
+    assert (r.json()["power"], r.json()["period_s"]) == ("mains", 30)
+    r = await client.post(
+        "/admin/devices", json={**BODY, "id": "spk-1", "role": "speaker", "power": "battery"}
+    )
+    assert r.status_code == 400 and "runs on mains" in r.json()["detail"]
+
+
 async def test_another_board_with_the_same_id_gets_409_with_the_reason(
     api: tuple[httpx.AsyncClient, AdminContext],
 ) -> None:
@@ -152,3 +173,76 @@ def test_admin_settings_are_read(tmp_path: Path) -> None:
 def test_a_reload_setting_that_cannot_work_is_refused(tmp_path: Path, spec: str) -> None:
     with pytest.raises(ConfigError, match="broker_reload"):
         load_config(_config(tmp_path, f'[admin]\nbroker_reload = "{spec}"\n'))
+
+
+async def test_a_malformed_registration_is_422_naming_each_field(
+    api: tuple[httpx.AsyncClient, AdminContext],
+) -> None:
+    client, ctx = api
+    bad = {"id": "Bad_Id", "role": "siren", "groups": ["ok", "No!"], "hw_id": "xyz",
+           "power": "solar", "period_s": 86401, "force": "maybe"}
+    r = await client.post("/admin/devices", json=bad)
+    assert r.status_code == 422, r.text
+    locs = [tuple(e["loc"]) for e in r.json()["detail"]]
+    assert set(locs) == {
+        ("body", "household"), ("body", "id"), ("body", "role"), ("body", "groups", 1),
+        ("body", "hw_id"), ("body", "force"), ("body", "power"), ("body", "period_s"),
+    }
+    assert (await client.post("/admin/devices", json={**BODY, "household": "h\n1"})).status_code == 422
+    too_many = {**BODY, "groups": [f"g{i}" for i in range(17)]}
+    assert (await client.post("/admin/devices", json=too_many)).status_code == 422
+    r = await client.post("/admin/devices", content=b"{not json")
+    assert r.status_code == 422 and r.json()["detail"][0]["type"] == "json_invalid"
+    assert (await client.post("/admin/devices", json=[BODY])).status_code == 422
+    assert ctx.broker.users == {}  # type: ignore[attr-defined]
+
+
+async def test_a_registration_takes_a_chinese_household_and_answers_it_unchanged(
+    api: tuple[httpx.AsyncClient, AdminContext],
+) -> None:
+    client, _ = api
+    r = await client.post("/admin/devices", json={**BODY, "household": "三组-张家", "force": True})
+    assert r.status_code == 200 and r.json()["household"] == "三组-张家"
+    listed = (await client.get("/admin/devices")).json()
+    assert [d["household"] for d in listed] == ["三组-张家"]
+
+
+async def test_a_bad_token_is_refused_before_the_body_is_read(
+    api: tuple[httpx.AsyncClient, AdminContext],
+) -> None:
+    client, _ = api
+    r = await client.post("/admin/devices", json={"id": "?"}, headers={"Authorization": "x"})
+    assert r.status_code == 401 and "admin.token" in r.json()["detail"]
+    r = await client.get("/metrics", headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401
+
+
+async def test_metrics_is_prometheus_text_with_the_token(
+    api: tuple[httpx.AsyncClient, AdminContext],
+) -> None:
+    client, _ = api
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# TYPE" in r.text
+
+
+async def test_an_unknown_route_or_method_answers_json(
+    api: tuple[httpx.AsyncClient, AdminContext],
+) -> None:
+    client, _ = api
+    r = await client.get("/admin/nothing")
+    assert (r.status_code, r.json()) == (404, {"detail": "Not Found"})
+    r = await client.put("/admin/devices/btn-1")
+    assert (r.status_code, r.json()) == (405, {"detail": "Method Not Allowed"})
+    assert "DELETE" in r.headers["allow"]
+
+
+def test_the_admin_api_loads_neither_fastapi_nor_pydantic() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys, gateway.admin; "
+         "print(sorted(m for m in ('fastapi', 'pydantic', 'pydantic_core') if m in sys.modules))"],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

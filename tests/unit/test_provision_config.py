@@ -98,3 +98,41 @@ def test_settings_outside_provisioning_are_kept_identity_replaced() -> None:
     )
     assert cfg["pins"] == {"button": 35} and cfg["alarm_hold_ms"] == 150
     assert cfg["id"] == "btn-c2d3e4f5" and cfg["key"] == KEY and cfg["mqtt"]["host"] == "192.168.4.1"
+
+
+def test_power_profile_and_its_period_are_written_for_the_firmware() -> None:
+    battery = build_config(
+        creds(power="battery", period_s=3600), virtual=False, sim_port=None,
+        wifi={"ssid": "v", "psk": "p"}, broker_host="192.168.4.1", broker_port=1883, existing=None,
+    )
+    assert (battery["power"], battery["checkin_s"]) == ("battery", 3600)
+    assert "hb_interval_s" not in battery
+    mains = build_config(
+        creds(power="mains", period_s=20), virtual=False, sim_port=None,
+        wifi={"ssid": "v", "psk": "p"}, broker_host="192.168.4.1", broker_port=1883, existing=None,
+    )
+    assert (mains["power"], mains["hb_interval_s"]) == ("mains", 20)
+    # A board re-provisioned from battery to mains does not keep its old profile.
+    old = parse_existing(json.dumps({"id": "btn-old", "key": "11" * 32, "household": "h-001",
+                                     "power": "battery"}).encode())
+    again = build_config(
+        creds(), virtual=False, sim_port=None, wifi={"ssid": "v", "psk": "p"},
+        broker_host="192.168.4.1", broker_port=1883, existing=old,
+    )
+    assert again["power"] == "mains"
+
+
+def test_provision_device_takes_the_power_profile_from_the_command_line(tmp_path: Path) -> None:
+    from onekey.cli import build_parser
+    from provisioning.cli import _options
+
+    token = tmp_path / "admin.token"
+    token.write_text("t" * 32)
+    common = ["provision", "device", "--port", "/dev/null", "--role", "button",
+              "--household", "h-1", "--admin-token-file", str(token)]
+    opts = _options(build_parser().parse_args([*common, "--power", "battery", "--period", "1800"]))
+    assert (opts.power, opts.period_s) == ("battery", 1800)
+    opts = _options(build_parser().parse_args(common))
+    assert (opts.power, opts.period_s) == (None, 0)  # mains, at the gateway's period
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*common, "--power", "solar"])

@@ -54,9 +54,19 @@ def _confirmation(d: dict[str, Any]) -> uplink.Confirmation:
     return uplink.Confirmation(d["gw"], d["ts"], tuple((a[0], a[1]) for a in d["acks"]), tuple(d["bc"]))
 
 
+def _event(d: dict[str, Any]) -> uplink.Event:
+    sup = d.get("sup")
+    return uplink.Event(**{**d, "sup": None if sup is None else uplink.Supervision(**sup)})
+
+
 def _heartbeat(d: dict[str, Any]) -> uplink.Heartbeat:
-    villages = d["villages"]
-    return uplink.Heartbeat(**{**d, "villages": None if villages is None else tuple(villages)})
+    villages, devs, store = d["villages"], d.get("devs"), d.get("store")
+    return uplink.Heartbeat(**{
+        **d,
+        "villages": None if villages is None else tuple(villages),
+        "devs": None if devs is None else tuple(uplink.DeviceSeen(**x) for x in devs),
+        "store": None if store is None else uplink.StoreState(**store),
+    })
 
 
 def _batch(d: dict[str, Any]) -> reports.ReportBatch:
@@ -66,7 +76,7 @@ def _batch(d: dict[str, Any]) -> reports.ReportBatch:
 Body = dict[str, Any]
 # op -> (the vector's field with the record, record from JSON, encoder, topic of a gateway)
 ENCODERS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], Body], Callable[[str], str]]] = {
-    "encode_event": ("event", lambda d: uplink.Event(**d), uplink.encode_event, topics.event),
+    "encode_event": ("event", _event, uplink.encode_event, topics.event),
     "encode_heartbeat": ("heartbeat", _heartbeat, uplink.encode_heartbeat, topics.heartbeat),
     "encode_confirmation": ("confirmation", _confirmation, uplink.encode_confirmation, topics.confirmations),
     "encode_ack": ("ack", lambda d: acks.Ack(**d), acks.encode_ack, topics.ack),
@@ -168,7 +178,7 @@ def test_vector_file_covers_the_link() -> None:
     assert len(ids) == len(set(ids)), "vector ids must be unique"
     clauses = {v["clause"] for v in VECTORS}
     assert clauses >= {
-        "§1.2", "§6", "§6.1", "§6.2", "§6.4", "§6.5", "§6.6", "§8.1", "§8.1.1", "§8.1.2", "§8.3"
+        "§1.2", "§6", "§6.1", "§6.2", "§6.2.1", "§6.4", "§6.5", "§6.6", "§8.1", "§8.1.1", "§8.1.2", "§8.3"
     }
     errors = {v["expect"]["error"] for v in VECTORS if "error" in v["expect"]}
     assert errors == set(REASONS), set(REASONS) ^ errors
@@ -370,3 +380,17 @@ def test_fuzzed_frames_open_or_raise_rejected() -> None:
         assert outcome == "ok" or outcome in REASONS
         counts[outcome] = counts.get(outcome, 0) + 1
     assert counts.get("bad_json", 0) > 200 and counts.get("bad_signature", 0) > 200, counts
+
+
+def test_the_largest_gateway_heartbeat_fits_the_centre_broker_limit() -> None:
+    """§6.5: 64 villages, 64 devices and the store state, every id and field at its longest,
+    signed."""
+    longest = "d" * 32
+    hb = uplink.Heartbeat(
+        "g" * 32, 2**53 - 1, 2**53 - 1, 2**53 - 1, tuple(f"{i:02d}" + "v" * 30 for i in range(64)),
+        tuple(uplink.DeviceSeen(longest, 2**53 - 1, 100, "f" * 16) for _ in range(uplink.MAX_DEVS)),
+        uplink.StoreState(False, True, 2**53 - 1, 2**53 - 1),
+    )
+    topic = topics.heartbeat(hb.gw)
+    payload = sign_frame(KEYS["g1"], topic, encode_json(uplink.encode_heartbeat(hb)))
+    assert len(payload) <= topics.MAX_PAYLOAD[topics.HEARTBEAT]
