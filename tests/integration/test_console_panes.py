@@ -1,9 +1,8 @@
 """The console's broadcast and admin panes (centre/static/broadcast.js, admin.js) in Debian's
-chromium driven by Playwright, against a real centre (uvicorn, the real centre broker, an enrolled
-test gateway that answers with signed speaker reports), staff logged in for real (session cookie,
-CSRF token). Through the console's page (login form, tabs, server push) when the centre has it
-(centre/static/app.js); until then through this test's harness page (tests/forms_harness.html),
-which mounts a pane with the same ctx. Screenshots go to the run's output folder."""
+chromium driven by Playwright, through the console's page, against a real centre (uvicorn, the
+real centre broker, an enrolled test gateway that answers with signed speaker reports), staff
+logged in through the page's form (session cookie, CSRF token). Screenshots go to the run's
+output folder (tests/browser_support.py)."""
 
 from __future__ import annotations
 
@@ -13,44 +12,23 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import HTMLResponse, Response
 
-from centre import cli as centre_cli
-from centre.access import ACCESS, PUBLIC
 from centre.auth import Role
 from centre.enrol import add_staff_async
 from harness.fakegateway import signed_reports
+from tests.browser_support import (
+    browser_fixture,
+    log_in,
+    page_fixture,
+    pw_api,
+    shot,
+    shots_fixture,
+)
 from tests.centre_site import GW, HOST, Site, centre_running, open_site, poll
 from transport.mqtt import MqttClient
-
-STATIC = Path(__file__).resolve().parents[2] / "centre" / "static"
-CONSOLE = (STATIC / "app.js").is_file()  # the console's page, else the harness
-HARNESS = Path(__file__).resolve().parent.parent / "forms_harness.html"
-HARNESS_FILES = ("i18n-forms.js", "broadcast.js", "admin.js", "forms.css")
-
-try:
-    from tests.browser_support import (
-        browser_fixture,
-        log_in,
-        page_fixture,
-        pw_api,
-        shot,
-        shots_fixture,
-    )
-except ImportError:  # before the console's shared fixtures: the same, here
-    from tests.panes_browser import (  # type: ignore[assignment]
-        browser_fixture,
-        log_in,
-        page_fixture,
-        pw_api,
-        shot,
-        shots_fixture,
-    )
 
 expect = pw_api.expect
 Page = pw_api.Page
@@ -85,9 +63,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
 
 
 @pytest.fixture
-async def centre(site: Site, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Centre]:
-    if not CONSOLE:
-        serve_harness(monkeypatch)
+async def centre(site: Site) -> AsyncIterator[Centre]:
     tokens = {}
     for username, (display, role) in STAFF.items():
         secret = await add_staff_async(site.config, username, display, role, PASSWORD, token_name="test")
@@ -97,71 +73,20 @@ async def centre(site: Site, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[C
         yield Centre(site, str(http.base_url).rstrip("/"), http, tokens)
 
 
-def serve_harness(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The centre's app with the harness page at /test-forms (public, as the console's page
-    is: it holds no data) and the panes' files under /test-forms/static/."""
-    page = HARNESS.read_text(encoding="utf-8")
-    make_app = centre_cli.create_app
-
-    def create_app(*args: Any, **kwargs: Any) -> FastAPI:
-        app = make_app(*args, **kwargs)
-
-        async def harness() -> HTMLResponse:
-            return HTMLResponse(page)
-
-        async def static(name: str) -> Response:
-            if name not in HARNESS_FILES or not (STATIC / name).is_file():
-                raise HTTPException(404, f"no file {name!r}")
-            kind = "text/css" if name.endswith(".css") else "text/javascript"
-            return Response((STATIC / name).read_text(encoding="utf-8"), media_type=kind)
-
-        app.add_api_route("/test-forms", harness, methods=["GET"], include_in_schema=False)
-        app.add_api_route("/test-forms/static/{name}", static, methods=["GET"], include_in_schema=False)
-        return app
-
-    monkeypatch.setattr(centre_cli, "create_app", create_app)
-    monkeypatch.setitem(ACCESS, ("GET", "/test-forms"), PUBLIC)
-    monkeypatch.setitem(ACCESS, ("GET", "/test-forms/static/{name}"), PUBLIC)
-
-
 def pane(tab: str) -> str:
     """The element a pane is mounted in."""
-    return f"#pane-{tab}" if CONSOLE else "#pane"
+    return f"#pane-{tab}"
 
 
 async def open_tab(page: Page, centre: Centre, username: str, tab: str) -> None:
-    """Log in as `username` and show the pane `tab` (broadcasts or admin)."""
-    if CONSOLE:
-        await log_in(page, centre.base, username, PASSWORD)
-        await page.click(f'#tabs [data-pane="{tab}"]')
-        return
-    r = await page.request.post(centre.base + "/api/session",
-                                data={"username": username, "password": PASSWORD})
-    assert r.ok, await r.text()
-    which = "admin" if tab == "admin" else "broadcast"
-    await page.goto(f"{centre.base}/test-forms?pane={which}")
-    await page.wait_for_function("window.__ready === true")
+    """Log in as `username` through the console's form and show the pane `tab`."""
+    await log_in(page, centre.base, username, PASSWORD)
+    await page.click(f'#tabs [data-pane="{tab}"]')
 
 
 async def log_out(page: Page) -> None:
-    if CONSOLE:
-        await page.click("#logout")
-        await page.wait_for_selector("#login:not([hidden])")
-    else:
-        await page.context.clear_cookies()
-
-
-async def broadcast_changed(page: Page, centre: Centre, bc_id: str, done: Any) -> None:
-    """The console hears of a broadcast's change by server push; the harness has none, so the
-    test tells it once the API shows the change."""
-    if CONSOLE:
-        return
-
-    async def changed() -> bool:
-        return bool(done((await centre.http.get(f"/api/broadcasts/{bc_id}")).json()))
-
-    await poll(changed)
-    await page.evaluate("id => window.__live.emit('broadcast', {id: id})", bc_id)
+    await page.click("#logout")
+    await page.wait_for_selector("#login:not([hidden])")
 
 
 async def report(site: Site, bc_id: str, items: list[tuple[str, str, int]]) -> None:
@@ -225,7 +150,6 @@ async def test_a_broadcaster_sends_to_a_village_picked_by_name_and_sees_coverage
     sent = stored["sent"]
     await report(centre.site, bc_id, [("spk-1", "queued", sent + 10), ("spk-2", "queued", sent + 10)])
     await report(centre.site, bc_id, [("spk-1", "played", sent + 9000)])
-    await broadcast_changed(page, centre, bc_id, lambda b: b["coverage"]["overall"]["played"] == 1)
     # No reload: the centre pushes the change and the pane fetches the broadcast again.
     cov = page.locator(f'tr[data-bc="{bc_id}"] [data-testid="bc-coverage"]')
     await expect(cov).to_have_text("1 / 2")
@@ -236,7 +160,6 @@ async def test_a_broadcaster_sends_to_a_village_picked_by_name_and_sees_coverage
     await expect(speakers).to_contain_text("spk-1")
     await expect(speakers).to_contain_text("已播放")
     await report(centre.site, bc_id, [("spk-2", "played", sent + 9500)])
-    await broadcast_changed(page, centre, bc_id, lambda b: b["coverage"]["overall"]["played"] == 2)
     await expect(cov).to_have_text("2 / 2")
     await expect(speakers.locator("tr", has_text="spk-2")).to_contain_text("已播放")
     await shot(page, shots, "details")
@@ -531,10 +454,7 @@ async def test_the_panes_fit_a_phone(centre: Centre, page: Page, shots: Path) ->
     await page.locator('input[data-village="v-xiaocun"]').check()
     await shot(page, shots, "phone-compose")
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
-    if CONSOLE:
-        await page.click('#tabs [data-pane="admin"]')
-    else:
-        await open_tab(page, centre, "admin-1", "admin")
+    await page.click('#tabs [data-pane="admin"]')
     await page.get_by_test_id("adm-tab-households").click()
     await page.get_by_test_id("adm-hh-new").click()
     await page.get_by_test_id("adm-hh-add-contact").click()
@@ -542,7 +462,6 @@ async def test_the_panes_fit_a_phone(centre: Centre, page: Page, shots: Path) ->
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
 
 
-@pytest.mark.skipif(not CONSOLE, reason="the language switch is the console's page's")
 async def test_the_language_switch_mounts_the_panes_again_in_english(
     centre: Centre, page: Page, shots: Path
 ) -> None:
@@ -555,52 +474,35 @@ async def test_the_language_switch_mounts_the_panes_again_in_english(
     await shot(page, shots, "english")
 
 
-POLICY = {"defaults": {"enabled": True, "t1_s": 60.0, "t2_s": 60.0,
-                       "order": ["leader+grid", "family", "doctor"], "rounds": 3},
-          "overrides": [{"scope": "village:v-dacun", "settings": {"t2_s": 90.0},
-                         "updated_at": 1_764_000_000_000, "updated_by": "admin-1"}]}
-
-
 async def test_the_escalation_policy_form_sets_the_township_and_overrides(
     centre: Centre, page: Page, shots: Path
 ) -> None:
-    # The policy routes (centre.escalation_api) answered by the test, as they document them:
-    # GET gives the defaults and the overrides, PUT takes the fields a scope changes.
-    puts: list[tuple[str, str, dict[str, Any]]] = []
-
-    async def policy(route: pw_api.Route) -> None:
-        req = route.request
-        if req.method == "GET":
-            await route.fulfill(json=POLICY)
-            return
-        puts.append((req.method, req.url.split("/api/escalation/policy", 1)[1],
-                     json.loads(req.post_data or "{}")))
-        await route.fulfill(status=204 if req.method == "DELETE" else 200, json={})
-
-    await page.route("**/api/escalation/policy**", policy)
+    r = await centre.http.put("/api/escalation/policy/villages/v-dacun", json={"t2_s": 90})
+    assert r.status_code == 200, r.text
     await open_tab(page, centre, "admin-1", "admin")
     await page.get_by_test_id("adm-tab-settings").click()
     town = page.get_by_test_id("pol-township")
     await expect(town.get_by_test_id("pol-t1_s")).to_have_value("60")
+    await expect(page.get_by_test_id("pol-overrides")).to_contain_text("village:v-dacun")
     await town.get_by_test_id("pol-t1_s").fill("45")
     await town.get_by_test_id("pol-order").fill("leader+grid, family")
     await town.get_by_test_id("pol-save-township").click()
-    await expect(page.get_by_test_id("pol-overrides")).to_contain_text("village:v-dacun")
+    await expect(page.get_by_test_id("adm-msg")).to_have_text("已保存")
     override = page.get_by_test_id("pol-override")
     await override.get_by_test_id("pol-scope-kind").select_option("households")
     await override.get_by_test_id("pol-scope-id").fill("h-001")
     await override.get_by_test_id("pol-rounds").fill("5")
     await override.locator("button[type=submit]").click()
+    await expect(page.get_by_test_id("pol-overrides")).to_contain_text("household:h-001")
     await page.get_by_test_id("pol-overrides").locator("tr[data-scope='village:v-dacun'] button").click()
-    await poll(lambda: _at_least(puts, 3))
+    await expect(page.get_by_test_id("pol-overrides")).not_to_contain_text("village:v-dacun")
     await shot(page, shots, "escalation-policy")
-    assert puts == [
-        ("PUT", "/township", {"enabled": True, "t1_s": 45, "t2_s": 60, "order": ["leader+grid", "family"],
-                              "rounds": 3}),
-        ("PUT", "/households/h-001", {"rounds": 5}),
-        ("DELETE", "/villages/v-dacun", {}),
-    ]
-
-
-async def _at_least(items: list[Any], n: int) -> bool:
-    return len(items) >= n
+    got = (await centre.http.get("/api/escalation/policy")).json()
+    assert {o["scope"]: o["settings"] for o in got["overrides"]} == {
+        "township": {"enabled": True, "t1_s": 45.0, "t2_s": 60.0, "order": ["leader+grid", "family"],
+                     "rounds": 3},
+        "household:h-001": {"rounds": 5},
+    }
+    effective = (await centre.http.get("/api/escalation/policy/effective",
+                                       params={"household": "h-001"})).json()
+    assert (effective["t1_s"], effective["rounds"]) == (45.0, 5)
