@@ -841,12 +841,15 @@
     $("console").hidden = false;
     $("user-name").textContent = displayName();
     $("user-role").textContent = label("role", user.role);
+    // The admin pane is for admins: others do not see its tab (the API refuses them anyway).
+    document.querySelector("#tabs [data-pane=admin]").hidden = user.role !== "admin";
     applyStatic();
     mountPart("broadcasts", "OkBroadcast");
     mountPart("devices", "OkDevices");
     mountPart("admin", "OkAdmin");
     const want = (location.hash || "").slice(1);
-    showPane(["alarms", "broadcasts", "gateways", "devices", "admin"].includes(want) ? want : "alarms");
+    const panes = ["alarms", "broadcasts", "gateways", "devices"].concat(user.role === "admin" ? ["admin"] : []);
+    showPane(panes.includes(want) ? want : "alarms");
     wasDown = false;
     connectLive();
     clearInterval(gatewayTimer);
