@@ -32,6 +32,9 @@ def _vboard(args: argparse.Namespace) -> int:
     directory = args.dir or base / "onekey" / "vboards" / args.name
     vb = VirtualBoard(directory, name=args.name, uid=args.uid, heapsize=args.heapsize,
                       frozen=args.frozen)
+    if args.frozen:
+        # The image is built from the firmware the first time (about 25 s), then cached.
+        print("virtual board: preparing the MicroPython image with the firmware frozen in", flush=True)
     port = vb.start()
 
     def stop(_sig: int, _frame: FrameType | None) -> None:

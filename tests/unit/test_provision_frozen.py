@@ -4,6 +4,7 @@ board: what it decides from the board's answer, before anything is written to th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,15 @@ def test_a_board_without_frozen_firmware_gets_the_modules_as_before(
 ) -> None:
     s = run(board_port[1])
     assert s.frozen is None and not s.frozen_used and not s.notes
+
+
+def test_freeze_tree_command_writes_the_modules_and_the_stamped_marker_for_a_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from onekey.cli import main
+
+    assert main(["provision", "freeze-tree", str(tmp_path / "frozen")]) == 0
+    files = {p.name for p in (tmp_path / "frozen").iterdir()}
+    assert {"okproto.py", "link.py", "fwversion.py"} <= files and "main.py" not in files
+    assert f"VERSION = '{firmware_version()}'" in (tmp_path / "frozen" / "fwversion.py").read_text()
+    assert f"firmware version {firmware_version()}" in capsys.readouterr().out
