@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 
 from harness.simdevice import firmware_dir
+from provisioning.firmware import freeze_tree, module_paths
 from provisioning.simcontrol import SimDeviceError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -128,9 +129,9 @@ def board_image(out: Path) -> Path:
 
 
 def _modules() -> list[Path]:
-    """The firmware's modules: every .py in device_fw/ but main.py (source on the board) and
-    __init__.py (there for the CPython tests)."""
-    return [p for p in sorted(firmware_dir().glob("*.py")) if p.name not in ("main.py", "__init__.py")]
+    """The firmware's modules: every .py in device_fw/ but main.py (source on the board),
+    __init__.py (there for the CPython tests) and fwversion.py (only meaningful frozen)."""
+    return module_paths()
 
 
 def main_only(out: Path) -> Path:
@@ -140,16 +141,25 @@ def main_only(out: Path) -> Path:
     return out
 
 
-def frozen_port32(cache: Path = FROZEN_CACHE, timeout: float = 600.0) -> Path:
+def frozen_port32(cache: Path = FROZEN_CACHE, timeout: float = 600.0, *, repl: bool = False) -> Path:
     """The 32-bit unix port with asyncio and the firmware's modules frozen in, built from the
     source in MICROPYTHON32_SOURCE with the flags of its build-unix32.sh, once per version of
-    the modules (about 25 s on 2 cores); kept in `cache/<digest>/micropython`."""
+    the modules (about 25 s on 2 cores); kept in `cache/<digest>/micropython`.
+
+    `repl`: with MicroPython's own line editor (MICROPY_USE_READLINE=1), whose REPL has the raw
+    REPL that provisioning speaks, as a board's has: the build `onekey vboard --frozen` runs.
+    build-unix32.sh leaves it out (its simple REPL has no raw mode), and so do the heap tests'
+    builds, whose figures docs/firmware.md records."""
     archives = sorted(MICROPYTHON32_SOURCE.glob("micropython-src-*.tar.gz"))
     if not archives:
         raise SimDeviceError(missing_micropython32())
-    digest = hashlib.sha256(archives[-1].name.encode())
-    for mod in _modules():
-        digest.update(mod.name.encode() + b"\0" + mod.read_bytes() + b"\0")
+    digest = hashlib.sha256(archives[-1].name.encode() + (b"\0repl" if repl else b""))
+    # The tree frozen is provisioning's (freeze_tree: the modules and the stamped fwversion.py,
+    # as a board's image holds them); its content is the cache key.
+    with tempfile.TemporaryDirectory() as staged:
+        freeze_tree(Path(staged), sim=True)
+        for mod in sorted(Path(staged).glob("*.py")):
+            digest.update(mod.name.encode() + b"\0" + mod.read_bytes() + b"\0")
     out = cache / digest.hexdigest()[:16]
     binary = out / "micropython"
     if binary.is_file():
@@ -163,9 +173,7 @@ def frozen_port32(cache: Path = FROZEN_CACHE, timeout: float = 600.0) -> Path:
         (work / "lib" / "micropython-lib").mkdir(parents=True, exist_ok=True)
         (work / "lib" / "micropython-lib" / "README.md").touch()
         fw = work / "fw"
-        fw.mkdir()
-        for mod in _modules():
-            shutil.copyfile(mod, fw / mod.name)
+        freeze_tree(fw, sim=True)
         manifest = work / "manifest.py"
         manifest.write_text(f'include("$(MPY_DIR)/extmod/asyncio")\nfreeze("{fw}")\n')
         steps = [
@@ -174,7 +182,7 @@ def frozen_port32(cache: Path = FROZEN_CACHE, timeout: float = 600.0) -> Path:
                 "make", "-C", str(work / "ports" / "unix"), jobs, "BUILD=build-32",
                 f"FROZEN_MANIFEST={manifest}", "CFLAGS_EXTRA=-m32", "LDFLAGS_EXTRA=-m32",
                 "MICROPY_PY_BTREE=0", "MICROPY_PY_FFI=0", "MICROPY_SSL_MBEDTLS=0", "MICROPY_PY_SSL=0",
-                "MICROPY_USE_READLINE=0",
+                "MICROPY_USE_READLINE=1" if repl else "MICROPY_USE_READLINE=0",
             ],
         ]  # fmt: skip
         for step in steps:

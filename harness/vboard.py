@@ -22,6 +22,14 @@ board where it does not by itself:
 - With no program reading the port, what the board prints is dropped, as by a UART.
 
 The interpreter always runs with `-X heapsize=96K` (an ESP32-sized heap) by default.
+
+`--frozen` makes it a plain ESP32 flashed with an image that has the firmware frozen in: the
+interpreter is the 32-bit unix port built with the firmware's modules and the stamped
+fwversion.py frozen, and MicroPython's raw REPL (`harness/port32.py`, `frozen_port32(repl=True)`,
+the tree provisioning's
+`freeze_tree` writes; about 25 s the first time, then cached), with the 56K heap of a plain
+ESP32. Its `sys.path` has '.frozen' after the flash, as a board's has after '', so module files
+on the flash shadow the frozen ones there too.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import tty
 from pathlib import Path
 from typing import BinaryIO
 
+from harness.port32 import ESP32_HEAPSIZE, frozen_port32
 from harness.simdevice import micropython_binary
 from provisioning.simcontrol import registry_dir
 
@@ -138,13 +147,15 @@ class VirtualBoard:
         *,
         name: str = "vb1",
         uid: str | None = None,
-        heapsize: str = DEFAULT_HEAPSIZE,
+        heapsize: str | None = None,
         micropython: str | None = None,
+        frozen: bool = False,
     ) -> None:
         self.dir = Path(directory).resolve()
         self.name = name
         self._uid = uid
-        self.heapsize = heapsize
+        self.frozen = frozen
+        self.heapsize = heapsize or (ESP32_HEAPSIZE if frozen else DEFAULT_HEAPSIZE)
         self.micropython = micropython
         self.flash = self.dir / "flash"
         self.rom = self.dir / "rom"
@@ -186,6 +197,8 @@ class VirtualBoard:
 
     def start(self) -> str:
         self._prepare()
+        if self.frozen and self.micropython is None:
+            self.micropython = str(frozen_port32(repl=True))
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave)  # no echo, no line editing: bytes pass as on a UART
         _set_nonblocking(self._master)
@@ -194,7 +207,7 @@ class VirtualBoard:
         self._boot(run_main=True)
         info = {"name": self.name, "port": self.port, "pid": os.getpid(), "dir": str(self.dir),
                 "uid": self._uid}
-        (self.dir / "board.json").write_text(json.dumps(info, indent=2) + "\n")
+        (self.dir / "board.json").write_text(json.dumps({**info, "frozen": self.frozen}, indent=2) + "\n")
         reg = registry_dir()
         reg.mkdir(parents=True, exist_ok=True)
         (reg / f"{self.name}.json").write_text(json.dumps(info) + "\n")
@@ -353,10 +366,13 @@ class VBoardProcess:
     """`onekey vboard` as a child process: a board that tests can unplug (`kill()`) and plug
     in again (`start()` on the same directory: same unique id, same flash)."""
 
-    def __init__(self, directory: Path, *, name: str = "vb1", heapsize: str = DEFAULT_HEAPSIZE) -> None:
+    def __init__(
+        self, directory: Path, *, name: str = "vb1", heapsize: str | None = None, frozen: bool = False
+    ) -> None:
         self.dir = Path(directory).resolve()
         self.name = name
-        self.heapsize = heapsize
+        self.frozen = frozen
+        self.heapsize = heapsize or (ESP32_HEAPSIZE if frozen else DEFAULT_HEAPSIZE)
         self.port = ""
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -369,10 +385,14 @@ class VBoardProcess:
         # its MAC when it is unplugged): it is left in place, and the board is up once the file
         # names the new process.
         meta = self.dir / "board.json"
+        argv = [sys.executable, "-m", "onekey.cli", "vboard", "--dir", str(self.dir),
+                "--name", self.name, "--heapsize", self.heapsize]
+        if self.frozen:
+            frozen_port32(repl=True)  # built (once, about 25 s) before the board's start is timed
+            argv.append("--frozen")
         with open(self.dir / "vboard.log", "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "onekey.cli", "vboard", "--dir", str(self.dir),
-                 "--name", self.name, "--heapsize", self.heapsize],
+                argv,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )

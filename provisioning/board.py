@@ -106,6 +106,70 @@ print(json.dumps([_i.name, list(_i.version), sys.platform, getattr(_i, '_machine
 """
 
 
+# Which of the firmware's modules the board's image has frozen in, and at which version: with
+# sys.path narrowed to '.frozen', import the version marker (a constant and a tuple, nothing
+# run) that an image built from freeze_tree carries; without it, try okproto (pure codecs) to
+# tell an image frozen before the marker existed from an image with no firmware at all. Files on
+# the file system are never consulted, and sys.path and sys.modules are put back as they were.
+_FROZEN = """\
+import json
+_ok_p = list(sys.path)
+_ok_r = [False, None, []]
+if '.frozen' in _ok_p:
+    _ok_r[0] = True
+    sys.path.clear()
+    sys.path.append('.frozen')
+    try:
+        for _ok_n in ('fwversion', 'okproto'):
+            _ok_had = _ok_n in sys.modules
+            _ok_m = sys.modules.pop(_ok_n, None)
+            try:
+                _ok_i = __import__(_ok_n)
+            except ImportError:
+                _ok_i = None
+            finally:
+                if _ok_had:
+                    sys.modules[_ok_n] = _ok_m
+                else:
+                    sys.modules.pop(_ok_n, None)
+            if _ok_i is None:
+                continue
+            if _ok_n == 'fwversion':
+                _ok_r[1] = str(getattr(_ok_i, 'VERSION', ''))
+                _ok_r[2] = [str(x) for x in getattr(_ok_i, 'MODULES', ())]
+                break
+            _ok_r[2] = [_ok_n]
+    finally:
+        _ok_i = None
+        _ok_m = None
+        sys.path.clear()
+        for _ok_n in _ok_p:
+            sys.path.append(_ok_n)
+print(json.dumps(_ok_r))
+"""
+
+
+@dataclass(frozen=True)
+class FrozenFirmware:
+    """The onekey firmware frozen into a board's MicroPython image."""
+
+    version: str | None  # the image's fwversion.VERSION; None: frozen before the marker existed
+    modules: tuple[str, ...]  # the firmware's modules the image holds
+
+
+def parse_frozen(text: str, port: str) -> FrozenFirmware | None:
+    try:
+        has_frozen, version, modules = json.loads(text)
+        names = tuple(str(m) for m in modules)
+    except (ValueError, TypeError):
+        raise RawReplError(
+            f"the board on {port} gave an unreadable answer about its frozen modules: {text[:120]!r}"
+        ) from None
+    if not has_frozen or not names:
+        return None
+    return FrozenFirmware(str(version) if version else None, names)
+
+
 @dataclass(frozen=True)
 class BoardInfo:
     implementation: str
@@ -202,6 +266,12 @@ class Board:
         self.prelude()
         out = self.repl.exec(_INFO).decode(errors="replace").strip()
         return parse_info(out.splitlines()[-1] if out else "", self.repl.port)
+
+    def frozen_firmware(self) -> FrozenFirmware | None:
+        """The firmware frozen into the board's image, or None when it has none."""
+        self.prelude()
+        out = self.repl.exec(_FROZEN).decode(errors="replace").strip()
+        return parse_frozen(out.splitlines()[-1] if out else "", self.repl.port)
 
     def digest(self, path: str) -> tuple[str, int, str] | None:
         """(kind, size, hex digest) of a file on the board, or None if it does not exist."""

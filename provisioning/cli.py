@@ -102,6 +102,9 @@ def _board_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--press-timeout", type=float, default=120.0, metavar="S",
                    help="real button: how long to wait for the TEST press")
     p.add_argument("--no-compile", action="store_true", help="send sources, not .mpy")
+    p.add_argument("--upload-modules", action="store_true",
+                   help="upload the modules even onto a board whose image has frozen firmware "
+                        "of another version (they shadow it; needs a board with PSRAM heap)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _admin_args(p)
 
@@ -132,6 +135,12 @@ def _provision_commands(sub: Any) -> None:
     rv.add_argument("device_id", metavar="DEVICE_ID", type=_device_id)
     _admin_args(rv)
     rv.set_defaults(func=_revoke)
+
+    fz = psub.add_parser("freeze-tree",
+                         help="write the firmware to freeze into a board's MicroPython image")
+    fz.add_argument("dir", metavar="DIR", type=Path,
+                    help="where (a FROZEN_MANIFEST then says freeze(DIR); docs/firmware.md)")
+    fz.set_defaults(func=_freeze_tree)
 
     st = psub.add_parser("status", help="devices at the gateway (or one, with its last test)")
     st.add_argument("device_id", metavar="DEVICE_ID", nargs="?")
@@ -165,6 +174,7 @@ def _options(args: argparse.Namespace) -> Options:
         broker_host=args.broker_host, broker_port=args.broker_port, force=args.force,
         baud=args.baud, self_test_timeout=args.self_test_timeout,
         press_timeout=args.press_timeout, compile=not args.no_compile,
+        upload_modules=args.upload_modules,
         power=args.power, period_s=args.period,
     )
 
@@ -225,6 +235,15 @@ def _status(args: argparse.Namespace) -> int:
         test = d.get("last_test") or {}
         print(f"{d['id']:<16} {d['role']:<8} {d['household']:<14} {state:<8} "
               f"hw {d['hw_id'] or '-':<14} last test {test.get('state', '-')}")
+    return 0
+
+
+def _freeze_tree(args: argparse.Namespace) -> int:
+    from provisioning.firmware import firmware_version, freeze_tree
+
+    names = freeze_tree(args.dir)
+    print(f"firmware version {firmware_version()}: {len(names)} modules in {args.dir} "
+          f"({', '.join(names)}); main.py stays a file")
     return 0
 
 

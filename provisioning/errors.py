@@ -75,3 +75,7 @@ class SelfTestError(ProvisionError):
 
 class EnrolmentError(ProvisionError):
     """Gateway enrolment cannot go on; the message says what is missing."""
+
+
+class FrozenFirmwareMismatchError(ProvisionError):
+    """The board's image has the firmware frozen in, at another version than the repository's."""

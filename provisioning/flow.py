@@ -10,7 +10,11 @@ Steps (each safe to repeat, so a run that failed anywhere is finished by running
               --force); the device id at the gateway: another board's? (refused likewise);
               a real board running the firmware is restarted without it (its watchdog would
               reset it in the middle of the upload)
-4. upload     firmware: .mpy modules, main.py last; files the board already has are skipped
+4. upload     firmware: .mpy modules, main.py last; files the board already has are skipped.
+              A board whose MicroPython image has the firmware frozen in (asked over the raw
+              REPL at connect) gets main.py alone, and copies of the firmware's modules on
+              its file system are removed (they would shadow the frozen ones); frozen modules
+              of another version are refused unless --upload-modules (docs/provisioning.md)
 5. register   the gateway registers the device (or gives it a new key), and issues its
               broker password, which it adds to the village broker and reloads it
 6. config     config.json written to config.json.tmp, checked, renamed; counter floor
@@ -29,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from provisioning.board import Board, BoardInfo, check_board
+from provisioning.board import Board, BoardInfo, FrozenFirmware, check_board
 from provisioning.devconfig import (
     CONFIG,
     build_config,
@@ -43,13 +47,21 @@ from provisioning.errors import (
     BoardCommandError,
     BoardLostError,
     DeviceIdTakenError,
+    FrozenFirmwareMismatchError,
     GatewayAdminError,
     PortError,
     ProvisionError,
     SelfTestError,
 )
 from provisioning.files import matches, upload
-from provisioning.firmware import MAIN, FirmwareFile, firmware_files
+from provisioning.firmware import (
+    MAIN,
+    FirmwareFile,
+    firmware_files,
+    firmware_version,
+    main_file,
+    module_names,
+)
 from provisioning.gwadmin import Credentials, GatewayAdmin
 from provisioning.ports import BAUD, open_port
 from provisioning.progress import Progress
@@ -82,6 +94,9 @@ class Options:
     # the old device's; device: mains). period_s 0: the gateway's default for the profile.
     power: str | None = None
     period_s: int = 0
+    # Upload the modules even onto a board whose image has other frozen ones (they shadow them;
+    # only a board with PSRAM has the heap for that).
+    upload_modules: bool = False
 
 
 @dataclass
@@ -99,6 +114,11 @@ class Summary:
     bytes_sent: int = 0  # file data uploaded
     wire_bytes: int = 0  # everything written to the port
     compiled: bool = False
+    # The firmware version frozen into the board's image ("" if it carries none); None: no
+    # frozen firmware. frozen_used: only main.py was sent, the frozen modules run.
+    frozen: str | None = None
+    frozen_used: bool = False
+    removed: list[str] = field(default_factory=list)  # stale module files deleted from the board
     tested: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
@@ -114,7 +134,10 @@ class Summary:
         if self.created is not None:
             what = "registered" if self.created else "existing entry, new key issued"
             lines.append(f"  gateway    {what}")
-        if self.files_sent or self.bytes_sent:
+        if self.frozen_used:
+            lines.append(f"  firmware   frozen in the board's image (version {self.frozen}); "
+                         f"main.py {'sent' if self.files_sent else 'already there'}")
+        elif self.files_sent or self.bytes_sent:
             how = "compiled .mpy" if self.compiled else "source"
             lines.append(f"  firmware   {self.files_sent} files, {self.bytes_sent / 1024:.1f} KB "
                          f"sent ({how}); {self.wire_bytes / 1024:.1f} KB over the port")
@@ -218,6 +241,8 @@ def _run(opts: Options, progress: Progress, s: Summary, session: Session) -> Non
         board = session.open()
         try:
             info = board.info()
+            check_board(info, opts.port)
+            frozen = board.frozen_firmware()
         except BoardCommandError as exc:
             if "MemoryError" not in str(exc):
                 raise
@@ -225,11 +250,15 @@ def _run(opts: Options, progress: Progress, s: Summary, session: Session) -> Non
             # (and the raw REPL does not run main.py), then ask again.
             session.soft_reset()
             info = board.info()
-        check_board(info, opts.port)
+            check_board(info, opts.port)
+            frozen = board.frozen_firmware()
         s.hw_id, s.virtual = info.uid, info.virtual
         kind = "virtual board" if info.virtual else info.machine or info.platform
         s.board = f"MicroPython {info.version_text} ({kind}), unique id {info.uid}"
         progress.detail(f"MicroPython {info.version_text}, id {info.uid}")
+        if frozen is not None:
+            s.frozen = frozen.version or ""
+            files = _frozen_plan(opts, frozen, files, s)
 
     with progress.step("gateway"):
         health = opts.admin.health()
@@ -265,6 +294,8 @@ def _run(opts: Options, progress: Progress, s: Summary, session: Session) -> Non
         progress.detail(device_id)
 
     with progress.step("upload"):
+        if s.frozen_used:
+            _remove_stale_modules(board, s)
         _upload_firmware(board, files, progress, s, info.free_bytes)
 
     with progress.step("register"):
@@ -324,6 +355,48 @@ def _restart_without_firmware(session: Session, board: Board, progress: Progress
     board.remove(MAIN)
     board.hard_reset()
     return session.reopen()
+
+
+def _frozen_plan(
+    opts: Options, frozen: FrozenFirmware, files: list[FirmwareFile], s: Summary
+) -> list[FirmwareFile]:
+    """What to upload to a board whose image has the firmware frozen in: main.py alone when the
+    frozen modules are the repository's; refused when they are not, unless --upload-modules."""
+    ours = firmware_version()
+    if frozen.version == ours:
+        s.frozen_used = True
+        return [main_file()]
+    have = f"version {frozen.version}" if frozen.version else "no version marker (an older build)"
+    if not opts.upload_modules:
+        raise FrozenFirmwareMismatchError(
+            f"the board on {opts.port} has onekey firmware frozen into its MicroPython image with "
+            f"{have}, and this repository's firmware is version {ours}. Reflash the board with "
+            "an image built from this firmware (docs/firmware.md, 'Flashing an ESP32'), then "
+            "run the same command again; or give --upload-modules to put the modules on its "
+            "file system, where they shadow the frozen ones and need a board with PSRAM heap"
+        )
+    s.notes.append(
+        f"the board's image has firmware frozen in ({have}, not {ours}): the uploaded modules "
+        "shadow the frozen ones, which needs a board with PSRAM heap (docs/firmware.md, Heap); "
+        "reflash the image to run the frozen firmware"
+    )
+    return files
+
+
+def _remove_stale_modules(board: Board, s: Summary) -> None:
+    """Copies of the firmware's modules on the file system come before '.frozen' in sys.path:
+    they would shadow the frozen modules (heap, and possibly stale code)."""
+    names = set(board.listdir())
+    for mod in module_names():
+        for name in (mod + ".py", mod + ".mpy"):
+            if name in names:
+                board.remove(name)
+                s.removed.append(name)
+    if s.removed:
+        s.notes.append(
+            f"removed {len(s.removed)} module file(s) that shadowed the frozen firmware: "
+            + ", ".join(sorted(s.removed))
+        )
 
 
 def _upload_firmware(

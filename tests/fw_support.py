@@ -403,12 +403,13 @@ def micropython32_or_fail() -> str:
     _no_port32(port32.missing_micropython32())
 
 
-def frozen32_or_fail() -> str:
-    """The 32-bit unix port with the firmware frozen in (built on first use, about 25 s); fails
-    or skips as `micropython32_or_fail` does when the source is not there."""
+def frozen32_or_fail(*, repl: bool = False) -> str:
+    """The 32-bit unix port with the firmware frozen in (built on first use, about 25 s; `repl`:
+    the build with the raw REPL that `onekey vboard --frozen` runs); fails or skips as
+    `micropython32_or_fail` does when the source is not there."""
     if not (port32.MICROPYTHON32_SOURCE / "build-unix32.sh").is_file():
         _no_port32(port32.missing_micropython32())
-    return str(port32.frozen_port32())
+    return str(port32.frozen_port32(repl=repl))
 
 
 def _no_port32(reason: str) -> NoReturn:

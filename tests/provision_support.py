@@ -26,10 +26,19 @@ def info_reply(
                        1_900_000, loaded]) + "\n"
 
 
+def frozen_reply(version: str | None = None, modules: tuple[str, ...] = ()) -> str:
+    """The answer to provisioning's frozen-modules query: '.frozen' in sys.path (as on every
+    ESP32 image), and the firmware's version marker and modules frozen in, if any."""
+    return json.dumps([True, version, list(modules)]) + "\n"
+
+
 def default_handler(code: str) -> tuple[str, str]:
-    """Answers the info query like an ESP32 with MicroPython 1.22.2; everything else: nothing."""
+    """Answers the info query like an ESP32 with MicroPython 1.22.2 and no firmware frozen in;
+    everything else: nothing."""
     if "sys.implementation" in code:
         return info_reply(), ""
+    if "'.frozen'" in code:
+        return frozen_reply(), ""
     return "", ""
 
 

@@ -26,12 +26,15 @@ from provisioning.errors import (
     BoardLostError,
     BoardTooOldError,
     DeviceIdTakenError,
+    FrozenFirmwareMismatchError,
     GatewayUnreachableError,
     NotMicroPythonError,
 )
+from provisioning.firmware import firmware_version
 from provisioning.flow import STEPS, Options, Summary, provision, replace
 from provisioning.gwadmin import GatewayAdmin, load_token
 from provisioning.progress import Progress
+from tests import fw_support as fw
 from tests.provision_support import fake_board_on_pty, garbage_on_pty, info_reply
 from tests.refusal import broker_refuses, gateway_refuses
 from tests.support import wait_for
@@ -75,6 +78,27 @@ def boards(tmp_path: Path) -> Iterator[Callable[[str], VBoardProcess]]:
             vb.stop()
 
 
+@pytest.fixture
+def frozen_boards(tmp_path: Path) -> Iterator[Callable[..., VBoardProcess]]:
+    """Virtual plain ESP32s flashed with an image that has the firmware frozen in (`onekey
+    vboard --frozen`: the 32-bit port with the modules frozen, 56K heap unless told)."""
+    fw.frozen32_or_fail(repl=True)  # built once (about 25 s), or skipped/failed with what to do
+    started: list[VBoardProcess] = []
+
+    def make(name: str, heapsize: str | None = None) -> VBoardProcess:
+        vb = VBoardProcess(tmp_path / name, name=f"{tmp_path.name[-12:]}-{name}", frozen=True,
+                           heapsize=heapsize)
+        vb.start()
+        started.append(vb)
+        return vb
+
+    try:
+        yield make
+    finally:
+        for vb in started:
+            vb.stop()
+
+
 def opts(port: str, admin: GatewayAdmin, household: str, **kw: Any) -> Options:
     return Options(port=port, role=kw.pop("role", "button"), household=household, admin=admin,
                    self_test_timeout=30.0, **kw)
@@ -100,6 +124,8 @@ def test_virtual_board_is_provisioned_and_its_press_reaches_the_centre(
     s = provision(opts(vb.port, admin, "h-press"))
     assert s.passed and s.created and s.virtual and s.compiled, s.render()
     assert s.files_sent >= 10 and s.bytes_sent > 20_000
+    # A plain board (no firmware frozen in its image) gets the modules.
+    assert s.frozen is None and not s.frozen_used and (vb.flash / "okproto.mpy").is_file()
     assert len(s.tested) == 3 and set(s.timings) == set(STEPS)
     cfg = flash_config(vb)
     assert (cfg["id"], cfg["household"], cfg["hal"]) == (s.device_id, "h-press", "sim")
@@ -115,6 +141,51 @@ def test_virtual_board_is_provisioned_and_its_press_reaches_the_centre(
     assert [(a["household"], a["village"], a["state"]) for a in alarms] == [("h-press", "v-demo", "open")]
     rec = admin.device(s.device_id)
     assert rec is not None and rec["last_seen"] and rec["hw_id"] == s.hw_id
+
+
+def module_files(vb: VBoardProcess) -> list[str]:
+    return sorted(p.name for p in vb.flash.iterdir() if p.suffix in (".py", ".mpy"))
+
+
+def test_a_board_with_the_firmware_frozen_in_gets_only_main_py_and_config_and_works(
+    stack: LocalStack, admin: GatewayAdmin, frozen_boards: Callable[..., VBoardProcess]
+) -> None:
+    vb = frozen_boards("frz")
+    # Copies left from an earlier provisioning with files: on the board they come before the
+    # frozen modules in sys.path; this one would stop the firmware if it were imported.
+    (vb.flash / "okproto.py").write_text("raise RuntimeError('stale copy shadowing the frozen okproto')\n")
+    (vb.flash / "link.mpy").write_bytes(b"stale")
+    (vb.flash / "fwversion.py").write_text("VERSION = 'stale'\n")
+    s = provision(opts(vb.port, admin, "h-frozen"))
+    assert s.passed and s.frozen == firmware_version() and s.frozen_used, s.render()
+    assert s.files_sent == 1 and s.bytes_sent == len((vb.flash / "main.py").read_bytes())
+    assert sorted(s.removed) == ["fwversion.py", "link.mpy", "okproto.py"]
+    assert module_files(vb) == ["main.py"] and (vb.flash / "config.json").is_file()
+    assert "frozen in the board's image" in s.render()
+    # The self-test passed on the frozen modules (heartbeat, test press, centre's record), and
+    # a real press reaches the centre.
+    assert len(s.tested) == 3
+    assert s.sim_port is not None
+    send_command(s.sim_port, "press 150", timeout=10)
+    alarms = asyncio.run(wait_for(lambda: centre_events(stack, s.device_id, "alarm"), 15))
+    assert [(a["household"], a["state"]) for a in alarms] == [("h-frozen", "open")]
+
+
+def test_frozen_firmware_of_another_version_is_refused_and_upload_modules_overrides_it(
+    admin: GatewayAdmin, frozen_boards: Callable[..., VBoardProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The repository's firmware moved on after the board's image was built: the board reports
+    # the version frozen into its image, which is no longer the repository's.
+    monkeypatch.setattr("provisioning.flow.firmware_version", lambda: "0000000000000000")
+    vb = frozen_boards("frzold", heapsize="160K")  # a board with PSRAM: room for .mpy modules
+    summary = Summary()
+    with pytest.raises(FrozenFirmwareMismatchError, match=r"(?s)version \w{16}, and this .*Reflash"):
+        provision(opts(vb.port, admin, "h-frzold"), summary=summary)
+    assert "upload" not in summary.timings and module_files(vb) == []
+    s = provision(opts(vb.port, admin, "h-frzold", upload_modules=True))
+    assert s.passed and not s.frozen_used and s.files_sent >= 10, s.render()
+    assert any("shadow the frozen ones" in n for n in s.notes)
+    assert "okproto.mpy" in module_files(vb)
 
 
 def test_running_it_again_completes_without_sending_the_firmware_again(

@@ -7,11 +7,19 @@ import zlib
 
 import pytest
 
-from provisioning.board import Board, BoardInfo, check_board, parse_info, parse_version
-from provisioning.errors import BoardTooOldError, NotMicroPythonError
+from provisioning.board import (
+    Board,
+    BoardInfo,
+    FrozenFirmware,
+    check_board,
+    parse_frozen,
+    parse_info,
+    parse_version,
+)
+from provisioning.errors import BoardTooOldError, NotMicroPythonError, RawReplError
 from provisioning.files import local_digest, matches
 from provisioning.rawrepl import RawRepl
-from tests.provision_support import FakeBoard, FakeSerial, info_reply
+from tests.provision_support import FakeBoard, FakeSerial, frozen_reply, info_reply
 
 
 @pytest.mark.parametrize(
@@ -107,3 +115,35 @@ def test_a_file_matches_only_with_the_same_bytes(kind: str) -> None:
     assert not matches(board, "x", b"abd")  # type: ignore[arg-type]
     assert not matches(board, "x", b"abcd")  # type: ignore[arg-type]
     assert not matches(_Files(None, kind), "x", b"abc")  # type: ignore[arg-type]
+
+
+def test_frozen_firmware_is_read_with_its_version_and_modules() -> None:
+    got = parse_frozen(frozen_reply("0123456789abcdef", ("okproto", "fwversion")), "/dev/ttyUSB0")
+    assert got == FrozenFirmware("0123456789abcdef", ("okproto", "fwversion"))
+
+
+def test_an_image_frozen_before_the_version_marker_has_no_version() -> None:
+    got = parse_frozen(frozen_reply(None, ("okproto",)), "/dev/ttyUSB0")
+    assert got == FrozenFirmware(None, ("okproto",))
+
+
+@pytest.mark.parametrize("reply", [frozen_reply(), '[false, null, []]'])
+def test_an_image_without_the_firmware_frozen_in_is_a_plain_board(reply: str) -> None:
+    assert parse_frozen(reply, "/dev/ttyUSB0") is None
+
+
+def test_an_unreadable_frozen_reply_is_a_raw_repl_error() -> None:
+    with pytest.raises(RawReplError, match="frozen modules"):
+        parse_frozen("Traceback", "/dev/ttyUSB0")
+
+
+def test_the_frozen_query_looks_only_in_the_image_and_puts_sys_path_back() -> None:
+    board = FakeBoard(
+        lambda code: (frozen_reply("v1", ("okproto",)), "") if "'.frozen'" in code else ("", "")
+    )
+    repl = RawRepl(FakeSerial(board), "/dev/ttyFAKE")
+    repl.enter_raw(timeout=2)
+    got = Board(repl).frozen_firmware()
+    assert got == FrozenFirmware("v1", ("okproto",))
+    query = board.executed[-1]
+    assert "sys.path.append('.frozen')" in query and "sys.path.append(_ok_n)" in query

@@ -21,7 +21,14 @@ from provisioning.errors import (
     GatewayUnreachableError,
     PortError,
 )
-from provisioning.firmware import firmware_files
+from provisioning.firmware import (
+    firmware_dir,
+    firmware_files,
+    firmware_version,
+    freeze_tree,
+    main_file,
+    module_names,
+)
 from provisioning.gwadmin import GatewayAdmin, load_token
 from provisioning.progress import Progress
 
@@ -136,3 +143,36 @@ def test_sources_are_sent_when_not_compiling() -> None:
 def test_a_directory_without_firmware_is_refused(tmp_path: Path) -> None:
     with pytest.raises(FirmwareError, match="no firmware"):
         firmware_files(tmp_path)
+
+
+def test_the_version_marker_is_not_uploaded_as_a_file() -> None:
+    names = [f.name for f in firmware_files(compile=False)[0]]
+    assert "fwversion.py" not in names and "fwversion.mpy" not in names
+
+
+def test_the_frozen_tree_holds_the_modules_and_a_version_marker_stamped_with_the_firmware_version(
+    tmp_path: Path,
+) -> None:
+    names = freeze_tree(tmp_path / "esp32")
+    files = sorted(p.name for p in (tmp_path / "esp32").iterdir())
+    assert "main.py" not in files and "hal_sim.py" not in files and "okproto.py" in files
+    assert files == sorted(n + ".py" for n in names)
+    marker: dict[str, Any] = {}
+    exec((tmp_path / "esp32" / "fwversion.py").read_text(), marker)
+    assert marker["VERSION"] == firmware_version() and len(marker["VERSION"]) == 16
+    assert marker["MODULES"] == tuple(names)
+    assert "hal_sim" in freeze_tree(tmp_path / "unix", sim=True)
+
+
+def test_the_firmware_version_changes_with_any_module(tmp_path: Path) -> None:
+    for p in firmware_dir().glob("*.py"):
+        (tmp_path / p.name).write_bytes(p.read_bytes())
+    assert firmware_version(tmp_path) == firmware_version()
+    (tmp_path / "link.py").write_text((tmp_path / "link.py").read_text() + "\n# edited\n")
+    assert firmware_version(tmp_path) != firmware_version()
+
+
+def test_a_frozen_board_gets_main_py_alone_and_every_module_name_is_a_shadow_candidate() -> None:
+    assert main_file().name == "main.py"
+    names = module_names()
+    assert {"okproto", "link", "fwversion", "hal_esp32"} <= set(names) and "main" not in names
