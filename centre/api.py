@@ -244,7 +244,11 @@ def create_app(
         contact_push = ContactPush(store, key, ingest.kick, clock)
         # The modem keeps itself usable (it re-opens an unplugged port); without one configured
         # the chain still runs, shows the alert and waits (docs/centre.md, Escalation).
-        device = Modem(config.modem_port, config.modem_baudrate) if config.modem_port else None
+        device = (
+            Modem(config.modem_port, config.modem_baudrate,
+                  on_state=lambda ch: metrics.set_modem_state(ch.state))  # `/metrics` modem state
+            if config.modem_port else None
+        )
         escalation = Escalation(
             store, CardContacts(), ModemSender(device), timeline.add, live, config.escalation,
             clock, period_s=config.escalation_period_s,

@@ -161,10 +161,10 @@ class FallbackSide:
 
     async def init(self) -> None:
         await self.store.db.executescript(SCHEMA)
-        self.metrics.gauge("modem", self.modem.state)
+        self.metrics.set_modem_state(self.modem.state)
 
     def _modem_state(self, ch: StateChange) -> None:
-        self.metrics.gauge("modem", ch.state)
+        self.metrics.set_modem_state(ch.state)
         if ch.state != "ok":
             self.metrics.inc(f"modem_{ch.state}")
             log.warning("event=modem_fault state=%s detail=%r", ch.state, ch.detail)
@@ -174,7 +174,7 @@ class FallbackSide:
 
     async def run(self) -> None:
         await self.modem.start(timeout=self.mcfg.command_timeout_s * 4)
-        self.metrics.gauge("modem", self.modem.state)
+        self.metrics.set_modem_state(self.modem.state)
         try:
             while True:
                 self._wake.clear()

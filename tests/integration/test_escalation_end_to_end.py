@@ -96,6 +96,18 @@ def esc(tmp_path: Path) -> Iterator[EscalationStack]:
         vmodem.stop()
 
 
+def centre_metrics_text(esc: EscalationStack) -> str:
+    import urllib.request
+
+    st = esc.stack
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{st.http_port}/metrics",
+        headers={"Authorization": f"Bearer {st.centre_token_file.read_text().strip()}"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
 def test_unanswered_alarm_goes_to_contact_one_then_two_who_confirms(esc: EscalationStack) -> None:
     alarm = esc.press("btn-e1")
     wait(lambda: esc.sent_to() == [LEADER], what="the leader's SMS")
@@ -160,6 +172,8 @@ def test_modem_unplugged_mid_chain_raises_the_alert(esc: EscalationStack) -> Non
     modem = wait(lambda: (m := esc.stack.api("GET", "/api/modem"))["alert"] and m,
                  what="the modem alert")
     assert modem["state"] == "gone"
+    # Prometheus sees it too (onekey_modem_state, docs/centre.md, Metrics).
+    wait(lambda: 'state="gone"} 1.0' in centre_metrics_text(esc), what="the modem state in /metrics")
     wait(lambda: "modem_gone" in esc.timeline_kinds(alarm), what="modem_gone on the timeline")
     time.sleep(T2_S + 0.5)
     assert esc.sent_to() == [LEADER]  # the son's SMS waits for the modem
