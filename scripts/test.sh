@@ -7,7 +7,7 @@ bash scripts/setup.sh
 . .venv/bin/activate
 echo "== ruff"
 ruff check .
-echo "== mypy (gateway, centre, provisioning, onekey, protocol, transport, harness)"
+echo "== mypy (strict: gateway, centre, provisioning, onekey, protocol, transport, harness, modem)"
 mypy
 echo "== pytest"
 exec pytest "$@"

@@ -18,3 +18,27 @@ async def wait_for(pred: Callable[[], Any], timeout: float = 15.0, every: float 
         if time.monotonic() > deadline:
             raise TimeoutError(f"condition not met within {timeout}s")
         await asyncio.sleep(every)
+
+
+def wait_until(pred: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """Poll a predicate until it returns something true (and return that); bounded."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        time.sleep(0.05)
+
+
+async def await_until(pred: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    """`wait_until` in an event loop: the predicate runs in the loop (it must not block)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {timeout:g} s")
+        await asyncio.sleep(0.05)

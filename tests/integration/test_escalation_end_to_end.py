@@ -14,6 +14,7 @@ import pytest
 
 from harness.stack import LocalStack
 from harness.vmodem import VModemProcess, control, read_sent
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +67,8 @@ class EscalationStack:
 
 
 def wait(pred: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not within {timeout:g} s: {what or pred}")
-        time.sleep(0.05)
+    value: T = wait_until(pred, timeout, what or str(pred))
+    return value
 
 
 @pytest.fixture

@@ -4,13 +4,13 @@ alarm reaches the centre. harness/deepsleep.py plays the sleeping chip."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 
 from harness.simdevice import SimButton
 from harness.stack import LocalStack
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +25,7 @@ BATTERY = {
 
 
 def wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
+    return wait_until(pred, timeout, what)
 
 
 def asleep(button: SimButton) -> bool:

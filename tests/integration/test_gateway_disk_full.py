@@ -9,7 +9,6 @@ import contextlib
 import errno
 import os
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from harness.stack import LocalStack
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -66,14 +66,8 @@ def fill(path: Path) -> int:
 
 
 def wait(what: str, pred: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(0.05)
+    value: T = wait_until(pred, timeout, what)
+    return value
 
 
 def newest_alarm(st: dict[str, Any]) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from harness.smsrelay import SmsRelay
 from harness.stack import HOST, LocalStack
 from harness.vmodem import VModemProcess, control, read_sent
 from modem import IncomingSms, Modem
+from tests.support import await_until, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -81,25 +82,11 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
 
 
 def wait(pred: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:g} s")
-        time.sleep(0.05)
+    return wait_until(pred, timeout, what)
 
 
 async def await_(pred: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not within {timeout:g} s")
-        await asyncio.sleep(0.05)
+    return await await_until(pred, timeout, what)
 
 
 def put_card(stack: LocalStack, hid: str, *, group: str = "g3") -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from harness.stack import LocalStack
+from tests.support import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -44,14 +45,7 @@ def stack(tmp_path: Path) -> Iterator[LocalStack]:
 
 
 def wait(pred: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
+    return wait_until(pred, timeout, what)
 
 
 def events(stack: LocalStack, device: str, what: str | None = None) -> list[dict[str, Any]]:
