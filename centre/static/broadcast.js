@@ -515,16 +515,26 @@
       }, function (err) { say(t("f.error") + errorText(err, t)); });
     }
 
+    // One fetch per broadcast at a time; a change that arrives while it runs (a second report
+    // batch) is not lost: the broadcast is fetched once more when the first answer is in.
     var refreshing = {};
     function onChange(data) {
-      if (destroyed || !data || !data.id || refreshing[data.id]) return;
-      refreshing[data.id] = true;
-      api("GET", "/api/broadcasts/" + encodeURIComponent(data.id)).then(function (bc) {
-        delete refreshing[data.id];
-        if (destroyed) return;
-        upsert(bc);
-        if (detailId === bc.id) renderDetail(bc);
-      }, function () { delete refreshing[data.id]; });
+      if (destroyed || !data || !data.id) return;
+      var id = data.id;
+      if (refreshing[id]) { refreshing[id] = "again"; return; }
+      refreshing[id] = true;
+      function done() {
+        var again = refreshing[id] === "again";
+        delete refreshing[id];
+        if (again && !destroyed) onChange({ id: id });
+      }
+      api("GET", "/api/broadcasts/" + encodeURIComponent(id)).then(function (bc) {
+        if (!destroyed) {
+          upsert(bc);
+          if (detailId === bc.id) renderDetail(bc);
+        }
+        done();
+      }, done);
     }
 
     if (ctx.live && typeof ctx.live.on === "function") {

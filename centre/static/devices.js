@@ -80,14 +80,19 @@
       badge();
     }
 
+    // One load at a time; a change that arrives during one is not lost: it loads again after.
+    let again = false;
     async function load() {
-      if (loading) return;
+      if (loading) { again = true; return; }
       loading = true;
       try {
         [devices, items] = await Promise.all([api.get("/api/devices"), api.get("/api/device-events?open=true&limit=200")]);
         render();
       } catch (e) { /* the banner or the login says why */ }
-      finally { loading = false; }
+      finally {
+        loading = false;
+        if (again) { again = false; load(); }
+      }
     }
 
     async function acknowledge(id) {
