@@ -141,21 +141,9 @@ def add_commands(sub: Any) -> None:
     )
     enrol.set_defaults(func=_enrol)
 
-    bk = csub.add_parser(
-        "backup", help="copy the centre's database while it runs, keeping the newest copies"
+    backup.add_commands(
+        csub, "centre", CENTRE_DB, _centre_db, "a backups directory beside the database"
     )
-    bk.add_argument("--config", type=Path, required=True)
-    bk.add_argument("--dir", type=Path, default=None,
-                    help="backup directory (default: a backups directory beside the database)")
-    bk.add_argument("--keep", type=int, default=backup.DEFAULT_KEEP,
-                    help=f"how many copies to keep (default {backup.DEFAULT_KEEP})")
-    bk.set_defaults(func=_backup)
-    rs = csub.add_parser(
-        "restore", help="replace the centre's database with a backup (the centre must be stopped)"
-    )
-    rs.add_argument("--config", type=Path, required=True)
-    rs.add_argument("file", type=Path, help="a copy made by `onekey centre backup`")
-    rs.set_defaults(func=_restore)
 
     hh = csub.add_parser(
         "households",
@@ -432,21 +420,9 @@ CENTRE_DB = backup.DbKind(
 )
 
 
-def _backup(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    where = args.dir if args.dir is not None else cfg.db_path.parent / "backups"
-    result = backup.backup(cfg.db_path, where, CENTRE_DB, keep=args.keep)
-    print(f"backup {result.path} bytes={result.size} duration_s={result.duration_s:.3f} "
-          f"removed={len(result.removed)}")
-    return 0
-
-
-def _restore(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    result = backup.restore(cfg.db_path, args.file, CENTRE_DB)
-    aside = f"; the database it replaced is kept at {result.aside}" if result.aside else ""
-    print(f"restored {result.db} from {args.file}{aside}")
-    return 0
+def _centre_db(config: Path) -> tuple[Path, Path]:
+    cfg = load_config(config)
+    return cfg.db_path, cfg.db_path.parent / "backups"
 
 
 def _show_key(args: argparse.Namespace) -> int:

@@ -31,21 +31,7 @@ def add_commands(sub: Any) -> None:
     stats.add_argument("--config", type=Path, required=True)
     stats.set_defaults(func=_stats)
 
-    bk = gsub.add_parser(
-        "backup", help="copy the gateway's database while it runs, keeping the newest copies"
-    )
-    bk.add_argument("--config", type=Path, required=True)
-    bk.add_argument("--dir", type=Path, default=None,
-                    help="backup directory (default: STATE_DIR/backups)")
-    bk.add_argument("--keep", type=int, default=backup.DEFAULT_KEEP,
-                    help=f"how many copies to keep (default {backup.DEFAULT_KEEP})")
-    bk.set_defaults(func=_backup)
-    rs = gsub.add_parser(
-        "restore", help="replace the gateway's database with a backup (the gateway must be stopped)"
-    )
-    rs.add_argument("--config", type=Path, required=True)
-    rs.add_argument("file", type=Path, help="a copy made by `onekey gateway backup`")
-    rs.set_defaults(func=_restore)
+    backup.add_commands(gsub, "gateway", GATEWAY_DB, _gateway_db, "STATE_DIR/backups")
 
     dev = gsub.add_parser("device", help="add, list or revoke devices in the registry")
     dsub = dev.add_subparsers(dest="device_cmd", required=True, metavar="COMMAND")
@@ -118,21 +104,9 @@ GATEWAY_DB = backup.DbKind(
 )
 
 
-def _backup(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    where = args.dir if args.dir is not None else cfg.state_dir / "backups"
-    result = backup.backup(cfg.db_path, where, GATEWAY_DB, keep=args.keep)
-    print(f"backup {result.path} bytes={result.size} duration_s={result.duration_s:.3f} "
-          f"removed={len(result.removed)}")
-    return 0
-
-
-def _restore(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
-    result = backup.restore(cfg.db_path, args.file, GATEWAY_DB)
-    aside = f"; the database it replaced is kept at {result.aside}" if result.aside else ""
-    print(f"restored {result.db} from {args.file}{aside}")
-    return 0
+def _gateway_db(config: Path) -> tuple[Path, Path]:
+    cfg = load_config(config)
+    return cfg.db_path, cfg.state_dir / "backups"
 
 
 def _device_add(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ stale WAL applied to another database would corrupt it) and puts the copy in pla
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sqlite3
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from transport import servicelock
 from transport.keys import SQLITE_SIDE_FILES, private_db, private_dir
@@ -215,3 +217,47 @@ def restore(
         kind.name, db, source, aside or "-", db.stat().st_size, duration * 1000,
     )
     return RestoreResult(db, aside, duration)
+
+
+# -- the command line: `onekey gateway|centre backup|restore`
+
+
+def add_commands(
+    sub: Any,
+    service: str,
+    kind: DbKind,
+    locate: Callable[[Path], tuple[Path, Path]],
+    default_dir: str,
+) -> None:
+    """The `backup` and `restore` subcommands of `service` (gateway or centre). `locate` reads
+    the service's configuration file and gives (its database, its default backup directory);
+    `default_dir` says where that is, for --help."""
+
+    def run_backup(args: argparse.Namespace) -> int:
+        db, default = locate(args.config)
+        result = backup(db, args.dir if args.dir is not None else default, kind, keep=args.keep)
+        print(f"backup {result.path} bytes={result.size} duration_s={result.duration_s:.3f} "
+              f"removed={len(result.removed)}")
+        return 0
+
+    def run_restore(args: argparse.Namespace) -> int:
+        db, _ = locate(args.config)
+        result = restore(db, args.file, kind)
+        aside = f"; the database it replaced is kept at {result.aside}" if result.aside else ""
+        print(f"restored {result.db} from {args.file}{aside}")
+        return 0
+
+    bk = sub.add_parser(
+        "backup", help=f"copy the {service}'s database while it runs, keeping the newest copies"
+    )
+    bk.add_argument("--config", type=Path, required=True)
+    bk.add_argument("--dir", type=Path, default=None, help=f"backup directory (default: {default_dir})")
+    bk.add_argument("--keep", type=int, default=DEFAULT_KEEP,
+                    help=f"how many copies to keep (default {DEFAULT_KEEP})")
+    bk.set_defaults(func=run_backup)
+    rs = sub.add_parser(
+        "restore", help=f"replace the {service}'s database with a backup (the {service} must be stopped)"
+    )
+    rs.add_argument("--config", type=Path, required=True)
+    rs.add_argument("file", type=Path, help=f"a copy made by `onekey {service} backup`")
+    rs.set_defaults(func=run_restore)
